@@ -1,0 +1,87 @@
+//! `pipe check-task`: each task's reference solution through the gate; a task author's first tool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::diag::render_all;
+use crate::sandbox::{Sandbox, local::LocalSandbox};
+use crate::stages::gate::run_tests;
+use crate::task::Task;
+
+pub async fn run(dirs: &[PathBuf], json: bool) -> i32 {
+    let sandbox = Sandbox::Local(LocalSandbox::detect());
+    let mut results = Vec::new();
+    let mut worst = 0;
+    for dir in dirs {
+        let task = match Task::load(dir) {
+            Ok(t) => t,
+            Err(diags) => {
+                eprint!(
+                    "{}",
+                    render_all(&diags, &std::env::current_dir().unwrap_or_default())
+                );
+                worst = 2;
+                continue;
+            }
+        };
+        let Some(reference) = task.reference_dir.clone() else {
+            eprintln!(
+                "{}: the task names no `reference` solution",
+                task.file.display()
+            );
+            worst = worst.max(1);
+            continue;
+        };
+        let timeout = Duration::from_secs(task.gate.timeout_secs);
+        match run_tests(
+            &sandbox,
+            &task,
+            &reference,
+            timeout,
+            task.gate.repeat,
+            &CancellationToken::new(),
+        )
+        .await
+        {
+            Ok((report, _, output)) => {
+                if !report.passed {
+                    worst = worst.max(1);
+                }
+                if !json {
+                    println!(
+                        "{} {}: reference passes {}/{}{}",
+                        if report.passed { "ok  " } else { "FAIL" },
+                        task.name,
+                        report.tests_passed,
+                        report.tests_total,
+                        report
+                            .reason
+                            .as_ref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    );
+                    if !report.passed {
+                        eprintln!("{output}");
+                    }
+                }
+                results.push(serde_json::json!({
+                    "task": task.name, "dir": dir, "passed": report.passed,
+                    "tests_passed": report.tests_passed, "tests_total": report.tests_total, "reason": report.reason,
+                }));
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", task.name);
+                worst = worst.max(1);
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"tasks": results})).expect("json")
+        );
+    }
+    worst
+}

@@ -1,0 +1,453 @@
+//! The command line. Every expected error maps to an exit code here: 0 all done, 1 some node
+//! failed, 2 invalid config or usage, 130 interrupted.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::load::Purpose;
+use crate::config::{self, Pipeline};
+use crate::diag::{Diag, render_all};
+use crate::exec::{self, Outcome, RunOptions, reason_text};
+use crate::plan::Plan;
+use crate::provider::Providers;
+use crate::sandbox::{Sandbox, local::LocalSandbox};
+use crate::stages::Services;
+use crate::store::{RoundStore, Status};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipe",
+    version,
+    about = "Peer-judged LLM coding benchmarks as declarative, resumable pipelines"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline and everything it names; print every problem at once, or "ok".
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the expanded node graph.
+    Graph {
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+    },
+    /// Run what is not done yet.
+    Run {
+        pipeline: PathBuf,
+        /// Where round directories go.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Nodes run at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Re-run a stage and everything downstream (repeatable).
+        #[arg(long)]
+        force: Vec<String>,
+        /// Write every model exchange into DIR, in the layout the replay provider reads.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+        /// A replayed request that differs from the recorded one is an error, not a warning.
+        #[arg(long)]
+        strict: bool,
+        /// Print one JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Print each node's cache key.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Per node: done, failed, pending or stale, and why.
+    Status {
+        pipeline: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a round's state and outputs.
+    Clean {
+        pipeline: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// Run each task's reference solution through the gate.
+    CheckTask {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(dispatch(cli.command))
+}
+
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
+}
+
+/// Loads a pipeline, printing diagnostics; `None` means exit 2.
+fn load(file: &Path, purpose: Purpose, json: bool) -> Option<Pipeline> {
+    match config::load(file, purpose) {
+        Ok(p) => {
+            if !p.warnings.is_empty() && !json {
+                eprint!("{}", render_all(&p.warnings, &cwd()));
+            }
+            Some(p)
+        }
+        Err(diags) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "diagnostics": diags}));
+            } else {
+                eprint!("{}", render_all(&diags, &cwd()));
+            }
+            None
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> i32 {
+    match cmd {
+        Command::Validate { pipeline, json } => {
+            let Some(p) = load(&pipeline, Purpose::Validate, json) else {
+                return EXIT_INVALID;
+            };
+            let plan = Plan::build(&p);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "nodes": plan.len(), "diagnostics": p.warnings})
+                );
+            } else {
+                println!(
+                    "ok: {} ({} stages, {} models, {} nodes)",
+                    p.round.id,
+                    p.stages.len(),
+                    p.models.len(),
+                    plan.len()
+                );
+            }
+            EXIT_OK
+        }
+        Command::Graph { pipeline, format } => {
+            let Some(p) = load(
+                &pipeline,
+                Purpose::Validate,
+                matches!(format, GraphFormat::Json),
+            ) else {
+                return EXIT_INVALID;
+            };
+            print!("{}", render_graph(&Plan::build(&p), format));
+            EXIT_OK
+        }
+        Command::Run {
+            pipeline,
+            out,
+            jobs,
+            force,
+            record,
+            strict,
+            json,
+            verbose,
+        } => {
+            let Some(p) = load(&pipeline, Purpose::Run, json) else {
+                return EXIT_INVALID;
+            };
+            for f in &force {
+                if p.stage(f).is_none() {
+                    let d = Diag::error(&pipeline, format!("--force names unknown stage `{f}`"))
+                        .help_opt(crate::diag::did_you_mean(
+                            f,
+                            p.stages.iter().map(|s| s.name.as_str()),
+                        ));
+                    eprint!("{}", render_all(&[d], &cwd()));
+                    return EXIT_INVALID;
+                }
+            }
+            run(p, &out, jobs, force, record, strict, json, verbose).await
+        }
+        Command::Status {
+            pipeline,
+            out,
+            json,
+        } => {
+            let Some(p) = load(&pipeline, Purpose::Validate, json) else {
+                return EXIT_INVALID;
+            };
+            status(&p, &out, json)
+        }
+        Command::Clean { pipeline, out } => {
+            let Some(p) = load(&pipeline, Purpose::Validate, false) else {
+                return EXIT_INVALID;
+            };
+            let store = RoundStore::new(&out, &p.round.id);
+            match store.clean() {
+                Ok(true) => {
+                    println!("removed {}", store.root.display());
+                    EXIT_OK
+                }
+                Ok(false) => {
+                    println!("nothing to clean: {} does not exist", store.root.display());
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::CheckTask { dirs, json } => crate::checktask::run(&dirs, json).await,
+    }
+}
+
+pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
+    let mut o = String::new();
+    match format {
+        GraphFormat::Text => {
+            for n in plan.nodes() {
+                let deps: Vec<String> = plan.deps(&n.id).iter().map(|d| d.id.clone()).collect();
+                if deps.is_empty() {
+                    o.push_str(&format!("{}\n", n.id));
+                } else {
+                    o.push_str(&format!("{} <- {}\n", n.id, deps.join(", ")));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            o.push_str("digraph pipe {\n  rankdir=LR;\n");
+            for n in plan.nodes() {
+                o.push_str(&format!(
+                    "  \"{}\" [label=\"{}\", shape=box];\n",
+                    n.id, n.id
+                ));
+                for d in plan.deps(&n.id) {
+                    o.push_str(&format!("  \"{}\" -> \"{}\";\n", d.id, n.id));
+                }
+            }
+            o.push_str("}\n");
+        }
+        GraphFormat::Json => {
+            let nodes: Vec<_> = plan
+                .nodes()
+                .map(|n| {
+                    serde_json::json!({
+                        "id": n.id, "stage": n.stage, "kind": n.kind,
+                        "deps": plan.deps(&n.id).iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            o = serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes})).expect("json")
+                + "\n";
+        }
+    }
+    o
+}
+
+#[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
+async fn run(
+    p: Pipeline,
+    out: &Path,
+    jobs: Option<usize>,
+    force: Vec<String>,
+    record: Option<PathBuf>,
+    strict: bool,
+    json: bool,
+    verbose: bool,
+) -> i32 {
+    let store = RoundStore::new(out, &p.round.id);
+    let lock = match store.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if let Err(e) = store.sweep() {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    let plan = Arc::new(Plan::build(&p));
+    if verbose {
+        for n in plan.nodes() {
+            eprintln!("key {} {}", n.key, n.id);
+        }
+    }
+    let round_id = p.round.id.clone();
+    let sandbox = Sandbox::Local(LocalSandbox::detect());
+    let providers = Arc::new(Providers::new(&p, strict, record));
+    let quiet = json && !std::io::stderr().is_terminal();
+    let services = Arc::new(Services {
+        pipeline: Arc::new(p),
+        providers,
+        sandbox: Arc::new(sandbox),
+        progress: None,
+        quiet,
+    });
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            c2.cancel();
+        }
+    });
+    let opts = RunOptions {
+        jobs: jobs
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            })
+            .max(1),
+        force: force.into_iter().collect::<BTreeSet<_>>(),
+        cancel_deadline: Duration::from_secs(10),
+    };
+    let summary = match exec::run(plan, Arc::new(store), services, &opts, cancel, &round_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    drop(lock);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
+                "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
+                "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
+                "nodes": summary.nodes,
+            })
+        );
+    } else {
+        eprintln!(
+            "{}: {} executed, {} cached, {} failed, {} skipped in {:.1}s",
+            summary.round,
+            summary.executed,
+            summary.cached,
+            summary.failed,
+            summary.skipped,
+            summary.wall_ms as f64 / 1000.0
+        );
+        for n in summary
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.outcome, Outcome::Failed | Outcome::Skipped))
+        {
+            eprintln!(
+                "  {:?} {}: {}",
+                n.outcome,
+                n.id,
+                n.reason.as_deref().unwrap_or("")
+            );
+        }
+        let report = summary.round_dir.join("report.md");
+        if report.exists() {
+            eprintln!("report: {}", report.display());
+        }
+    }
+    if summary.interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.failed > 0 || summary.skipped > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
+    let store = RoundStore::new(out, &p.round.id);
+    let plan = Plan::build(p);
+    let reasons = exec::plan_outstanding(&plan, &store, &BTreeSet::new());
+    let recorded = exec::recorded(&plan, &store);
+    let mut rows = Vec::new();
+    for (i, n) in plan.nodes().enumerate() {
+        let (state, why) = match (&recorded[i].1, reasons[i]) {
+            (Some(r), None) if r.status == Status::Done => ("done", String::new()),
+            (Some(r), Some(reason)) if r.status == Status::Done => {
+                ("stale", reason_text(reason).to_string())
+            }
+            (Some(r), _) => (
+                "failed",
+                r.failure
+                    .as_ref()
+                    .map(|f| format!("{:?}: {}", f.kind, f.message).to_lowercase())
+                    .unwrap_or_default(),
+            ),
+            (None, _) => ("pending", "not run yet".to_string()),
+        };
+        rows.push(serde_json::json!({"id": n.id, "stage": n.stage, "state": state, "why": why, "key": n.key}));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"round": p.round.id, "round_dir": store.root, "nodes": rows})
+            )
+            .expect("json")
+        );
+    } else {
+        for r in &rows {
+            println!(
+                "{:<8} {}{}",
+                r["state"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or(""),
+                r["why"]
+                    .as_str()
+                    .filter(|w| !w.is_empty())
+                    .map(|w| format!("  ({w})"))
+                    .unwrap_or_default()
+            );
+        }
+        let count = |s: &str| rows.iter().filter(|r| r["state"] == s).count();
+        println!(
+            "{}: {} done, {} stale, {} failed, {} pending",
+            p.round.id,
+            count("done"),
+            count("stale"),
+            count("failed"),
+            count("pending")
+        );
+    }
+    EXIT_OK
+}

@@ -1,0 +1,752 @@
+//! Pipeline file -> validated [`Pipeline`], with every problem reported at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::DiGraph;
+
+use super::check::{kind_of, section};
+use super::raw::{
+    RawAggregateStage, RawBuildStage, RawCommandStage, RawGateStage, RawJudgeStage, RawModel,
+    RawProvider, RawPublishStage, RawRound, RawStageKind, RawTop,
+};
+use super::{
+    Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat, Round,
+    SandboxChoice, Stage, StageKind, Template,
+};
+use crate::diag::{Diag, did_you_mean};
+use crate::provider::Sampling;
+use crate::rubric::Rubric;
+use crate::source::{KeyPath, SourceDoc};
+use crate::task::Task;
+use crate::templates::{self, BuildCtx, JudgeCtx};
+
+/// When the pipeline is loaded for a run, a missing API-key variable is an error; for `validate`
+/// it is a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Validate,
+    Run,
+}
+
+/// Loads and validates a pipeline file. `Err` holds every error found (and the warnings);
+/// `Ok` carries the warnings in [`Pipeline::warnings`].
+pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
+    let doc = SourceDoc::load(file).map_err(|d| vec![d])?;
+    let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut l = Loader {
+        doc: &doc,
+        dir,
+        diags: Vec::new(),
+        purpose,
+    };
+    let pipeline = l.pipeline();
+    let has_errors = l.diags.iter().any(Diag::is_error);
+    match pipeline {
+        Some(mut p) if !has_errors => {
+            p.warnings = l.diags;
+            Ok(p)
+        }
+        _ => Err(l.diags),
+    }
+}
+
+struct Loader<'a> {
+    doc: &'a SourceDoc,
+    dir: PathBuf,
+    diags: Vec<Diag>,
+    purpose: Purpose,
+}
+
+fn root() -> KeyPath {
+    KeyPath::root()
+}
+
+impl Loader<'_> {
+    fn err(&mut self, path: &KeyPath, message: impl Into<String>) -> &mut Diag {
+        self.diags.push(self.doc.error_at(path, message, false));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn pipeline(&mut self) -> Option<Pipeline> {
+        if !self.doc.value.is_object() {
+            self.err(&root(), "a pipeline file must be a table of sections");
+            return None;
+        }
+        // Unknown top-level sections; `round` missing is reported here too.
+        section::<RawTop>(self.doc, &root(), "the pipeline file", &mut self.diags);
+        let round = self.round();
+        let providers = self.providers();
+        let models = self.models(&providers);
+        let stages = self.stages();
+        let task = round.as_ref().and_then(|(_, task_rel)| self.task(task_rel));
+        let (round, _) = round?;
+        Some(Pipeline {
+            file: self.doc.file.clone(),
+            round,
+            providers,
+            models,
+            stages: stages?,
+            task: task?,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn round(&mut self) -> Option<(Round, String)> {
+        let at = root().key("round");
+        let raw: RawRound = section(self.doc, &at, "[round]", &mut self.diags)?;
+        let mut ok = true;
+        if raw.name.is_empty()
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.err(
+                &at.key("name"),
+                format!(
+                    "round name `{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                    raw.name
+                ),
+            )
+            .help = Some("the name becomes a directory under out/".into());
+            ok = false;
+        }
+        let date = match raw.date {
+            Some(d) => {
+                if d.parse::<jiff::civil::Date>().is_err() {
+                    self.err(&at.key("date"), format!("date `{d}` is not a date"))
+                        .help = Some("write it as YYYY-MM-DD".into());
+                    ok = false;
+                }
+                d
+            }
+            None => jiff::Zoned::now().date().to_string(),
+        };
+        let samples = raw.samples.unwrap_or(1);
+        if samples == 0 {
+            self.err(&at.key("samples"), "samples must be at least 1");
+            ok = false;
+        }
+        if let Some(r) = raw.representative_sample
+            && (r == 0 || r > samples)
+        {
+            self.err(
+                &at.key("representative_sample"),
+                format!("representative_sample {r} is not a sample of this round (1..={samples})"),
+            );
+            ok = false;
+        }
+        let sandbox = match raw.sandbox.as_deref() {
+            None | Some("local") => SandboxChoice::Local,
+            Some("docker") => SandboxChoice::Docker,
+            Some("auto") => SandboxChoice::Auto,
+            Some(other) => {
+                let help = did_you_mean(other, ["local", "docker", "auto"]);
+                self.err(&at.key("sandbox"), format!("unknown sandbox `{other}`"))
+                    .help = help;
+                ok = false;
+                SandboxChoice::Local
+            }
+        };
+        let id = format!("{}-{}", raw.name, date);
+        ok.then_some((
+            Round {
+                name: raw.name,
+                date,
+                id,
+                samples,
+                sandbox,
+                representative_sample: raw.representative_sample,
+                description: raw.description,
+            },
+            raw.task,
+        ))
+    }
+
+    fn providers(&mut self) -> BTreeMap<String, ProviderConfig> {
+        let mut out = BTreeMap::new();
+        let at = root().key("providers");
+        let Some(value) = self.doc.get(&at) else {
+            return out;
+        };
+        let Some(map) = value.as_object() else {
+            let msg = format!(
+                "[providers] must be a table of named providers, found {}",
+                kind_of(value)
+            );
+            self.err(&at, msg);
+            return out;
+        };
+        for name in map.keys() {
+            let p = at.key(name);
+            let Some(raw) = section::<RawProvider>(
+                self.doc,
+                &p,
+                &format!("provider `{name}`"),
+                &mut self.diags,
+            ) else {
+                continue;
+            };
+            let kind = match raw.kind.as_str() {
+                "openai" => {
+                    let Some(base_url) = raw.base_url.clone() else {
+                        self.err(
+                            &p,
+                            format!("provider `{name}` of kind openai needs `base_url`"),
+                        )
+                        .help = Some("e.g. base_url = \"https://openrouter.ai/api/v1\"".into());
+                        continue;
+                    };
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                        self.err(
+                            &p.key("base_url"),
+                            format!("base_url `{base_url}` is not an http(s) URL"),
+                        );
+                    }
+                    if let Some(var) = &raw.api_key_env {
+                        self.check_key_var(&p.key("api_key_env"), var);
+                    }
+                    ProviderKind::OpenAi {
+                        base_url,
+                        api_key_env: raw.api_key_env.clone(),
+                        timeout_secs: raw.timeout_secs.unwrap_or(600),
+                        max_retries: raw.max_retries.unwrap_or(5),
+                    }
+                }
+                "replay" => {
+                    let Some(rel) = raw.recordings.clone() else {
+                        self.err(&p, format!("provider `{name}` of kind replay needs `recordings`")).help =
+                            Some("the directory a `pipe run --record DIR` wrote, relative to the pipeline file".into());
+                        continue;
+                    };
+                    let dir = self.dir.join(&rel);
+                    if !dir.is_dir() {
+                        self.err(
+                            &p.key("recordings"),
+                            format!("recordings directory `{rel}` not found"),
+                        );
+                    }
+                    ProviderKind::Replay { recordings: dir }
+                }
+                other => {
+                    let help = did_you_mean(other, ["openai", "replay"]);
+                    self.err(&p.key("kind"), format!("unknown provider kind `{other}`"))
+                        .help = help;
+                    continue;
+                }
+            };
+            if raw.max_concurrency == Some(0) {
+                self.err(
+                    &p.key("max_concurrency"),
+                    "max_concurrency must be at least 1",
+                );
+            }
+            out.insert(
+                name.clone(),
+                ProviderConfig {
+                    name: name.clone(),
+                    kind,
+                    max_concurrency: raw.max_concurrency.unwrap_or(4).max(1) as usize,
+                },
+            );
+        }
+        out
+    }
+
+    fn check_key_var(&mut self, at: &KeyPath, var: &str) {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            return;
+        }
+        let message = format!("the API key variable `{var}` is not set");
+        let help = format!(
+            "export {var}=... before `pipe run` (the key is read from the environment only)"
+        );
+        let d = match self.purpose {
+            Purpose::Validate => self.doc.warning_at(at, message, false),
+            Purpose::Run => self.doc.error_at(at, message, false),
+        };
+        self.diags.push(d.help(help));
+    }
+
+    fn models(&mut self, providers: &BTreeMap<String, ProviderConfig>) -> Vec<ModelConfig> {
+        let at = root().key("models");
+        let mut out: Vec<ModelConfig> = Vec::new();
+        let Some(value) = self.doc.get(&at) else {
+            self.err(&root(), "the pipeline has no models").help =
+                Some("add at least one [[models]] entry".into());
+            return out;
+        };
+        let Some(items) = value.as_array() else {
+            let msg = format!(
+                "`models` must be an array of tables ([[models]]), found {}",
+                kind_of(value)
+            );
+            self.err(&at, msg);
+            return out;
+        };
+        for i in 0..items.len() {
+            let p = at.index(i);
+            let Some(raw) = section::<RawModel>(self.doc, &p, "a model", &mut self.diags) else {
+                continue;
+            };
+            if raw.id.is_empty()
+                || !raw
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || raw.id.starts_with('.')
+            {
+                self.err(
+                    &p.key("id"),
+                    format!(
+                        "model id `{}` must be letters, digits, `-`, `_` or `.`",
+                        raw.id
+                    ),
+                )
+                .help = Some(
+                    "the id names directories and node ids; keep the endpoint's name in `model`"
+                        .into(),
+                );
+            }
+            if out.iter().any(|m| m.id == raw.id) {
+                self.err(&p.key("id"), format!("duplicate model id `{}`", raw.id))
+                    .help = Some("model ids must be unique within a round".into());
+            }
+            if !providers.contains_key(&raw.provider)
+                && self
+                    .doc
+                    .get(&root().key("providers").key(&raw.provider))
+                    .is_none()
+            {
+                let help = did_you_mean(&raw.provider, providers.keys().map(String::as_str));
+                self.err(
+                    &p.key("provider"),
+                    format!(
+                        "model `{}` uses unknown provider `{}`",
+                        raw.id, raw.provider
+                    ),
+                )
+                .help = help.or_else(|| Some("define it under [providers.NAME]".into()));
+            }
+            let price = raw.price.unwrap_or_default();
+            for (field, v) in [
+                ("input", Some(price.input)),
+                ("output", Some(price.output)),
+                ("cache_read", price.cache_read),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v >= 0.0)
+                {
+                    self.err(
+                        &p.key("price").key(field),
+                        format!("price.{field} is negative ({v})"),
+                    )
+                    .help = Some("prices are USD per million tokens, zero or more".into());
+                }
+            }
+            if let Some(t) = raw.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                self.err(
+                    &p.key("temperature"),
+                    format!("temperature {t} is outside 0..=2"),
+                );
+            }
+            out.push(ModelConfig {
+                id: raw.id,
+                provider: raw.provider,
+                model: raw.model,
+                price,
+                sampling: Sampling {
+                    temperature: raw.temperature,
+                    seed: raw.seed,
+                    max_tokens: raw.max_tokens,
+                },
+            });
+        }
+        if items.is_empty() {
+            self.err(&at, "the pipeline has no models");
+        }
+        out
+    }
+
+    fn file(&mut self, at: &KeyPath, rel: &str, what: &str) -> Option<PathBuf> {
+        let path = self.dir.join(rel);
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.err(at, format!("{what} `{rel}` not found")).help = Some(format!(
+                "paths are relative to the pipeline file's directory ({})",
+                self.dir.display()
+            ));
+            None
+        }
+    }
+
+    fn template<S: serde::Serialize>(
+        &mut self,
+        at: &KeyPath,
+        rel: &str,
+        sample: &S,
+    ) -> Option<Template> {
+        let path = self.file(at, rel, "prompt template")?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(at, format!("cannot read prompt template `{rel}`: {e}"));
+                return None;
+            }
+        };
+        let template = Template { path, text };
+        if let Some(d) = templates::check(&template, sample) {
+            self.diags.push(d);
+            return None;
+        }
+        Some(template)
+    }
+
+    fn stages(&mut self) -> Option<Vec<Stage>> {
+        let at = root().key("stages");
+        let Some(value) = self.doc.get(&at) else {
+            self.err(&root(), "the pipeline has no stages").help =
+                Some("add [stages.build], [stages.gate], ...".into());
+            return None;
+        };
+        let Some(map) = value.as_object() else {
+            let msg = format!(
+                "[stages] must be a table of named stages, found {}",
+                kind_of(value)
+            );
+            self.err(&at, msg);
+            return None;
+        };
+        let names: Vec<String> = map.keys().cloned().collect();
+        let mut stages = Vec::new();
+        let mut ok = true;
+        for name in &names {
+            let p = at.key(name);
+            match self.stage(&p, name, &names) {
+                Some(s) => stages.push(s),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let sorted = self.order(stages)?;
+        self.check_shape(&sorted);
+        Some(sorted)
+    }
+
+    fn stage(&mut self, p: &KeyPath, name: &str, names: &[String]) -> Option<Stage> {
+        let kind = match self.doc.get(p).and_then(|v| v.get("kind")) {
+            Some(serde_json::Value::String(k)) => RawStageKind { kind: k.clone() },
+            Some(other) => {
+                let msg = format!(
+                    "stage `{name}`: `kind` must be a string, found {}",
+                    kind_of(other)
+                );
+                self.err(&p.key("kind"), msg);
+                return None;
+            }
+            None => {
+                self.err(p, format!("stage `{name}` has no `kind`")).help = Some(format!(
+                    "set kind to one of {}",
+                    StageKind::NAMES.join(", ")
+                ));
+                return None;
+            }
+        };
+        let what = format!("stage `{name}`");
+        let d = &mut self.diags;
+        let (needs, kind) = match kind.kind.as_str() {
+            "build" => {
+                let r: RawBuildStage = section(self.doc, p, &what, d)?;
+                let harness = match r.harness.as_deref() {
+                    None | Some("single-shot") => Harness::SingleShot,
+                    Some(other) => {
+                        let help = did_you_mean(other, ["single-shot"]);
+                        self.err(&p.key("harness"), format!("unknown harness `{other}`"))
+                            .help = help;
+                        return None;
+                    }
+                };
+                let prompt = self.template(&p.key("prompt"), &r.prompt, &BuildCtx::sample());
+                (
+                    r.needs,
+                    StageKind::Build {
+                        prompt: prompt?,
+                        harness,
+                    },
+                )
+            }
+            "gate" => {
+                let r: RawGateStage = section(self.doc, p, &what, d)?;
+                (
+                    r.needs,
+                    StageKind::Gate {
+                        timeout_secs: r.timeout_secs,
+                        repeat: r.repeat,
+                    },
+                )
+            }
+            "judge" => {
+                let r: RawJudgeStage = section(self.doc, p, &what, d)?;
+                let rubric = self
+                    .file(&p.key("rubric"), &r.rubric, "rubric")
+                    .and_then(|f| match Rubric::load(&f) {
+                        Ok(r) => Some(r),
+                        Err(ds) => {
+                            self.diags.extend(ds);
+                            None
+                        }
+                    });
+                let prompt = match &rubric {
+                    Some(rb) => self.template(&p.key("prompt"), &r.prompt, &JudgeCtx::sample(rb)),
+                    None => self
+                        .file(&p.key("prompt"), &r.prompt, "prompt template")
+                        .and(None),
+                };
+                (
+                    r.needs,
+                    StageKind::Judge {
+                        prompt: prompt?,
+                        rubric: Box::new(rubric?),
+                        max_impl_bytes: r.max_impl_bytes.unwrap_or(60_000),
+                    },
+                )
+            }
+            "aggregate" => {
+                let r: RawAggregateStage = section(self.doc, p, &what, d)?;
+                (r.needs, StageKind::Aggregate)
+            }
+            "publish" => {
+                let r: RawPublishStage = section(self.doc, p, &what, d)?;
+                let mut formats = Vec::new();
+                for (i, f) in r
+                    .formats
+                    .unwrap_or_else(|| vec!["markdown".into(), "json".into()])
+                    .iter()
+                    .enumerate()
+                {
+                    match f.as_str() {
+                        "markdown" => formats.push(PublishFormat::Markdown),
+                        "json" => formats.push(PublishFormat::Json),
+                        other => {
+                            let help = did_you_mean(other, PublishFormat::NAMES);
+                            self.err(
+                                &p.key("formats").index(i),
+                                format!("unknown publish format `{other}`"),
+                            )
+                            .help = help;
+                        }
+                    }
+                }
+                (r.needs, StageKind::Publish { formats })
+            }
+            "command" => {
+                let r: RawCommandStage = section(self.doc, p, &what, d)?;
+                if r.command.trim().is_empty() {
+                    self.err(&p.key("command"), "command is empty");
+                }
+                (
+                    r.needs,
+                    StageKind::Command {
+                        command: r.command,
+                        timeout_secs: r.timeout_secs.unwrap_or(300),
+                    },
+                )
+            }
+            other => {
+                let help = did_you_mean(other, StageKind::NAMES);
+                self.err(
+                    &p.key("kind"),
+                    format!("stage `{name}` has unknown kind `{other}`"),
+                )
+                .help = help;
+                return None;
+            }
+        };
+        let mut ok = true;
+        for (i, need) in needs.iter().enumerate() {
+            if need == name {
+                self.err(
+                    &p.key("needs").index(i),
+                    format!("stage `{name}` needs itself"),
+                )
+                .help = Some("a stage cannot depend on its own output".into());
+                ok = false;
+            } else if !names.contains(need) {
+                let help = did_you_mean(need, names.iter().map(String::as_str));
+                self.err(
+                    &p.key("needs").index(i),
+                    format!("stage `{name}` needs unknown stage `{need}`"),
+                )
+                .help = help;
+                ok = false;
+            }
+        }
+        ok.then(|| Stage {
+            name: name.to_string(),
+            needs,
+            kind,
+        })
+    }
+
+    /// Orders stages so each comes after its needs; names any cycle (`a -> b -> a`).
+    fn order(&mut self, stages: Vec<Stage>) -> Option<Vec<Stage>> {
+        let mut g = DiGraph::<usize, ()>::new();
+        let idx: Vec<_> = (0..stages.len()).map(|i| g.add_node(i)).collect();
+        for (i, s) in stages.iter().enumerate() {
+            for n in &s.needs {
+                if let Some(j) = stages.iter().position(|o| &o.name == n) {
+                    g.add_edge(idx[j], idx[i], ());
+                }
+            }
+        }
+        let mut ok = true;
+        for scc in tarjan_scc(&g) {
+            if scc.len() > 1 {
+                let cycle = describe_cycle(&stages, &scc.iter().map(|n| g[*n]).collect::<Vec<_>>());
+                let first = &stages[g[scc[scc.len() - 1]]].name;
+                self.err(
+                    &root().key("stages").key(first).key("needs"),
+                    format!("cycle between stages: {cycle}"),
+                )
+                .help = Some("remove one of these `needs` so the stages form a chain".into());
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let order = petgraph::algo::toposort(&g, None).ok()?;
+        let mut slots: Vec<Option<Stage>> = stages.into_iter().map(Some).collect();
+        Some(
+            order
+                .into_iter()
+                .filter_map(|n| slots[g[n]].take())
+                .collect(),
+        )
+    }
+
+    /// Checks that stages are wired in a way the executor can expand.
+    fn check_shape(&mut self, stages: &[Stage]) {
+        let upstream = |s: &Stage| -> Vec<&Stage> {
+            let mut seen: Vec<&Stage> = Vec::new();
+            let mut todo: Vec<&str> = s.needs.iter().map(String::as_str).collect();
+            while let Some(n) = todo.pop() {
+                if let Some(st) = stages.iter().find(|x| x.name == n)
+                    && !seen.iter().any(|x| x.name == st.name)
+                {
+                    todo.extend(st.needs.iter().map(String::as_str));
+                    seen.push(st);
+                }
+            }
+            seen
+        };
+        for s in stages {
+            let up = upstream(s);
+            let builds = up
+                .iter()
+                .filter(|u| matches!(u.kind, StageKind::Build { .. }))
+                .count();
+            let at = root().key("stages").key(&s.name);
+            match &s.kind {
+                StageKind::Build { .. } if !s.needs.is_empty() => {
+                    self.err(
+                        &at.key("needs"),
+                        format!("build stage `{}` cannot need other stages", s.name),
+                    )
+                    .help = Some("a build starts from the task alone; remove `needs`".into());
+                }
+                StageKind::Gate { .. } | StageKind::Judge { .. } | StageKind::Command { .. }
+                    if builds != 1 =>
+                {
+                    let msg = if builds == 0 {
+                        format!(
+                            "stage `{}` ({}) needs a build stage upstream",
+                            s.name,
+                            s.kind_name()
+                        )
+                    } else {
+                        format!(
+                            "stage `{}` ({}) has {builds} build stages upstream; it must have exactly one",
+                            s.name,
+                            s.kind_name()
+                        )
+                    };
+                    self.err(&at.key("needs"), msg).help =
+                        Some("add the build stage (or a stage after it) to `needs`".into());
+                }
+                StageKind::Publish { .. }
+                    if !up.iter().any(|u| matches!(u.kind, StageKind::Aggregate)) =>
+                {
+                    self.err(
+                        &at.key("needs"),
+                        format!(
+                            "publish stage `{}` needs an aggregate stage upstream",
+                            s.name
+                        ),
+                    );
+                }
+                StageKind::Aggregate if builds == 0 => {
+                    self.err(
+                        &at.key("needs"),
+                        format!(
+                            "aggregate stage `{}` has nothing to aggregate: no build upstream",
+                            s.name
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn task(&mut self, rel: &str) -> Option<Task> {
+        let dir = self.dir.join(rel);
+        match Task::load(&dir) {
+            Ok(t) => Some(t),
+            Err(ds) => {
+                if !dir.is_dir() {
+                    self.err(&root().key("round").key("task"), format!("task directory `{rel}` not found")).help =
+                        Some("`round.task` is relative to the pipeline file and names a directory with task.toml".into());
+                } else {
+                    self.diags.extend(ds);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `build -> judge -> build` for the members of a strongly connected component.
+fn describe_cycle(stages: &[Stage], members: &[usize]) -> String {
+    let start = *members
+        .iter()
+        .min_by_key(|i| &stages[**i].name)
+        .expect("non-empty");
+    let mut path = vec![start];
+    let mut cur = start;
+    // Follow `needs` inside the component until we come back to the start.
+    for _ in 0..members.len() {
+        let next = members
+            .iter()
+            .copied()
+            .filter(|m| stages[*m].needs.contains(&stages[cur].name))
+            .min_by_key(|m| (usize::from(*m != start), stages[*m].name.clone()));
+        let Some(next) = next else { break };
+        path.push(next);
+        if next == start {
+            break;
+        }
+        cur = next;
+    }
+    path.iter()
+        .map(|i| stages[*i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}

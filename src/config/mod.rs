@@ -1,0 +1,181 @@
+//! The validated pipeline: what a round is, after every check has passed. Built by [`load`] from
+//! the raw serde structs of [`raw`]; nothing downstream reads the raw form.
+
+pub mod check;
+pub mod fields;
+pub mod load;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::diag::Diag;
+use crate::provider::{Price, Sampling};
+use crate::rubric::Rubric;
+use crate::task::Task;
+
+pub use load::load;
+
+/// A validated round definition.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub round: Round,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    /// In dependency order: a stage comes after everything it needs.
+    pub stages: Vec<Stage>,
+    pub task: Task,
+    pub warnings: Vec<Diag>,
+}
+
+impl Pipeline {
+    pub fn model(&self, id: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.id == id)
+    }
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub name: String,
+    pub date: String,
+    /// `<name>-<date>`: the round's directory under `out/`.
+    pub id: String,
+    pub samples: u32,
+    pub sandbox: SandboxChoice,
+    pub representative_sample: Option<u32>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxChoice {
+    Local,
+    Docker,
+    Auto,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub max_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        /// The NAME of the variable holding the key; the key itself is read at call time only.
+        api_key_env: Option<String>,
+        timeout_secs: u64,
+        max_retries: u32,
+    },
+    Replay {
+        recordings: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    pub id: String,
+    pub provider: String,
+    pub model: String,
+    pub price: Price,
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub kind: StageKind,
+}
+
+impl Stage {
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+/// A template file, read and checked.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum StageKind {
+    Build {
+        prompt: Template,
+        harness: Harness,
+    },
+    Gate {
+        timeout_secs: Option<u64>,
+        repeat: Option<u32>,
+    },
+    Judge {
+        prompt: Template,
+        rubric: Box<Rubric>,
+        max_impl_bytes: usize,
+    },
+    Aggregate,
+    Publish {
+        formats: Vec<PublishFormat>,
+    },
+    Command {
+        command: String,
+        timeout_secs: u64,
+    },
+}
+
+impl StageKind {
+    pub const NAMES: [&'static str; 6] =
+        ["build", "gate", "judge", "aggregate", "publish", "command"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Build { .. } => "build",
+            Self::Gate { .. } => "gate",
+            Self::Judge { .. } => "judge",
+            Self::Aggregate => "aggregate",
+            Self::Publish { .. } => "publish",
+            Self::Command { .. } => "command",
+        }
+    }
+
+    /// Stages that run once per implementation (build sample).
+    pub fn per_impl(&self) -> bool {
+        matches!(
+            self,
+            Self::Build { .. } | Self::Gate { .. } | Self::Command { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Harness {
+    SingleShot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishFormat {
+    /// `report.md`.
+    Markdown,
+    /// `aggregate.json`: every number of the report, for scripts.
+    Json,
+}
+
+impl PublishFormat {
+    pub const NAMES: [&'static str; 2] = ["markdown", "json"];
+}

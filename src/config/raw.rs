@@ -1,0 +1,124 @@
+//! The pipeline file as serde reads it: every key optional where a default exists, no meaning
+//! attached yet. [`super::load`] turns it into the validated [`super::Pipeline`].
+
+use serde::Deserialize;
+
+use crate::provider::Price;
+
+/// The top level; used for its key list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RawTop {
+    pub round: serde_json::Value,
+    #[serde(default)]
+    pub providers: serde_json::Value,
+    #[serde(default)]
+    pub models: serde_json::Value,
+    #[serde(default)]
+    pub stages: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRound {
+    pub name: String,
+    pub date: Option<String>,
+    pub task: String,
+    pub samples: Option<u32>,
+    /// `local` (default for now) or `docker`/`auto` where supported.
+    pub sandbox: Option<String>,
+    /// Which sample represents a model in per-implementation tables (default: the last).
+    pub representative_sample: Option<u32>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub max_concurrency: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub max_retries: Option<u32>,
+    /// Replay: the recordings directory, relative to the pipeline file.
+    pub recordings: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    pub provider: String,
+    pub model: String,
+    pub price: Option<Price>,
+    pub temperature: Option<f64>,
+    pub seed: Option<u64>,
+    pub max_tokens: Option<u32>,
+}
+
+/// Read first to learn a stage's kind; the kind's own struct then checks the rest.
+#[derive(Debug)]
+pub struct RawStageKind {
+    pub kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuildStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub prompt: String,
+    pub harness: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub timeout_secs: Option<u64>,
+    pub repeat: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJudgeStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub prompt: String,
+    pub rubric: String,
+    /// Bytes of implementation source embedded in a judge prompt before truncation.
+    pub max_impl_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregateStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublishStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub formats: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommandStage {
+    pub kind: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub command: String,
+    pub timeout_secs: Option<u64>,
+}

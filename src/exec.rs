@@ -1,0 +1,371 @@
+//! The executor: runs a sealed plan on tokio. A node starts when its dependencies have finished;
+//! `--jobs` bounds how many run at once (providers bound their own concurrency); a failed node
+//! skips its dependents while independent work goes on; Ctrl-C stops scheduling, cancels running
+//! nodes with a deadline, and leaves the store consistent.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::outstanding::{NodeState, Reason, Recorded, outstanding};
+use crate::plan::{Node, Plan};
+use crate::progress::Progress;
+use crate::stages::{self, NodeCtx, NodeError, Services};
+use crate::store::{
+    Failure, FailureKind, NodeRecord, RECORD_FORMAT, RoundStore, Status, StoreError,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub jobs: usize,
+    /// Stages to re-run with everything downstream.
+    pub force: BTreeSet<String>,
+    /// How long running nodes get to stop after Ctrl-C.
+    pub cancel_deadline: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Executed,
+    Cached,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub round: String,
+    pub round_dir: PathBuf,
+    pub executed: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub interrupted: bool,
+    pub wall_ms: u64,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Finished(Outcome),
+}
+
+pub fn reason_text(r: Reason) -> &'static str {
+    match r {
+        Reason::Forced => "forced",
+        Reason::NeverFinished => "not done yet",
+        Reason::KeyChanged => "inputs changed",
+        Reason::UpstreamRuns => "upstream re-runs",
+    }
+}
+
+/// What the store says of each node, in plan order.
+pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<(Recorded, Option<NodeRecord>)> {
+    plan.nodes()
+        .map(|n| match store.record(n) {
+            Some(r) if r.status == Status::Done => (Recorded::Done { key: r.key.clone() }, Some(r)),
+            other => (Recorded::Missing, other),
+        })
+        .collect()
+}
+
+/// Which nodes must run, in plan order.
+pub fn plan_outstanding(
+    plan: &Plan,
+    store: &RoundStore,
+    force: &BTreeSet<String>,
+) -> Vec<Option<Reason>> {
+    let rec = recorded(plan, store);
+    let deps = plan.dep_positions();
+    let states: Vec<NodeState<'_>> = plan
+        .nodes()
+        .enumerate()
+        .map(|(i, n)| NodeState {
+            key: &n.key,
+            deps: &deps[i],
+            recorded: &rec[i].0,
+            forced: force.contains(&n.stage),
+        })
+        .collect();
+    outstanding(&states)
+}
+
+pub async fn run(
+    plan: Arc<Plan>,
+    store: Arc<RoundStore>,
+    services: Arc<Services>,
+    opts: &RunOptions,
+    cancel: CancellationToken,
+    round_id: &str,
+) -> Result<Summary, StoreError> {
+    let start = Instant::now();
+    let nodes: Vec<Node> = plan.nodes().cloned().collect();
+    let deps = plan.dep_positions();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for d in ds {
+            dependents[*d].push(i);
+        }
+    }
+    let reasons = plan_outstanding(&plan, &store, &opts.force);
+    let mut states: Vec<State> = Vec::with_capacity(nodes.len());
+    let mut reports: Vec<Option<NodeReport>> = vec![None; nodes.len()];
+    for (i, r) in reasons.iter().enumerate() {
+        if r.is_some() {
+            states.push(State::Waiting);
+        } else {
+            states.push(State::Finished(Outcome::Cached));
+            reports[i] = Some(NodeReport {
+                id: nodes[i].id.clone(),
+                outcome: Outcome::Cached,
+                reason: None,
+                duration_ms: 0,
+                key: nodes[i].key.clone(),
+            });
+        }
+    }
+    let mut stage_totals: Vec<(String, u64)> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if reasons[i].is_some() {
+            match stage_totals.iter_mut().find(|(s, _)| s == &n.stage) {
+                Some((_, c)) => *c += 1,
+                None => stage_totals.push((n.stage.clone(), 1)),
+            }
+        }
+    }
+    let progress = Arc::new(Progress::new(&stage_totals, services.quiet));
+    let services = Arc::new(Services {
+        progress: Some(progress.clone()),
+        ..(*services).clone()
+    });
+
+    let mut set: JoinSet<(usize, Result<Vec<PathBuf>, NodeError>, u64)> = JoinSet::new();
+    let mut running = 0usize;
+    let mut interrupted = false;
+    loop {
+        // Start (or skip) every waiting node whose dependencies have all finished.
+        if !cancel.is_cancelled() {
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for i in 0..nodes.len() {
+                    if states[i] != State::Waiting || running >= opts.jobs {
+                        continue;
+                    }
+                    if !deps[i]
+                        .iter()
+                        .all(|d| matches!(states[*d], State::Finished(_)))
+                    {
+                        continue;
+                    }
+                    let blocked = deps[i].iter().find(|d| {
+                        matches!(
+                            states[**d],
+                            State::Finished(
+                                Outcome::Failed | Outcome::Skipped | Outcome::Cancelled
+                            )
+                        )
+                    });
+                    if let Some(b) = blocked
+                        && !nodes[i].tolerant
+                    {
+                        let why = format!("upstream {} did not finish", nodes[*b].id);
+                        progress.finished(&nodes[i].stage, &nodes[i].id, "skipped", &why);
+                        states[i] = State::Finished(Outcome::Skipped);
+                        reports[i] = Some(NodeReport {
+                            id: nodes[i].id.clone(),
+                            outcome: Outcome::Skipped,
+                            reason: Some(why),
+                            duration_ms: 0,
+                            key: nodes[i].key.clone(),
+                        });
+                        changed = true;
+                        continue;
+                    }
+                    states[i] = State::Running;
+                    running += 1;
+                    progress.started(&nodes[i].stage, &nodes[i].id);
+                    let ctx = NodeCtx {
+                        plan: plan.clone(),
+                        node: nodes[i].clone(),
+                        store: store.clone(),
+                        services: services.clone(),
+                        cancel: cancel.child_token(),
+                    };
+                    set.spawn(async move {
+                        let t = Instant::now();
+                        let result = execute(ctx).await;
+                        (i, result, t.elapsed().as_millis() as u64)
+                    });
+                    changed = true;
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        let joined = tokio::select! {
+            j = set.join_next() => j,
+            () = cancel.cancelled(), if !interrupted => {
+                interrupted = true;
+                progress.note(&format!("interrupted: stopping {running} running node(s) (deadline {}s)", opts.cancel_deadline.as_secs()));
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        running -= 1;
+        let (i, result, ms) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                // A panicked node: find it by elimination is not possible; report it as internal.
+                progress.note(&format!("a node task panicked: {e}"));
+                continue;
+            }
+        };
+        let node = &nodes[i];
+        let (outcome, reason) = match result {
+            Ok(_) => (Outcome::Executed, None),
+            Err(NodeError::Cancelled) => (Outcome::Cancelled, Some("interrupted".to_string())),
+            Err(NodeError::Store(e)) => return Err(e),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        let label = match outcome {
+            Outcome::Executed => "done",
+            Outcome::Failed => "failed",
+            _ => "stopped",
+        };
+        progress.finished(
+            &node.stage,
+            &node.id,
+            label,
+            reason.as_deref().unwrap_or(""),
+        );
+        states[i] = State::Finished(outcome);
+        reports[i] = Some(NodeReport {
+            id: node.id.clone(),
+            outcome,
+            reason,
+            duration_ms: ms,
+            key: node.key.clone(),
+        });
+        let _ = &dependents;
+        if interrupted && running > 0 {
+            // Running nodes saw the cancel; give them the deadline, then abort what is left.
+            let deadline = tokio::time::sleep(opts.cancel_deadline);
+            tokio::pin!(deadline);
+            while running > 0 {
+                tokio::select! {
+                    j = set.join_next() => {
+                        let Some(Ok((i, result, ms))) = j else { running = running.saturating_sub(1); continue };
+                        running -= 1;
+                        let outcome = if result.is_ok() { Outcome::Executed } else { Outcome::Cancelled };
+                        states[i] = State::Finished(outcome);
+                        reports[i] = Some(NodeReport { id: nodes[i].id.clone(), outcome, reason: None, duration_ms: ms, key: nodes[i].key.clone() });
+                    }
+                    () = &mut deadline => {
+                        set.abort_all();
+                        break;
+                    }
+                }
+            }
+            break;
+        }
+    }
+    progress.finish();
+    let nodes_out: Vec<NodeReport> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| NodeReport {
+                id: nodes[i].id.clone(),
+                outcome: Outcome::Cancelled,
+                reason: Some("not started".into()),
+                duration_ms: 0,
+                key: nodes[i].key.clone(),
+            })
+        })
+        .collect();
+    let count = |o: Outcome| nodes_out.iter().filter(|n| n.outcome == o).count();
+    Ok(Summary {
+        round: round_id.to_string(),
+        round_dir: store.root.clone(),
+        executed: count(Outcome::Executed),
+        cached: count(Outcome::Cached),
+        failed: count(Outcome::Failed),
+        skipped: count(Outcome::Skipped),
+        interrupted: interrupted || cancel.is_cancelled(),
+        wall_ms: start.elapsed().as_millis() as u64,
+        nodes: nodes_out,
+    })
+}
+
+/// Runs one node against the store: forget the old record, produce outputs, commit the record.
+async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
+    let started_at = jiff::Timestamp::now();
+    let t = Instant::now();
+    let dir = ctx.store.begin(&ctx.node).map_err(NodeError::Store)?;
+    let result = stages::run(&ctx, &dir).await;
+    let finished_at = jiff::Timestamp::now();
+    let mut record = NodeRecord {
+        format: RECORD_FORMAT,
+        id: ctx.node.id.clone(),
+        key: ctx.node.key.clone(),
+        status: Status::Done,
+        failure: None,
+        started_at: started_at.to_string(),
+        finished_at: finished_at.to_string(),
+        duration_ms: t.elapsed().as_millis() as u64,
+        attempts: 1,
+        outputs: Vec::new(),
+    };
+    match result {
+        Ok(outputs) => {
+            ctx.store
+                .commit(&ctx.node, record, &outputs)
+                .map_err(NodeError::Store)?;
+            Ok(outputs)
+        }
+        Err(NodeError::Cancelled) => Err(NodeError::Cancelled),
+        Err(e) => {
+            record.status = Status::Failed;
+            record.failure = Some(Failure {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+            ctx.store
+                .commit(&ctx.node, record, &[])
+                .map_err(NodeError::Store)?;
+            Err(e)
+        }
+    }
+}
+
+impl NodeError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Infrastructure(_) | Self::Store(_) | Self::Cancelled => {
+                FailureKind::Infrastructure
+            }
+            Self::Internal(_) => FailureKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Durable file writes: every file pipe writes goes through [`write_atomic`].
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Suffix of the temporary files [`write_atomic`] creates; a startup sweep removes any left by a
+/// killed run.
+pub const TMP_MARKER: &str = ".pipe-tmp.";
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename over the
+/// target, fsync the directory. A reader sees the old content or the new, never a mix, and a crash
+/// at any point leaves at worst a temp file that [`sweep_temp_files`] removes.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        "{}{}{}",
+        name.to_string_lossy(),
+        TMP_MARKER,
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Serialises `value` as pretty JSON (with a final newline) and writes it atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Fsyncs a directory so a rename or removal in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file durably; a missing file is not an error.
+pub fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes temp files left by a killed writer anywhere under `root`. Returns how many it removed.
+pub fn sweep_temp_files(root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    if !root.exists() {
+        return Ok(0);
+    }
+    for entry in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if entry.file_name().to_string_lossy().contains(TMP_MARKER) {
+            let path = entry.path();
+            if entry.file_type().is_dir() {
+                fs::remove_dir_all(path)?;
+            } else {
+                fs::remove_file(path)?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// All regular files under `root`, as sorted paths relative to it.
+pub fn list_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !root.exists() {
+        return Ok(out);
+    }
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_file() {
+            out.push(
+                entry
+                    .path()
+                    .strip_prefix(root)
+                    .map_err(io::Error::other)?
+                    .to_path_buf(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the regular files of `from` into `to` (created), never following symlinks.
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for rel in list_files(from)? {
+        let dest = to.join(&rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::copy(from.join(&rel), &dest)?;
+    }
+    Ok(())
+}
+
+/// The blake3 digest of a file's content, hex.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    Ok(blake3::hash(&fs::read(path)?).to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            list_files(dir.path()).unwrap(),
+            vec![PathBuf::from("a/b.json")]
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("x.json{TMP_MARKER}42")), b"partial").unwrap();
+        fs::write(dir.path().join("keep.json"), b"{}").unwrap();
+        assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
+        assert_eq!(
+            list_files(dir.path()).unwrap(),
+            vec![PathBuf::from("keep.json")]
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Cache keys. A node's key is the blake3 of a serialisable struct of everything that can change
+//! its result; `pipe run -v` prints it. API keys never enter it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{Pipeline, Stage, StageKind};
+use crate::plan::Subject;
+
+/// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct KeyInput {
+    pub format: u32,
+    pub stage: String,
+    pub kind: &'static str,
+    /// The stage's resolved settings.
+    pub config: serde_json::Value,
+    /// The model whose call produces this node's result (the builder or the judge).
+    pub model: Option<serde_json::Value>,
+    pub subject: Subject,
+    /// Task files the stage reads, by path, as blake3 digests.
+    pub task: BTreeMap<String, String>,
+    pub template: Option<String>,
+    pub rubric: Option<String>,
+    /// Upstream nodes' keys, sorted: a change upstream changes every key downstream.
+    pub upstream: Vec<String>,
+}
+
+pub fn node_key(input: &KeyInput) -> String {
+    let bytes = serde_json::to_vec(input).expect("key input serialises");
+    blake3::hash(&bytes).to_hex().to_string()
+}
+
+fn digest(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+fn model_part(p: &Pipeline, id: &str) -> Option<serde_json::Value> {
+    let m = p.model(id)?;
+    let provider = p.providers.get(&m.provider);
+    // What identifies the model's behaviour: the endpoint's model name and sampling. The price is
+    // left out on purpose: costs are recomputed from recorded usage, so fixing a price does not
+    // re-run builds.
+    Some(serde_json::json!({
+        "id": m.id,
+        "model": m.model,
+        "sampling": m.sampling,
+        "provider": provider.map(|pr| match &pr.kind {
+            crate::config::ProviderKind::OpenAi { base_url, .. } => serde_json::json!({"kind": "openai", "base_url": base_url}),
+            crate::config::ProviderKind::Replay { .. } => serde_json::json!({"kind": "replay"}),
+        }),
+    }))
+}
+
+pub fn input_for(
+    p: &Pipeline,
+    stage: &Stage,
+    subject: &Subject,
+    upstream: Vec<String>,
+) -> KeyInput {
+    let mut input = KeyInput {
+        format: FORMAT_VERSION,
+        stage: stage.name.clone(),
+        kind: stage.kind_name(),
+        config: serde_json::Value::Null,
+        model: None,
+        subject: subject.clone(),
+        task: BTreeMap::new(),
+        template: None,
+        rubric: None,
+        upstream,
+    };
+    match &stage.kind {
+        StageKind::Build { prompt, harness } => {
+            input.config = serde_json::json!({"harness": harness});
+            input.template = Some(digest(&prompt.text));
+            input.task.clone_from(&p.task.digests.build);
+            if let Subject::Impl { model, .. } = subject {
+                input.model = model_part(p, model);
+            }
+        }
+        StageKind::Gate {
+            timeout_secs,
+            repeat,
+        } => {
+            input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task.gate, "sandbox": p.round.sandbox});
+            input.task.clone_from(&p.task.digests.gate);
+        }
+        StageKind::Judge {
+            prompt,
+            rubric,
+            max_impl_bytes,
+        } => {
+            input.config =
+                serde_json::json!({"max_impl_bytes": max_impl_bytes, "round": p.round.id});
+            input.template = Some(digest(&prompt.text));
+            input.rubric = Some(rubric.digest.clone());
+            input.task.insert("spec".into(), digest(&p.task.spec));
+            if let Subject::Judgment { judge, .. } = subject {
+                input.model = model_part(p, judge);
+            }
+        }
+        StageKind::Aggregate => {
+            let prices: BTreeMap<&str, _> =
+                p.models.iter().map(|m| (m.id.as_str(), m.price)).collect();
+            let slugs: BTreeMap<&str, &str> = p
+                .models
+                .iter()
+                .map(|m| (m.id.as_str(), m.model.as_str()))
+                .collect();
+            input.config = serde_json::json!({
+                "prices": prices, "slugs": slugs, "round": p.round, "task": p.task.name,
+                "representative_sample": p.round.representative_sample,
+            });
+        }
+        StageKind::Publish { formats } => {
+            input.config = serde_json::json!({"formats": formats});
+        }
+        StageKind::Command {
+            command,
+            timeout_secs,
+        } => {
+            input.config = serde_json::json!({"command": command, "timeout_secs": timeout_secs, "sandbox": p.round.sandbox});
+        }
+    }
+    input
+}

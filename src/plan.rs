@@ -1,0 +1,310 @@
+//! The plan: the validated pipeline expanded into a sealed petgraph DAG of nodes, one per unit of
+//! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+use crate::config::{Pipeline, Stage, StageKind};
+use crate::key::{self, KeyInput};
+
+/// What a node is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Subject {
+    /// One implementation: a model's build sample.
+    Impl { model: String, sample: u32 },
+    /// A model judging an implementation.
+    Judgment {
+        judge: String,
+        model: String,
+        sample: u32,
+    },
+    /// The round as a whole.
+    Round,
+}
+
+impl Subject {
+    /// The implementation a node is about, if any.
+    pub fn implementation(&self) -> Option<(&str, u32)> {
+        match self {
+            Self::Impl { model, sample } | Self::Judgment { model, sample, .. } => {
+                Some((model, *sample))
+            }
+            Self::Round => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Readable and unique: `build:alpha#1`, `judge:glm->alpha#1`, `aggregate`.
+    pub id: String,
+    pub stage: String,
+    pub kind: &'static str,
+    pub subject: Subject,
+    /// The node's directory, relative to the round directory.
+    pub dir: PathBuf,
+    /// blake3 of everything that can change the node's result.
+    pub key: String,
+    /// When true the node runs once its dependencies have finished in any state (the aggregate
+    /// works over whatever upstream produced); otherwise a failed dependency skips it.
+    pub tolerant: bool,
+}
+
+/// A node graph under construction.
+pub struct PlanBuilder {
+    graph: DiGraph<Node, ()>,
+    by_stage: BTreeMap<String, Vec<NodeIndex>>,
+}
+
+/// The sealed plan: nodes in a DAG, a topological order, and cache keys computed.
+#[derive(Debug)]
+pub struct Plan {
+    graph: DiGraph<Node, ()>,
+    order: Vec<NodeIndex>,
+}
+
+impl Plan {
+    /// Expands a pipeline into nodes.
+    pub fn build(p: &Pipeline) -> Self {
+        let mut b = PlanBuilder {
+            graph: DiGraph::new(),
+            by_stage: BTreeMap::new(),
+        };
+        let impls: Vec<(String, u32)> = p
+            .models
+            .iter()
+            .flat_map(|m| (1..=p.round.samples).map(move |s| (m.id.clone(), s)))
+            .collect();
+        for stage in &p.stages {
+            b.expand(p, stage, &impls);
+        }
+        b.seal()
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Nodes in dependency order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.order.iter().map(|i| &self.graph[*i])
+    }
+
+    /// Positions (in [`Self::nodes`] order) of each node's dependencies.
+    pub fn dep_positions(&self) -> Vec<Vec<usize>> {
+        let pos: BTreeMap<NodeIndex, usize> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(p, i)| (*i, p))
+            .collect();
+        self.order
+            .iter()
+            .map(|i| {
+                let mut d: Vec<usize> = self
+                    .graph
+                    .neighbors_directed(*i, Direction::Incoming)
+                    .map(|n| pos[&n])
+                    .collect();
+                d.sort_unstable();
+                d
+            })
+            .collect()
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes().find(|n| n.id == id)
+    }
+
+    /// Direct dependencies of a node, sorted by id.
+    pub fn deps(&self, id: &str) -> Vec<&Node> {
+        let Some(ix) = self.order.iter().find(|i| self.graph[**i].id == id) else {
+            return Vec::new();
+        };
+        let mut d: Vec<&Node> = self
+            .graph
+            .neighbors_directed(*ix, Direction::Incoming)
+            .map(|n| &self.graph[n])
+            .collect();
+        d.sort_by(|a, b| a.id.cmp(&b.id));
+        d
+    }
+}
+
+impl PlanBuilder {
+    fn add(&mut self, p: &Pipeline, stage: &Stage, subject: Subject, deps: Vec<NodeIndex>) {
+        let id = node_id(&stage.name, &subject);
+        let dir = node_dir(&stage.name, &subject);
+        let mut upstream: Vec<String> = deps.iter().map(|d| self.graph[*d].key.clone()).collect();
+        upstream.sort();
+        let key = key::node_key(&KeyInput::new(p, stage, &subject, upstream));
+        let tolerant = matches!(stage.kind, StageKind::Aggregate);
+        let ix = self.graph.add_node(Node {
+            id,
+            stage: stage.name.clone(),
+            kind: stage.kind_name(),
+            subject,
+            dir,
+            key,
+            tolerant,
+        });
+        for d in deps {
+            self.graph.add_edge(d, ix, ());
+        }
+        self.by_stage
+            .entry(stage.name.clone())
+            .or_default()
+            .push(ix);
+    }
+
+    /// The node of `stage` about implementation (model, sample), for per-implementation stages.
+    fn impl_nodes(&self, stage: &str, model: &str, sample: u32) -> Vec<NodeIndex> {
+        self.by_stage
+            .get(stage)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|i| {
+                self.graph[*i].subject.implementation() == Some((model, sample))
+                    || self.graph[*i].subject == Subject::Round
+            })
+            .collect()
+    }
+
+    fn upstream_stages<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p Stage> {
+        let mut seen: Vec<&Stage> = Vec::new();
+        let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
+        while let Some(n) = todo.pop() {
+            if let Some(s) = p.stage(n)
+                && !seen.iter().any(|x| x.name == s.name)
+            {
+                todo.extend(s.needs.iter().map(String::as_str));
+                seen.push(s);
+            }
+        }
+        seen
+    }
+
+    fn expand(&mut self, p: &Pipeline, stage: &Stage, impls: &[(String, u32)]) {
+        let upstream = Self::upstream_stages(p, stage);
+        let build = upstream
+            .iter()
+            .find(|s| matches!(s.kind, StageKind::Build { .. }))
+            .map(|s| s.name.clone());
+        let per_impl_deps = |b: &Self, model: &str, sample: u32| {
+            let mut deps: Vec<NodeIndex> = Vec::new();
+            for n in stage.needs.iter().chain(build.iter()) {
+                for d in b.impl_nodes(n, model, sample) {
+                    if !deps.contains(&d) {
+                        deps.push(d);
+                    }
+                }
+            }
+            deps
+        };
+        match &stage.kind {
+            StageKind::Build { .. } => {
+                for (model, sample) in impls {
+                    self.add(
+                        p,
+                        stage,
+                        Subject::Impl {
+                            model: model.clone(),
+                            sample: *sample,
+                        },
+                        Vec::new(),
+                    );
+                }
+            }
+            StageKind::Gate { .. } | StageKind::Command { .. } => {
+                for (model, sample) in impls {
+                    let deps = per_impl_deps(self, model, *sample);
+                    self.add(
+                        p,
+                        stage,
+                        Subject::Impl {
+                            model: model.clone(),
+                            sample: *sample,
+                        },
+                        deps,
+                    );
+                }
+            }
+            StageKind::Judge { .. } => {
+                for judge in &p.models {
+                    for (model, sample) in impls {
+                        let deps = per_impl_deps(self, model, *sample);
+                        let subject = Subject::Judgment {
+                            judge: judge.id.clone(),
+                            model: model.clone(),
+                            sample: *sample,
+                        };
+                        self.add(p, stage, subject, deps);
+                    }
+                }
+            }
+            StageKind::Aggregate | StageKind::Publish { .. } => {
+                let mut deps: Vec<NodeIndex> = Vec::new();
+                let names: Vec<&str> = if matches!(stage.kind, StageKind::Aggregate) {
+                    upstream.iter().map(|s| s.name.as_str()).collect()
+                } else {
+                    stage.needs.iter().map(String::as_str).collect()
+                };
+                for name in names {
+                    deps.extend(self.by_stage.get(name).into_iter().flatten().copied());
+                }
+                self.add(p, stage, Subject::Round, deps);
+            }
+        }
+    }
+
+    /// Freezes the graph. Stages are expanded in dependency order and a node only points at nodes
+    /// added before it, so insertion order is a topological order (and a readable one).
+    fn seal(self) -> Plan {
+        let order: Vec<NodeIndex> = self.graph.node_indices().collect();
+        debug_assert!(self.graph.edge_indices().all(|e| {
+            let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
+            a < b
+        }));
+        Plan {
+            graph: self.graph,
+            order,
+        }
+    }
+}
+
+pub fn node_id(stage: &str, subject: &Subject) -> String {
+    match subject {
+        Subject::Impl { model, sample } => format!("{stage}:{model}#{sample}"),
+        Subject::Judgment {
+            judge,
+            model,
+            sample,
+        } => format!("{stage}:{judge}->{model}#{sample}"),
+        Subject::Round => stage.to_string(),
+    }
+}
+
+fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
+    let base = PathBuf::from("nodes").join(stage);
+    match subject {
+        Subject::Impl { model, sample } => base.join(model).join(sample.to_string()),
+        Subject::Judgment {
+            judge,
+            model,
+            sample,
+        } => base.join(judge).join(format!("{model}-{sample}")),
+        Subject::Round => base,
+    }
+}
+
+impl KeyInput {
+    fn new(p: &Pipeline, stage: &Stage, subject: &Subject, upstream: Vec<String>) -> Self {
+        key::input_for(p, stage, subject, upstream)
+    }
+}

@@ -1,0 +1,231 @@
+//! Model providers: the one seam between a stage and a language model.
+//!
+//! A stage builds a [`ChatRequest`], a [`Provider`] answers it with a [`ChatResponse`]. Two kinds:
+//! `openai` speaks the OpenAI-compatible chat-completions API over HTTP; `replay` answers from a
+//! recordings directory. Both report token usage per call so cost is computed the same way.
+
+pub mod openai;
+pub mod replay;
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Sampling parameters, recorded with every call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// A request for one completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model name the endpoint knows (e.g. `deepseek/deepseek-v4-pro`).
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub sampling: Sampling,
+    /// A JSON schema the answer must follow, sent as `response_format` when the endpoint supports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<serde_json::Value>,
+}
+
+impl ChatRequest {
+    /// A stable digest of everything that can change the answer; recordings keep it so a replay
+    /// can tell when the request it is answering differs from the one that was recorded.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("a request always serialises");
+        blake3::hash(&bytes).to_hex()[..16].to_string()
+    }
+}
+
+/// Token usage of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    /// Price of input tokens served from the endpoint's prompt cache; defaults to `input`.
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+}
+
+impl Price {
+    /// Cost in USD of one call's usage. Cache-read tokens are a subset of input tokens, as the
+    /// OpenAI-compatible APIs count them.
+    pub fn cost(&self, usage: Usage) -> f64 {
+        let cached = usage.cache_read_tokens.min(usage.input_tokens);
+        let fresh = usage.input_tokens - cached;
+        let cache_price = self.cache_read.unwrap_or(self.input);
+        (fresh as f64 * self.input
+            + cached as f64 * cache_price
+            + usage.output_tokens as f64 * self.output)
+            / 1_000_000.0
+    }
+}
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub content: String,
+    pub usage: Usage,
+    /// Wall time of the call, retries included, in milliseconds.
+    pub latency_ms: u64,
+    /// Attempts made (1 when the first one answered).
+    pub attempts: u32,
+}
+
+/// Why a call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The endpoint (or the network) failed: not the model's fault.
+    #[error("endpoint failed after {attempts} attempt(s): {message}")]
+    Infrastructure {
+        attempts: u32,
+        message: String,
+        usage: Usage,
+    },
+    /// The request is wrong (4xx other than 429): retrying will not help.
+    #[error("request rejected: {message}")]
+    Rejected { message: String },
+    /// No recording answers this request.
+    #[error("{0}")]
+    Replay(String),
+}
+
+/// Where a call belongs in a round, used by recordings to lay exchanges out by stage, model and
+/// subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSite {
+    /// Stage name (`build`, `judge`, ...).
+    pub stage: String,
+    /// The model making the call (the builder, or the judge).
+    pub model: String,
+    /// What the call is about: `1` for build sample 1, `alpha-1` for judging alpha's sample 1.
+    pub subject: String,
+    /// Turn within the exchange (0 for the first request, 1 for a repair turn, ...).
+    pub turn: usize,
+}
+
+/// The providers of a round, by name, and an optional recorder of every live exchange.
+pub struct Providers {
+    pub by_name: std::collections::BTreeMap<String, AnyProvider>,
+    pub recorder: Option<replay::Recorder>,
+}
+
+/// A model endpoint.
+pub enum AnyProvider {
+    OpenAi(openai::OpenAiProvider),
+    Replay(replay::ReplayProvider),
+}
+
+impl Providers {
+    /// Builds the providers of a pipeline. `strict` makes replay mismatches errors.
+    pub fn new(
+        pipeline: &crate::config::Pipeline,
+        strict: bool,
+        record: Option<std::path::PathBuf>,
+    ) -> Self {
+        let by_name = pipeline
+            .providers
+            .iter()
+            .map(|(name, cfg)| {
+                let p = match &cfg.kind {
+                    crate::config::ProviderKind::OpenAi { .. } => {
+                        AnyProvider::OpenAi(openai::OpenAiProvider::new(cfg))
+                    }
+                    crate::config::ProviderKind::Replay { recordings } => {
+                        AnyProvider::Replay(replay::ReplayProvider {
+                            dir: recordings.clone(),
+                            strict,
+                        })
+                    }
+                };
+                (name.clone(), p)
+            })
+            .collect();
+        Self {
+            by_name,
+            recorder: record.map(|dir| replay::Recorder { dir }),
+        }
+    }
+
+    /// Sends a request through the named provider; records the exchange when recording.
+    pub async fn chat(
+        &self,
+        provider: &str,
+        site: &CallSite,
+        request: &ChatRequest,
+        notify: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ChatResponse, ProviderError> {
+        let p = self
+            .by_name
+            .get(provider)
+            .ok_or_else(|| ProviderError::Rejected {
+                message: format!("unknown provider `{provider}`"),
+            })?;
+        let response = match p {
+            AnyProvider::OpenAi(o) => o.chat(site, request, notify).await?,
+            AnyProvider::Replay(r) => r.chat(site, request, notify)?,
+        };
+        if let Some(rec) = &self.recorder
+            && let Err(e) = rec.record(site, request, &response)
+        {
+            notify(&format!("cannot write recording: {e}"));
+        }
+        Ok(response)
+    }
+}

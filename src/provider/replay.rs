@@ -1,0 +1,212 @@
+//! Recordings: exchanges laid out by stage, model and subject, one YAML file each, readable and
+//! hand-editable:
+//!
+//! ```text
+//! <recordings>/<stage>/<model>/<subject>.yaml
+//! stage: judge
+//! model: alpha
+//! subject: bravo-1
+//! turns:
+//!   - request_digest: 3f9a...        # optional: what the recorded request was
+//!     usage: { input_tokens: 2150, output_tokens: 410, cache_read_tokens: 0 }
+//!     latency_ms: 9000
+//!     answer: |
+//!       ...
+//! ```
+//!
+//! The replay provider answers from these files; `pipe run --record DIR` writes them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CallSite, ChatRequest, ChatResponse, ProviderError, Usage};
+use crate::fsutil;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    pub stage: String,
+    pub model: String,
+    pub subject: String,
+    pub turns: Vec<Turn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub latency_ms: u64,
+    pub answer: String,
+}
+
+pub fn exchange_path(dir: &Path, site: &CallSite) -> PathBuf {
+    dir.join(&site.stage)
+        .join(&site.model)
+        .join(format!("{}.yaml", site.subject))
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayProvider {
+    pub dir: PathBuf,
+    /// A request that differs from the recorded one is an error instead of a warning.
+    pub strict: bool,
+}
+
+impl ReplayProvider {
+    pub fn chat(
+        &self,
+        site: &CallSite,
+        request: &ChatRequest,
+        notify: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ChatResponse, ProviderError> {
+        let path = exchange_path(&self.dir, site);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ProviderError::Replay(format!(
+                "no recording for {} {} {}: cannot read {}: {e}",
+                site.stage,
+                site.model,
+                site.subject,
+                path.display()
+            ))
+        })?;
+        let ex: Exchange = serde_yaml::from_str(&text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            ProviderError::Replay(format!("{}{at}: malformed recording: {e}", path.display()))
+        })?;
+        let turn = ex.turns.get(site.turn).ok_or_else(|| {
+            ProviderError::Replay(format!(
+                "{}: the recording has {} turn(s); turn {} was asked for",
+                path.display(),
+                ex.turns.len(),
+                site.turn + 1
+            ))
+        })?;
+        if let Some(recorded) = &turn.request_digest {
+            let now = request.digest();
+            if recorded != &now {
+                let msg = format!(
+                    "{}: turn {}: the request differs from the recorded one (recorded {recorded}, now {now}): the prompt, model or sampling changed since recording",
+                    path.display(),
+                    site.turn + 1
+                );
+                if self.strict {
+                    return Err(ProviderError::Replay(msg));
+                }
+                notify(&msg);
+            }
+        }
+        Ok(ChatResponse {
+            content: turn.answer.clone(),
+            usage: turn.usage,
+            latency_ms: turn.latency_ms,
+            attempts: 1,
+        })
+    }
+}
+
+/// Writes every exchange of a live run into a recordings directory.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub dir: PathBuf,
+}
+
+impl Recorder {
+    pub fn record(
+        &self,
+        site: &CallSite,
+        request: &ChatRequest,
+        response: &ChatResponse,
+    ) -> std::io::Result<()> {
+        let path = exchange_path(&self.dir, site);
+        let mut ex = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<Exchange>(&t).ok())
+            .unwrap_or_else(|| Exchange {
+                stage: site.stage.clone(),
+                model: site.model.clone(),
+                subject: site.subject.clone(),
+                turns: Vec::new(),
+            });
+        // A node re-run starts its exchange over.
+        ex.turns.truncate(site.turn);
+        ex.turns.push(Turn {
+            request_digest: Some(request.digest()),
+            usage: response.usage,
+            latency_ms: response.latency_ms,
+            answer: response.content.clone(),
+        });
+        let text = serde_yaml::to_string(&ex).map_err(std::io::Error::other)?;
+        fsutil::write_atomic(&path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Message, Sampling};
+
+    fn req(text: &str) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::user(text)],
+            sampling: Sampling::default(),
+            json_schema: None,
+        }
+    }
+
+    fn site(turn: usize) -> CallSite {
+        CallSite {
+            stage: "judge".into(),
+            model: "alpha".into(),
+            subject: "bravo-1".into(),
+            turn,
+        }
+    }
+
+    #[test]
+    fn records_then_replays_and_flags_changed_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder {
+            dir: dir.path().into(),
+        };
+        let resp = ChatResponse {
+            content: "line one\nline two\n".into(),
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cache_read_tokens: 0,
+            },
+            latency_ms: 7,
+            attempts: 1,
+        };
+        rec.record(&site(0), &req("hello"), &resp).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("judge/alpha/bravo-1.yaml")).unwrap();
+        assert!(text.contains("answer: |"), "readable block scalar: {text}");
+
+        let notes = std::sync::Mutex::new(Vec::new());
+        let notify = |m: &str| notes.lock().unwrap().push(m.to_string());
+        let replay = ReplayProvider {
+            dir: dir.path().into(),
+            strict: false,
+        };
+        let got = replay.chat(&site(0), &req("hello"), &notify).unwrap();
+        assert_eq!(got.content, resp.content);
+        assert!(notes.lock().unwrap().is_empty());
+        replay.chat(&site(0), &req("changed"), &notify).unwrap();
+        assert_eq!(notes.lock().unwrap().len(), 1);
+        let strict = ReplayProvider {
+            dir: dir.path().into(),
+            strict: true,
+        };
+        assert!(strict.chat(&site(0), &req("changed"), &notify).is_err());
+        assert!(replay.chat(&site(1), &req("hello"), &notify).is_err());
+    }
+}

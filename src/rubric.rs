@@ -1,0 +1,232 @@
+//! A rubric: criteria with scales and weights, hard-fail checks, verdicts best to worst. Read from
+//! `rubrics/*.toml` (or `.yaml`); the judge prompt, the answer schema and the report columns all
+//! follow it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::check::section;
+use crate::diag::Diag;
+use crate::source::{KeyPath, SourceDoc};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRubric {
+    name: String,
+    description: Option<String>,
+    aggregation: Option<String>,
+    criteria: Vec<serde_json::Value>,
+    #[serde(default)]
+    checks: Vec<serde_json::Value>,
+    verdicts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCriterion {
+    id: String,
+    label: String,
+    min: f64,
+    max: f64,
+    #[serde(default = "one")]
+    weight: f64,
+    #[serde(default)]
+    guidance: String,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    id: String,
+    description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    Median,
+    Mean,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Criterion {
+    pub id: String,
+    pub label: String,
+    pub min: f64,
+    pub max: f64,
+    pub weight: f64,
+    pub guidance: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub id: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rubric {
+    pub name: String,
+    pub description: Option<String>,
+    pub aggregation: Aggregation,
+    pub criteria: Vec<Criterion>,
+    pub checks: Vec<Check>,
+    /// Best first.
+    pub verdicts: Vec<String>,
+    /// blake3 of the file's text, for cache keys.
+    pub digest: String,
+}
+
+impl Rubric {
+    /// The highest composite: the weighted sum of every criterion's maximum.
+    pub fn composite_max(&self) -> f64 {
+        self.criteria.iter().map(|c| c.weight * c.max).sum()
+    }
+
+    /// The JSON schema of a judge's answer under this rubric.
+    pub fn answer_schema(&self) -> serde_json::Value {
+        let scores: serde_json::Map<String, serde_json::Value> = self
+            .criteria
+            .iter()
+            .map(|c| {
+                (c.id.clone(), serde_json::json!({"type": "integer", "minimum": c.min, "maximum": c.max, "description": c.label}))
+            })
+            .collect();
+        let checks: serde_json::Map<String, serde_json::Value> = self
+            .checks
+            .iter()
+            .map(|c| (c.id.clone(), serde_json::json!({"type": "string", "enum": ["pass", "fail"], "description": c.description})))
+            .collect();
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["scores", "checks", "verdict", "note"],
+            "properties": {
+                "scores": {"type": "object", "additionalProperties": false, "required": self.criteria.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "properties": scores},
+                "checks": {"type": "object", "additionalProperties": false, "required": self.checks.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "properties": checks},
+                "verdict": {"type": "string", "enum": self.verdicts},
+                "note": {"type": "string"}
+            }
+        })
+    }
+
+    pub fn load(file: &Path) -> Result<Self, Vec<Diag>> {
+        let doc = SourceDoc::load(file).map_err(|d| vec![d])?;
+        let mut diags = Vec::new();
+        let root = KeyPath::root();
+        let Some(raw) = section::<RawRubric>(&doc, &root, "the rubric", &mut diags) else {
+            return Err(diags);
+        };
+        let aggregation = match raw.aggregation.as_deref() {
+            None | Some("median") => Aggregation::Median,
+            Some("mean") => Aggregation::Mean,
+            Some(other) => {
+                diags.push(
+                    doc.error_at(
+                        &root.key("aggregation"),
+                        format!("unknown aggregation `{other}`"),
+                        false,
+                    )
+                    .help("use `median` (published peer rounds) or `mean` (Multivac-style rounds)"),
+                );
+                Aggregation::Median
+            }
+        };
+        let mut criteria = Vec::new();
+        for i in 0..raw.criteria.len() {
+            let at = root.key("criteria").index(i);
+            let Some(c) = section::<RawCriterion>(&doc, &at, "a criterion", &mut diags) else {
+                continue;
+            };
+            if c.min >= c.max {
+                diags.push(
+                    doc.error_at(
+                        &at.key("max"),
+                        format!(
+                            "criterion `{}` has an inverted scale: min {} is not below max {}",
+                            c.id, c.min, c.max
+                        ),
+                        false,
+                    )
+                    .help("a scale runs from `min` (worst) up to `max` (best)"),
+                );
+            }
+            if !(c.weight.is_finite() && c.weight >= 0.0) {
+                diags.push(doc.error_at(
+                    &at.key("weight"),
+                    format!("criterion `{}` has a negative weight", c.id),
+                    false,
+                ));
+            }
+            if criteria.iter().any(|o: &Criterion| o.id == c.id) {
+                diags.push(doc.error_at(
+                    &at.key("id"),
+                    format!("duplicate criterion id `{}`", c.id),
+                    false,
+                ));
+            }
+            criteria.push(Criterion {
+                id: c.id,
+                label: c.label,
+                min: c.min,
+                max: c.max,
+                weight: c.weight,
+                guidance: c.guidance,
+            });
+        }
+        if raw.criteria.is_empty() {
+            diags.push(doc.error_at(
+                &root.key("criteria"),
+                "a rubric needs at least one criterion",
+                false,
+            ));
+        }
+        let mut checks = Vec::new();
+        for i in 0..raw.checks.len() {
+            if let Some(c) =
+                section::<RawCheck>(&doc, &root.key("checks").index(i), "a check", &mut diags)
+            {
+                checks.push(Check {
+                    id: c.id,
+                    description: c.description,
+                });
+            }
+        }
+        if raw.verdicts.is_empty() {
+            diags.push(
+                doc.error_at(
+                    &root.key("verdicts"),
+                    "a rubric needs at least one verdict",
+                    false,
+                )
+                .help("list verdicts best to worst"),
+            );
+        }
+        for (i, v) in raw.verdicts.iter().enumerate() {
+            if raw.verdicts[..i].contains(v) {
+                diags.push(doc.error_at(
+                    &root.key("verdicts").index(i),
+                    format!("duplicate verdict `{v}`"),
+                    false,
+                ));
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(Self {
+            name: raw.name,
+            description: raw.description,
+            aggregation,
+            criteria,
+            checks,
+            verdicts: raw.verdicts,
+            digest: blake3::hash(doc.text.as_bytes()).to_hex().to_string(),
+        })
+    }
+}

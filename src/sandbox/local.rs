@@ -1,0 +1,277 @@
+//! The local sandbox: a temp workspace per job, a cleared environment, its own process group
+//! killed at the timeout, capped output; under bubblewrap (no network, read-only host) when
+//! `bwrap` is installed and works.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::{Job, JobResult, SandboxError, python};
+use crate::fsutil;
+
+#[derive(Debug, Clone)]
+pub struct LocalSandbox {
+    /// Wrap commands in bubblewrap (no network).
+    pub bwrap: bool,
+}
+
+impl LocalSandbox {
+    pub fn detect() -> Self {
+        let bwrap = std::env::var_os("PIPE_NO_BWRAP").is_none()
+            && std::process::Command::new("bwrap")
+                .args([
+                    "--unshare-net",
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--dev",
+                    "/dev",
+                    "true",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        Self { bwrap }
+    }
+
+    pub async fn run(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+    ) -> Result<JobResult, SandboxError> {
+        let ws = tempfile::Builder::new()
+            .prefix("pipe-sandbox-")
+            .tempdir()
+            .map_err(|e| SandboxError::Setup(e.to_string()))?;
+        let work = ws.path().to_path_buf();
+        for (name, src) in &job.inputs {
+            fsutil::copy_tree(src, &work.join(name))
+                .map_err(|e| SandboxError::Setup(format!("copy {name}: {e}")))?;
+        }
+        for d in ["home", "tmp", "scratch"] {
+            std::fs::create_dir_all(work.join(d))
+                .map_err(|e| SandboxError::Setup(e.to_string()))?;
+        }
+        let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
+        if !job.python.is_empty() {
+            let reqs = job.python.clone();
+            let bin = tokio::task::spawn_blocking(move || python::ensure_venv(&reqs))
+                .await
+                .map_err(|e| SandboxError::Setup(e.to_string()))??;
+            path = format!("{}:{path}", bin.display());
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), path);
+        env.insert("HOME".into(), work.join("home").display().to_string());
+        env.insert("TMPDIR".into(), work.join("tmp").display().to_string());
+        env.insert("LANG".into(), "C.UTF-8".into());
+        env.insert("PIPE_WORK".into(), work.display().to_string());
+        env.extend(job.env.clone());
+
+        let mut cmd = if self.bwrap {
+            let mut c = Command::new("bwrap");
+            c.args([
+                "--unshare-net",
+                "--unshare-pid",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+            ]);
+            c.arg("--bind").arg(&work).arg(&work);
+            c.args(["--", "sh", "-c", &job.script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &job.script]);
+            c
+        };
+        cmd.env_clear().envs(&env).current_dir(work.join("scratch"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.process_group(0);
+        cmd.kill_on_drop(true);
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Setup(format!("cannot start the command: {e}")))?;
+        let pgid = child.id().map(|p| p as i32);
+        let out = tokio::spawn(read_capped(
+            child.stdout.take().expect("piped"),
+            job.output_limit,
+        ));
+        let err = tokio::spawn(read_capped(
+            child.stderr.take().expect("piped"),
+            job.output_limit,
+        ));
+        let mut timed_out = false;
+        let mut cancelled = false;
+        let status = tokio::select! {
+            s = child.wait() => s.ok(),
+            () = tokio::time::sleep(job.timeout) => { timed_out = true; None }
+            () = cancel.cancelled() => { cancelled = true; None }
+        };
+        let status = match status {
+            Some(s) => {
+                // The command exited; anything it left running in its group goes too.
+                kill_group(pgid);
+                Some(s)
+            }
+            None => {
+                kill_group(pgid);
+                child.wait().await.ok()
+            }
+        };
+        let (stdout, stdout_dropped) = out.await.unwrap_or_default();
+        let (stderr, stderr_dropped) = err.await.unwrap_or_default();
+        if cancelled {
+            return Err(SandboxError::Cancelled);
+        }
+        let mut files = BTreeMap::new();
+        for rel in &job.collect {
+            if let Ok(bytes) = read_inside(&work, Path::new(rel)) {
+                files.insert(rel.clone(), bytes);
+            }
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Ok(JobResult {
+            exit_code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            timed_out,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout_dropped,
+            stderr_dropped,
+            duration_ms: start.elapsed().as_millis() as u64,
+            files,
+            sandbox: if self.bwrap {
+                "local+bwrap".into()
+            } else {
+                "local".into()
+            },
+        })
+    }
+}
+
+/// Reads a file inside the workspace without following a symlink out of it.
+fn read_inside(work: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+    let path: PathBuf = work.join(rel);
+    let meta = std::fs::symlink_metadata(&path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::read(path)
+}
+
+fn kill_group(pgid: Option<i32>) {
+    if let Some(pgid) = pgid {
+        // SAFETY: kill(2) with a negative pid signals the process group we created; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                let take = room.min(n);
+                kept.extend_from_slice(&buf[..take]);
+                dropped += (n - take) as u64;
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+impl Default for LocalSandbox {
+    fn default() -> Self {
+        Self { bwrap: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn job(script: &str) -> Job {
+        Job {
+            inputs: vec![],
+            script: script.into(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            output_limit: 1000,
+            collect: vec![],
+            python: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn environment_is_cleared() {
+        // SAFETY: a test-only variable no other test reads.
+        unsafe { std::env::set_var("PIPE_TEST_SECRET_SANDBOX", "sk-sentinel-123") };
+        let r = LocalSandbox::default()
+            .run(&job("env"), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(!r.stdout.contains("sk-sentinel-123"));
+        assert!(r.stdout.contains("PIPE_WORK="));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let mut j = job("sleep 30 & sleep 30; echo never");
+        j.timeout = Duration::from_millis(300);
+        let t = Instant::now();
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(r.timed_out);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(!r.stdout.contains("never"));
+    }
+
+    #[tokio::test]
+    async fn output_is_capped() {
+        let r = LocalSandbox::default()
+            .run(&job("yes | head -c 100000"), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(r.stdout.len(), 1000);
+        assert_eq!(r.stdout_dropped, 99_000);
+    }
+
+    #[tokio::test]
+    async fn collects_files_and_refuses_symlinks_out() {
+        let mut j = job("echo hi > $PIPE_WORK/out.txt; ln -s /etc/passwd $PIPE_WORK/leak");
+        j.collect = vec!["out.txt".into(), "leak".into()];
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.files.get("out.txt").map(Vec::as_slice),
+            Some(&b"hi\n"[..])
+        );
+        assert!(!r.files.contains_key("leak"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Build, `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
+//! files parsed out of it. A rejected answer is a result (outcome `rejected`), not a failure.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::answer::{self, Rejection};
+use super::{NodeCtx, NodeError, io, write_output, write_text};
+use crate::config::{Harness, StageKind};
+use crate::fsutil;
+use crate::plan::Subject;
+use crate::provider::{CallSite, ChatRequest, Message, ProviderError, Usage};
+use crate::templates::{self, BuildCtx, FileCtx, TaskCtx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildOutcome {
+    /// Files were produced.
+    Completed,
+    /// The answer was refused: a path outside the workspace, a protected file, or no files.
+    Rejected,
+}
+
+/// `build.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub harness: Harness,
+    pub outcome: BuildOutcome,
+    pub model: String,
+    pub model_slug: String,
+    pub sample: u32,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub wall_ms: u64,
+    pub latency_ms: u64,
+    pub attempts: u32,
+    pub loc: usize,
+    pub files: Vec<String>,
+    pub rejected: Vec<Rejection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub const FILES_DIR: &str = "files";
+
+pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let p = ctx.pipeline();
+    let StageKind::Build { prompt, harness } = ctx.stage_kind() else {
+        unreachable!("dispatched by kind")
+    };
+    let Subject::Impl { model, sample } = &ctx.node.subject else {
+        unreachable!("build nodes are per implementation")
+    };
+    let m = p.model(model).expect("plan models come from the pipeline");
+    let workspace = match &p.task.workspace_dir {
+        Some(w) => fsutil::list_files(w)
+            .map_err(io(w))?
+            .into_iter()
+            .map(|rel| {
+                let content = std::fs::read_to_string(w.join(&rel)).unwrap_or_default();
+                FileCtx {
+                    path: rel.display().to_string(),
+                    content,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let bctx = BuildCtx {
+        task: TaskCtx {
+            name: p.task.name.clone(),
+            spec: p.task.spec.clone(),
+        },
+        workspace,
+        protected: p.task.protected_patterns.clone(),
+        model: model.clone(),
+        sample: *sample,
+    };
+    let text = templates::render(prompt, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+    let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
+    let request = ChatRequest {
+        model: m.model.clone(),
+        messages: vec![Message::user(text)],
+        sampling: m.sampling.clone(),
+        json_schema: None,
+    };
+    let site = CallSite {
+        stage: ctx.node.stage.clone(),
+        model: model.clone(),
+        subject: sample.to_string(),
+        turn: 0,
+    };
+    let t = Instant::now();
+    let notify = ctx.notify();
+    let response = tokio::select! {
+        r = ctx.services.providers.chat(&m.provider, &site, &request, &notify) => r,
+        () = ctx.cancel.cancelled() => return Err(NodeError::Cancelled),
+    };
+    let response = response.map_err(|e| match e {
+        ProviderError::Infrastructure { .. }
+        | ProviderError::Replay(_)
+        | ProviderError::Rejected { .. } => NodeError::Infrastructure(e.to_string()),
+    })?;
+    let wall_ms = t.elapsed().as_millis() as u64;
+    outputs.push(write_text(dir, "answer.md", &response.content)?);
+
+    let task = &p.task;
+    let parsed = answer::parse(&response.content, &|rel: &Path| task.is_protected(rel));
+    let (outcome, reason) = if !parsed.rejected.is_empty() {
+        let list: Vec<String> = parsed
+            .rejected
+            .iter()
+            .map(|r| format!("{} ({})", r.path, r.reason))
+            .collect();
+        (
+            BuildOutcome::Rejected,
+            Some(format!("answer refused: {}", list.join("; "))),
+        )
+    } else if parsed.files.is_empty() {
+        (
+            BuildOutcome::Rejected,
+            Some("the answer holds no files (fenced blocks with path=...)".into()),
+        )
+    } else {
+        (BuildOutcome::Completed, None)
+    };
+    let mut loc = 0;
+    let mut files = Vec::new();
+    if outcome == BuildOutcome::Completed {
+        let root = dir.join(FILES_DIR);
+        for f in &parsed.files {
+            let path = root.join(&f.path);
+            fsutil::write_atomic(&path, f.content.as_bytes()).map_err(io(&path))?;
+            let rel = Path::new(FILES_DIR).join(&f.path);
+            outputs.push(rel);
+            if task.is_source(&f.path) {
+                loc += answer::loc(&f.content);
+            }
+            files.push(f.path.display().to_string());
+        }
+    }
+    let report = BuildReport {
+        harness: *harness,
+        outcome,
+        model: model.clone(),
+        model_slug: m.model.clone(),
+        sample: *sample,
+        usage: response.usage,
+        cost_usd: m.price.cost(response.usage),
+        wall_ms: if response.latency_ms > 0 {
+            response.latency_ms
+        } else {
+            wall_ms
+        },
+        latency_ms: response.latency_ms,
+        attempts: response.attempts,
+        loc,
+        files,
+        rejected: parsed.rejected,
+        reason,
+    };
+    outputs.push(write_output(dir, "build.json", &report)?);
+    Ok(outputs)
+}

@@ -1,0 +1,294 @@
+//! Gate: the hidden tests run against a build in a fresh sandbox. The build's files and the hidden
+//! tests are separate directories; pytest's rootdir and conftest cut-off are the hidden directory,
+//! plugin autoload is off, and the implementation is reached only through `PIPE_IMPL_DIR` (the
+//! task's own conftest appends it to `sys.path`), so a build's `conftest.py`, `pytest.ini` or
+//! `sitecustomize.py` is never loaded. The gate passes only when a JUnit report says at least
+//! one test ran and every collected test passed, and the runner agrees (exit code 0).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::build::{BuildOutcome, BuildReport, FILES_DIR};
+use super::{NodeCtx, NodeError, write_output, write_text};
+use crate::config::StageKind;
+use crate::junit::{self, TestOutcome};
+use crate::sandbox::Job;
+use crate::task::{Runner, Task};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateTest {
+    pub name: String,
+    pub id: String,
+    pub outcome: TestOutcome,
+    /// The outcome differed between repeats.
+    #[serde(default)]
+    pub flaky: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `gate.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateReport {
+    pub passed: bool,
+    /// Tests ran and reported (false when the build was rejected or the runner never reported).
+    pub ran: bool,
+    pub tests_passed: usize,
+    pub tests_total: usize,
+    pub tests: Vec<GateTest>,
+    pub runs: u32,
+    pub exit_codes: Vec<Option<i32>>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub sandbox: String,
+    /// Why the gate did not pass, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl GateReport {
+    pub fn not_run(reason: &str) -> Self {
+        Self {
+            passed: false,
+            ran: false,
+            tests_passed: 0,
+            tests_total: 0,
+            tests: Vec::new(),
+            runs: 0,
+            exit_codes: Vec::new(),
+            timed_out: false,
+            duration_ms: 0,
+            sandbox: String::new(),
+            reason: Some(reason.to_string()),
+        }
+    }
+}
+
+/// The script that runs the hidden tests once, writing JUnit to `$PIPE_WORK/out/junit-<run>.xml`.
+pub fn script(task: &Task, run: u32) -> String {
+    let junit = format!("\"$PIPE_WORK/out/junit-{run}.xml\"");
+    let prelude = "mkdir -p \"$PIPE_WORK/out\" && export PIPE_IMPL_DIR=\"$PIPE_WORK/impl\" PIPE_HIDDEN_DIR=\"$PIPE_WORK/hidden\" && cd \"$PIPE_WORK/scratch\"";
+    match task.gate.runner {
+        Runner::Pytest => format!(
+            "{prelude} && python -m pytest -q -p no:cacheprovider --rootdir=\"$PIPE_WORK/hidden\" --confcutdir=\"$PIPE_WORK/hidden\" --junitxml={junit} \"$PIPE_WORK/hidden\""
+        ),
+        Runner::Command => {
+            let cmd = task
+                .gate
+                .command
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("{prelude} && export PIPE_JUNIT={junit} && {cmd}")
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:$\"".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Runs the hidden tests of `task` on the implementation in `impl_dir`, `repeat` times.
+pub async fn run_tests(
+    ctx_sandbox: &crate::sandbox::Sandbox,
+    task: &Task,
+    impl_dir: &Path,
+    timeout: Duration,
+    repeat: u32,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(GateReport, Vec<(String, Vec<u8>)>, String), NodeError> {
+    let mut per_run: Vec<Vec<junit::TestCase>> = Vec::new();
+    let mut exit_codes = Vec::new();
+    let mut timed_out = false;
+    let mut duration_ms = 0;
+    let mut reasons: Vec<String> = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut output = String::new();
+    let mut sandbox_name = String::new();
+    let mut env = BTreeMap::new();
+    env.insert(
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD".to_string(),
+        "1".to_string(),
+    );
+    env.insert("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string());
+    for run in 1..=repeat {
+        let junit_rel = format!("out/junit-{run}.xml");
+        let job = Job {
+            inputs: vec![
+                ("impl".into(), impl_dir.to_path_buf()),
+                ("hidden".into(), task.hidden_dir.clone()),
+            ],
+            script: script(task, run),
+            env: env.clone(),
+            timeout,
+            output_limit: 256 * 1024,
+            collect: vec![junit_rel.clone()],
+            python: if task.gate.runner == Runner::Pytest {
+                task.python_requirements.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let r = ctx_sandbox.run(&job, cancel).await?;
+        sandbox_name.clone_from(&r.sandbox);
+        duration_ms += r.duration_ms;
+        timed_out |= r.timed_out;
+        exit_codes.push(r.exit_code);
+        output.push_str(&format!(
+            "=== run {run}: exit {:?}{} ===\n{}\n{}\n",
+            r.exit_code,
+            if r.timed_out { " (timed out)" } else { "" },
+            r.stdout,
+            r.stderr
+        ));
+        if r.stdout_dropped + r.stderr_dropped > 0 {
+            output.push_str(&format!(
+                "[{} bytes of output dropped]\n",
+                r.stdout_dropped + r.stderr_dropped
+            ));
+        }
+        match r.files.get(&junit_rel) {
+            None => {
+                reasons.push(if r.timed_out {
+                    format!("run {run}: timed out after {}s before reporting", timeout.as_secs())
+                } else {
+                    format!("run {run}: no JUnit report: the test run ended before reporting (exit {:?})", r.exit_code)
+                });
+                per_run.push(Vec::new());
+            }
+            Some(xml) => {
+                artifacts.push((format!("junit-{run}.xml"), xml.clone()));
+                match junit::parse(xml) {
+                    Ok(cases) => per_run.push(cases),
+                    Err(e) => {
+                        reasons.push(format!("run {run}: {e}"));
+                        per_run.push(Vec::new());
+                    }
+                }
+            }
+        }
+        if r.exit_code != Some(0) && !r.timed_out {
+            reasons.push(format!(
+                "run {run}: the test runner exited {:?}",
+                r.exit_code
+            ));
+        }
+    }
+    // Merge runs: a test passes only if it passed in every run; flaky if the outcome varied.
+    let mut merged: BTreeMap<String, GateTest> = BTreeMap::new();
+    for cases in &per_run {
+        for c in cases {
+            let e = merged.entry(c.id.clone()).or_insert_with(|| GateTest {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                outcome: c.outcome,
+                flaky: false,
+                message: c.message.clone(),
+            });
+            if e.outcome != c.outcome {
+                e.flaky = true;
+                if e.outcome == TestOutcome::Passed {
+                    e.outcome = c.outcome;
+                    e.message.clone_from(&c.message);
+                }
+            }
+        }
+    }
+    // A test missing from some run did not pass in that run.
+    for t in merged.values_mut() {
+        let seen = per_run
+            .iter()
+            .filter(|cases| cases.iter().any(|c| c.id == t.id))
+            .count();
+        if seen < per_run.len() && t.outcome == TestOutcome::Passed {
+            t.outcome = TestOutcome::Error;
+            t.flaky = true;
+            t.message = "missing from a repeat run".into();
+        }
+    }
+    let tests: Vec<GateTest> = merged.into_values().collect();
+    let tests_total = tests.len();
+    let tests_passed = tests
+        .iter()
+        .filter(|t| t.outcome == TestOutcome::Passed)
+        .count();
+    let ran = tests_total > 0;
+    if !ran && reasons.is_empty() {
+        reasons.push("no test ran".into());
+    }
+    if tests_passed < tests_total {
+        reasons.push(format!(
+            "{} of {tests_total} tests did not pass",
+            tests_total - tests_passed
+        ));
+    }
+    let passed = ran && tests_passed == tests_total && reasons.is_empty();
+    let report = GateReport {
+        passed,
+        ran,
+        tests_passed,
+        tests_total,
+        tests,
+        runs: repeat,
+        exit_codes,
+        timed_out,
+        duration_ms,
+        sandbox: sandbox_name,
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    };
+    Ok((report, artifacts, output))
+}
+
+pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let StageKind::Gate {
+        timeout_secs,
+        repeat,
+    } = ctx.stage_kind()
+    else {
+        unreachable!("dispatched by kind")
+    };
+    let task = &ctx.pipeline().task;
+    let build = ctx
+        .upstream_of_kind("build")
+        .ok_or_else(|| NodeError::Internal("gate node without its build".into()))?;
+    let b: BuildReport = ctx.read_output(build, "build.json")?;
+    if b.outcome != BuildOutcome::Completed {
+        return Ok(vec![write_output(
+            dir,
+            "gate.json",
+            &GateReport::not_run("the build produced no implementation"),
+        )?]);
+    }
+    let timeout = Duration::from_secs(timeout_secs.unwrap_or(task.gate.timeout_secs));
+    let repeat = repeat.unwrap_or(task.gate.repeat).max(1);
+    let (report, artifacts, output) = run_tests(
+        &ctx.services.sandbox,
+        task,
+        &ctx.dir_of(build).join(FILES_DIR),
+        timeout,
+        repeat,
+        &ctx.cancel,
+    )
+    .await?;
+    let mut outputs = Vec::new();
+    for (name, bytes) in artifacts {
+        let path = dir.join(&name);
+        crate::fsutil::write_atomic(&path, &bytes).map_err(super::io(&path))?;
+        outputs.push(PathBuf::from(name));
+    }
+    outputs.push(write_text(dir, "output.txt", &output)?);
+    outputs.push(write_output(dir, "gate.json", &report)?);
+    Ok(outputs)
+}

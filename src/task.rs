@@ -1,0 +1,280 @@
+//! A task: the spec a build sees, the hidden tests its gate runs, the files a build may never
+//! write, and how to run the tests. Read from `tasks/<name>/task.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::config::check::section;
+use crate::diag::Diag;
+use crate::fsutil;
+use crate::source::{KeyPath, SourceDoc};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: String,
+    spec: String,
+    hidden_tests: String,
+    reference: Option<String>,
+    workspace: Option<String>,
+    #[serde(default)]
+    protected: Vec<String>,
+    #[serde(default)]
+    sources: Vec<String>,
+    gate: Option<serde_json::Value>,
+    python: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    runner: Option<String>,
+    command: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+    repeat: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPython {
+    #[serde(default)]
+    requirements: Vec<String>,
+}
+
+/// How the hidden tests run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateConfig {
+    /// `pytest`: pipe runs pytest itself, isolated from the build; `command`: the task's own
+    /// command, which must write JUnit XML to `$PIPE_JUNIT`.
+    pub runner: Runner,
+    pub command: Option<Vec<String>>,
+    pub timeout_secs: u64,
+    pub repeat: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    Pytest,
+    Command,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub name: String,
+    pub spec: String,
+    pub hidden_dir: PathBuf,
+    pub reference_dir: Option<PathBuf>,
+    pub workspace_dir: Option<PathBuf>,
+    pub protected_patterns: Vec<String>,
+    protected: GlobSet,
+    sources: GlobSet,
+    pub gate: GateConfig,
+    pub python_requirements: Vec<String>,
+    /// blake3 of every file the task holds, by role, for cache keys.
+    pub digests: TaskDigests,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskDigests {
+    /// What a build reads: the spec, the starter workspace, the protection rules.
+    pub build: BTreeMap<String, String>,
+    /// What a gate reads: the hidden tests and how they run.
+    pub gate: BTreeMap<String, String>,
+}
+
+impl Task {
+    /// True when a build may not write `rel` (a test file, a conftest, anything pytest auto-loads).
+    pub fn is_protected(&self, rel: &Path) -> bool {
+        self.protected.is_match(rel)
+    }
+
+    /// True when `rel` counts as source for lines-of-code figures.
+    pub fn is_source(&self, rel: &Path) -> bool {
+        self.sources.is_empty() || self.sources.is_match(rel)
+    }
+
+    /// Loads and checks `dir/task.toml`. Every problem is reported, located in the task file.
+    pub fn load(dir: &Path) -> Result<Self, Vec<Diag>> {
+        let file = dir.join("task.toml");
+        if !dir.is_dir() {
+            return Err(vec![Diag::error(dir, "task directory not found").help(
+                "`round.task` names a directory holding task.toml, relative to the pipeline file",
+            )]);
+        }
+        let doc = SourceDoc::load(&file).map_err(|d| vec![d])?;
+        let mut diags = Vec::new();
+        let root = KeyPath::root();
+        let Some(raw) = section::<RawTask>(&doc, &root, "the task file", &mut diags) else {
+            return Err(diags);
+        };
+        let gate_raw = raw
+            .gate
+            .as_ref()
+            .and_then(|_| section::<RawGate>(&doc, &root.key("gate"), "[gate]", &mut diags));
+        let python = raw
+            .python
+            .as_ref()
+            .and_then(|_| section::<RawPython>(&doc, &root.key("python"), "[python]", &mut diags));
+
+        let spec_path = dir.join(&raw.spec);
+        let spec = match std::fs::read_to_string(&spec_path) {
+            Ok(s) => s,
+            Err(e) => {
+                diags.push(doc.error_at(
+                    &root.key("spec"),
+                    format!("cannot read spec `{}`: {e}", raw.spec),
+                    false,
+                ));
+                String::new()
+            }
+        };
+        let hidden_dir = dir.join(&raw.hidden_tests);
+        match fsutil::list_files(&hidden_dir) {
+            Ok(files) if files.is_empty() => diags.push(
+                doc.error_at(
+                    &root.key("hidden_tests"),
+                    format!(
+                        "the hidden tests directory `{}` holds no files",
+                        raw.hidden_tests
+                    ),
+                    false,
+                )
+                .help("a task without hidden tests cannot gate anything: add test files there"),
+            ),
+            Ok(_) => {}
+            Err(e) => diags.push(doc.error_at(
+                &root.key("hidden_tests"),
+                format!("cannot read hidden tests `{}`: {e}", raw.hidden_tests),
+                false,
+            )),
+        }
+        let mut optional_dir = |key: &str, value: &Option<String>| {
+            value.as_ref().map(|rel| {
+                let path = dir.join(rel);
+                if !path.is_dir() {
+                    diags.push(doc.error_at(
+                        &root.key(key),
+                        format!("directory `{rel}` not found"),
+                        false,
+                    ));
+                }
+                path
+            })
+        };
+        let reference_dir = optional_dir("reference", &raw.reference);
+        let workspace_dir = optional_dir("workspace", &raw.workspace);
+        let protected = globs(&doc, &root.key("protected"), &raw.protected, &mut diags);
+        let sources = globs(&doc, &root.key("sources"), &raw.sources, &mut diags);
+
+        let gate = match gate_raw {
+            Some(g) => {
+                let runner = match g.runner.as_deref() {
+                    None | Some("pytest") => Runner::Pytest,
+                    Some("command") => Runner::Command,
+                    Some(other) => {
+                        diags.push(
+                            doc.error_at(
+                                &root.key("gate").key("runner"),
+                                format!("unknown runner `{other}`"),
+                                false,
+                            )
+                            .help_opt(crate::diag::did_you_mean(other, ["pytest", "command"])),
+                        );
+                        Runner::Pytest
+                    }
+                };
+                if runner == Runner::Command && g.command.as_ref().is_none_or(Vec::is_empty) {
+                    diags.push(doc.error_at(
+                        &root.key("gate"),
+                        "runner `command` needs `command = [...]`",
+                        false,
+                    ));
+                }
+                if g.repeat == Some(0) {
+                    diags.push(doc.error_at(
+                        &root.key("gate").key("repeat"),
+                        "repeat must be at least 1",
+                        false,
+                    ));
+                }
+                GateConfig {
+                    runner,
+                    command: g.command,
+                    timeout_secs: g.timeout_secs.unwrap_or(300),
+                    repeat: g.repeat.unwrap_or(1).max(1),
+                }
+            }
+            None => GateConfig {
+                runner: Runner::Pytest,
+                command: None,
+                timeout_secs: 300,
+                repeat: 1,
+            },
+        };
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let mut digests = TaskDigests::default();
+        digests.build.insert(
+            raw.spec.clone(),
+            blake3::hash(spec.as_bytes()).to_hex().to_string(),
+        );
+        digests.build.insert(
+            "protected".into(),
+            blake3::hash(raw.protected.join("\n").as_bytes())
+                .to_hex()
+                .to_string(),
+        );
+        digests.gate.insert(
+            "task.toml".into(),
+            blake3::hash(doc.text.as_bytes()).to_hex().to_string(),
+        );
+        let add_dir =
+            |map: &mut BTreeMap<String, String>, prefix: &str, d: &Path| -> Result<(), Vec<Diag>> {
+                for rel in fsutil::list_files(d).map_err(|e| vec![Diag::error(d, e.to_string())])? {
+                    let hash = fsutil::hash_file(&d.join(&rel))
+                        .map_err(|e| vec![Diag::error(&d.join(&rel), e.to_string())])?;
+                    map.insert(format!("{prefix}/{}", rel.display()), hash);
+                }
+                Ok(())
+            };
+        add_dir(&mut digests.gate, "hidden", &hidden_dir)?;
+        if let Some(w) = &workspace_dir {
+            add_dir(&mut digests.build, "workspace", w)?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            name: raw.name,
+            spec,
+            hidden_dir,
+            reference_dir,
+            workspace_dir,
+            protected_patterns: raw.protected,
+            protected,
+            sources,
+            gate,
+            python_requirements: python.map(|p| p.requirements).unwrap_or_default(),
+            digests,
+        })
+    }
+}
+
+fn globs(doc: &SourceDoc, path: &KeyPath, patterns: &[String], diags: &mut Vec<Diag>) -> GlobSet {
+    let mut b = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        match Glob::new(p) {
+            Ok(g) => {
+                b.add(g);
+            }
+            Err(e) => diags.push(doc.error_at(&path.index(i), format!("invalid glob: {e}"), false)),
+        }
+    }
+    b.build().unwrap_or_else(|_| GlobSet::empty())
+}

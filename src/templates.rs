@@ -1,0 +1,198 @@
+//! Prompt templates (minijinja, strict undefined) and the contexts stages render them with.
+//! Validation renders every template once against a sample context of the same shape, so a
+//! misspelt variable is an error at `pipe validate`, not in the middle of a round.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::config::Template;
+use crate::diag::Diag;
+use crate::rubric::Rubric;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskCtx {
+    pub name: String,
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileCtx {
+    pub path: String,
+    pub content: String,
+}
+
+/// What `prompts/build.md.j2` sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildCtx {
+    pub task: TaskCtx,
+    /// Starter files the build may read and change.
+    pub workspace: Vec<FileCtx>,
+    /// Globs of files the build may not write.
+    pub protected: Vec<String>,
+    pub model: String,
+    pub sample: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateCtx {
+    pub passed: bool,
+    pub tests_passed: usize,
+    pub tests_total: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImplCtx {
+    /// The blind label: never the model's name.
+    pub label: String,
+    /// The files, each fenced with `boundary`, ready to embed.
+    pub listing: String,
+    /// The fence marker; the implementation cannot contain it.
+    pub boundary: String,
+    pub files: Vec<String>,
+    /// Files left out (or cut) to keep within the size budget.
+    pub omitted: Vec<String>,
+}
+
+/// What `prompts/judge.md.j2` sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeCtx {
+    pub task: TaskCtx,
+    pub rubric: Rubric,
+    pub implementation: ImplCtx,
+    pub gate: Option<GateCtx>,
+    /// The JSON schema of the answer, pretty-printed.
+    pub answer_schema: String,
+}
+
+impl BuildCtx {
+    pub fn sample() -> Self {
+        Self {
+            task: TaskCtx {
+                name: "task".into(),
+                spec: "spec".into(),
+            },
+            workspace: vec![FileCtx {
+                path: "README.md".into(),
+                content: "x".into(),
+            }],
+            protected: vec!["test_*.py".into()],
+            model: "model".into(),
+            sample: 1,
+        }
+    }
+}
+
+impl JudgeCtx {
+    pub fn sample(rubric: &Rubric) -> Self {
+        Self {
+            task: TaskCtx {
+                name: "task".into(),
+                spec: "spec".into(),
+            },
+            rubric: rubric.clone(),
+            implementation: ImplCtx {
+                label: "impl-x".into(),
+                listing: "files".into(),
+                boundary: "B".into(),
+                files: vec!["a.py".into()],
+                omitted: vec![],
+            },
+            gate: Some(GateCtx {
+                passed: true,
+                tests_passed: 1,
+                tests_total: 1,
+            }),
+            answer_schema: "{}".into(),
+        }
+    }
+}
+
+/// Renders a template with strict undefined: a missing variable is an error.
+pub fn render<S: Serialize>(template: &Template, ctx: &S) -> Result<String, Diag> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+    syntax.keep_trailing_newline(true);
+    env.set_syntax(syntax.build().expect("default delimiters are valid"));
+    let name = template.path.display().to_string();
+    env.add_template(&name, &template.text)
+        .map_err(|e| template_diag(&template.path, &template.text, &e))?;
+    let tmpl = env
+        .get_template(&name)
+        .map_err(|e| template_diag(&template.path, &template.text, &e))?;
+    tmpl.render(minijinja::value::Serde(ctx))
+        .map_err(|e| template_diag(&template.path, &template.text, &e))
+}
+
+/// Checks a template by rendering it against a sample context.
+pub fn check<S: Serialize>(template: &Template, sample: &S) -> Option<Diag> {
+    render(template, sample).err()
+}
+
+fn template_diag(path: &Path, text: &str, e: &minijinja::Error) -> Diag {
+    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    let message = match e.kind() {
+        minijinja::ErrorKind::UndefinedError => format!("undefined variable in template{detail}"),
+        minijinja::ErrorKind::SyntaxError => format!("template syntax error{detail}"),
+        kind => format!("template error ({kind}){detail}"),
+    };
+    let diag = Diag::error(path, message);
+    match (e.range(), e.line()) {
+        (Some(range), _) => diag.at(text, range.start),
+        (None, Some(line)) => {
+            let offset = text
+                .split_inclusive('\n')
+                .take(line.saturating_sub(1))
+                .map(str::len)
+                .sum();
+            diag.at(text, offset)
+        }
+        _ => diag,
+    }
+    .help_opt(
+        matches!(e.kind(), minijinja::ErrorKind::UndefinedError).then(|| {
+            "the variables a template can use are listed in README.md (\"Prompt templates\")"
+                .to_string()
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str) -> Template {
+        Template {
+            path: "p.md.j2".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn undefined_variable_is_located() {
+        let d = check(
+            &t("Spec:\n{{ task.spec }}\n{{ task.specc }}\n"),
+            &BuildCtx::sample(),
+        )
+        .unwrap();
+        assert_eq!(d.line, 3, "{d:?}");
+        assert!(d.message.contains("undefined"), "{}", d.message);
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let d = check(&t("ok\n{% if x %}\n"), &BuildCtx::sample()).unwrap();
+        assert!(d.message.contains("syntax"), "{}", d.message);
+        assert!(d.line >= 2);
+    }
+
+    #[test]
+    fn renders() {
+        assert_eq!(
+            render(&t("{{ model }}#{{ sample }}"), &BuildCtx::sample()).unwrap(),
+            "model#1"
+        );
+    }
+}
