@@ -2,6 +2,7 @@
 //! failed, 2 invalid config or usage, 130 interrupted.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,21 +250,18 @@ pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
             for n in plan.nodes() {
                 let deps: Vec<String> = plan.deps(&n.id).iter().map(|d| d.id.clone()).collect();
                 if deps.is_empty() {
-                    o.push_str(&format!("{}\n", n.id));
+                    let _ = writeln!(o, "{}", n.id);
                 } else {
-                    o.push_str(&format!("{} <- {}\n", n.id, deps.join(", ")));
+                    let _ = writeln!(o, "{} <- {}", n.id, deps.join(", "));
                 }
             }
         }
         GraphFormat::Dot => {
             o.push_str("digraph pipe {\n  rankdir=LR;\n");
             for n in plan.nodes() {
-                o.push_str(&format!(
-                    "  \"{}\" [label=\"{}\", shape=box];\n",
-                    n.id, n.id
-                ));
+                let _ = writeln!(o, "  \"{}\" [label=\"{}\", shape=box];", n.id, n.id);
                 for d in plan.deps(&n.id) {
-                    o.push_str(&format!("  \"{}\" -> \"{}\";\n", d.id, n.id));
+                    let _ = writeln!(o, "  \"{}\" -> \"{}\";", d.id, n.id);
                 }
             }
             o.push_str("}\n");

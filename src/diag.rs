@@ -164,11 +164,35 @@ fn line_col(source: &str, offset: usize) -> (usize, usize, String, usize) {
     let text = source[start..end].trim_end_matches('\r').to_string();
     let col = source[start..offset].chars().count() + 1;
     let rest = &source[offset..end];
-    let width = rest
-        .char_indices()
-        .find(|(_, c)| c.is_whitespace() || matches!(c, '=' | ',' | ']' | '}'))
-        .map_or(rest.chars().count(), |(i, _)| rest[..i].chars().count());
-    (line, col, text, width)
+    (line, col, text, token_width(rest))
+}
+
+/// Width in characters of the token `rest` starts with: a whole quoted string, or up to the
+/// first space, `=`, `,`, `]`, `}` or YAML `key:` colon.
+fn token_width(rest: &str) -> usize {
+    let mut chars = rest.char_indices().peekable();
+    let end = match chars.next() {
+        Some((_, q @ ('"' | '\''))) => {
+            let mut escaped = false;
+            chars
+                .find(|&(_, c)| {
+                    let close = c == q && !escaped;
+                    escaped = q == '"' && c == '\\' && !escaped;
+                    close
+                })
+                .map(|(i, c)| i + c.len_utf8())
+        }
+        _ => rest
+            .char_indices()
+            .find(|&(i, c)| {
+                c.is_whitespace()
+                    || matches!(c, '=' | ',' | ']' | '}')
+                    || (c == ':' && rest[i + 1..].chars().next().is_none_or(char::is_whitespace))
+            })
+            .map(|(i, _)| i),
+    };
+    let end = end.unwrap_or(rest.len());
+    rest[..end].chars().count()
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to be a likely typo.
@@ -202,6 +226,17 @@ mod tests {
         let src = "a = 1\nbee = 2\n";
         let (line, col, text, width) = line_col(src, 6);
         assert_eq!((line, col, text.as_str(), width), (2, 1, "bee = 2", 3));
+    }
+
+    #[test]
+    fn token_widths() {
+        assert_eq!(token_width(r#""a b" # x"#), 5);
+        assert_eq!(token_width(r#""a \" b", 1"#), 8);
+        assert_eq!(token_width("'it''s'"), 4);
+        assert_eq!(token_width("temprature: 0.2"), 10);
+        assert_eq!(token_width("http://x:8080/v1"), 16);
+        assert_eq!(token_width("[\"a\", \"b\"]"), 4);
+        assert_eq!(token_width("\"unterminated"), 13);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn outstanding(nodes: &[NodeState<'_>]) -> Vec<Option<Reason>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -90,6 +90,10 @@ impl Plan {
         self.order.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
     /// Nodes in dependency order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.order.iter().map(|i| &self.graph[*i])

@@ -37,7 +37,7 @@ impl KeyPath {
     #[must_use]
     pub fn join_serde(&self, path: &serde_path_to_error::Path) -> Self {
         let mut out = self.clone();
-        for seg in path.iter() {
+        for seg in path {
             match seg {
                 serde_path_to_error::Segment::Seq { index } => out = out.index(*index),
                 serde_path_to_error::Segment::Map { key }

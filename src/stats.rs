@@ -69,7 +69,7 @@ mod tests {
         if n % 2 == 1 {
             nth(n / 2)
         } else {
-            (nth(n / 2 - 1) + nth(n / 2)) / 2.0
+            f64::midpoint(nth(n / 2 - 1), nth(n / 2))
         }
     }
 
@@ -105,7 +105,7 @@ mod tests {
     fn verdict_ties_go_to_the_worse() {
         let order: Vec<String> = ["ship", "ship-with-cleanup", "rewrite"]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         assert_eq!(mode_worst(&["ship", "rewrite"], &order), Some("rewrite"));
         assert_eq!(

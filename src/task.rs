@@ -136,6 +136,15 @@ impl Task {
         };
         let hidden_dir = dir.join(&raw.hidden_tests);
         match fsutil::list_files(&hidden_dir) {
+            // `list_files` answers "no files" for a missing directory: say what is really wrong.
+            _ if !hidden_dir.is_dir() => diags.push(
+                doc.error_at(
+                    &root.key("hidden_tests"),
+                    format!("hidden tests directory `{}` not found", raw.hidden_tests),
+                    false,
+                )
+                .help("`hidden_tests` is relative to the task directory (where task.toml is)"),
+            ),
             Ok(files) if files.is_empty() => diags.push(
                 doc.error_at(
                     &root.key("hidden_tests"),

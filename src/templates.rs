@@ -117,13 +117,13 @@ pub fn render<S: Serialize>(template: &Template, ctx: &S) -> Result<String, Diag
     syntax.keep_trailing_newline(true);
     env.set_syntax(syntax.build().expect("default delimiters are valid"));
     let name = template.path.display().to_string();
-    env.add_template(&name, &template.text)
-        .map_err(|e| template_diag(&template.path, &template.text, &e))?;
-    let tmpl = env
-        .get_template(&name)
-        .map_err(|e| template_diag(&template.path, &template.text, &e))?;
-    tmpl.render(minijinja::value::Serde(ctx))
-        .map_err(|e| template_diag(&template.path, &template.text, &e))
+    let diag = |e: minijinja::Error| {
+        let ctx = serde_json::to_value(ctx).unwrap_or_default();
+        template_diag(&template.path, &template.text, &e, &ctx)
+    };
+    env.add_template(&name, &template.text).map_err(diag)?;
+    let tmpl = env.get_template(&name).map_err(diag)?;
+    tmpl.render(minijinja::value::Serde(ctx)).map_err(diag)
 }
 
 /// Checks a template by rendering it against a sample context.
@@ -131,7 +131,7 @@ pub fn check<S: Serialize>(template: &Template, sample: &S) -> Option<Diag> {
     render(template, sample).err()
 }
 
-fn template_diag(path: &Path, text: &str, e: &minijinja::Error) -> Diag {
+fn template_diag(path: &Path, text: &str, e: &minijinja::Error, ctx: &serde_json::Value) -> Diag {
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     let message = match e.kind() {
         minijinja::ErrorKind::UndefinedError => format!("undefined variable in template{detail}"),
@@ -152,11 +152,60 @@ fn template_diag(path: &Path, text: &str, e: &minijinja::Error) -> Diag {
         _ => diag,
     }
     .help_opt(
-        matches!(e.kind(), minijinja::ErrorKind::UndefinedError).then(|| {
-            "the variables a template can use are listed in README.md (\"Prompt templates\")"
-                .to_string()
-        }),
+        matches!(e.kind(), minijinja::ErrorKind::UndefinedError)
+            .then(|| {
+                e.range()
+                    .and_then(|r| text.get(r))
+                    .and_then(|expr| undefined_help(expr, ctx))
+            })
+            .flatten(),
     )
+}
+
+/// For an undefined `a.b.c`, the closest name the context has where the lookup failed.
+fn undefined_help(expr: &str, ctx: &serde_json::Value) -> Option<String> {
+    let segs: Vec<&str> = expr.trim().split('.').map(str::trim).collect();
+    if segs
+        .iter()
+        .any(|s| s.is_empty() || !s.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
+        return None;
+    }
+    let mut cur = ctx;
+    for (i, seg) in segs.iter().enumerate() {
+        let serde_json::Value::Object(map) = cur else {
+            return None;
+        };
+        if let Some(next) = map.get(*seg) {
+            cur = next;
+            continue;
+        }
+        // A loop variable (`c` in `for c in rubric.criteria`) is not in the context: no guess.
+        if i == 0
+            && segs.len() > 1
+            && crate::diag::suggest(seg, map.keys().map(String::as_str)).is_none()
+        {
+            return None;
+        }
+        let prefix = segs[..i].join(".");
+        let full = |k: &str| {
+            if prefix.is_empty() {
+                format!("`{k}`")
+            } else {
+                format!("`{prefix}.{k}`")
+            }
+        };
+        return Some(
+            match crate::diag::suggest(seg, map.keys().map(String::as_str)) {
+                Some(best) => format!("did you mean {}?", full(best)),
+                None => {
+                    let all: Vec<String> = map.keys().map(|k| full(k)).collect();
+                    format!("this template can use {}", all.join(", "))
+                }
+            },
+        );
+    }
+    None
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use super::fields::fields_of;
-use crate::diag::{Diag, did_you_mean};
+use crate::diag::{Diag, did_you_mean, suggest};
 use crate::source::{KeyPath, SourceDoc};
 
 /// Deserialises the table at `path` as `T`, reporting every unknown key (with a "did you mean")
@@ -42,32 +42,74 @@ pub fn section<T: DeserializeOwned>(
         );
         map.remove(key);
     }
+    // With unknown keys the section is still returned (their errors are already recorded), so
+    // the checks of its known keys run and report too.
     match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) if unknown.is_empty() => Some(t),
-        Ok(_) => None,
+        Ok(t) => Some(t),
         Err(e) => {
             let at = path.join_serde(e.path());
             let message = e.inner().to_string();
-            let (message, help) = explain_serde(&message, what);
-            diags.push(doc.error_at(&at, message, false).help_opt(help));
+            // `promt = ...` already says "did you mean `prompt`?": "missing `prompt`" is noise.
+            let misspelt = missing_field(&message).is_some_and(|missing| {
+                unknown
+                    .iter()
+                    .any(|k| suggest(k, known.iter().copied()) == Some(missing))
+            });
+            if !misspelt {
+                let (message, help) = explain_serde(&message, what);
+                diags.push(doc.error_at(&at, message, false).help_opt(help));
+            }
             None
         }
     }
 }
 
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .map(|rest| rest.trim_end_matches('`'))
+}
+
 /// Rewords serde's messages into the vocabulary of the file.
 fn explain_serde(message: &str, what: &str) -> (String, Option<String>) {
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let key = rest.trim_end_matches('`');
+    if let Some(key) = missing_field(message) {
         return (
             format!("{what} is missing the required key `{key}`"),
             Some(format!("add `{key} = ...`")),
         );
     }
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        return (format!("wrong type: {rest}"), None);
+    for (prefix, lead) in [
+        ("invalid type: ", "wrong type"),
+        ("invalid value: ", "invalid value"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // serde says `string "two", expected u32`: name the expected type in TOML/YAML words.
+            let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+            let expected = plain_type(expected);
+            let message = if expected.is_empty() {
+                format!("{lead}: found {found}")
+            } else {
+                format!("{lead}: expected {expected}, found {found}")
+            };
+            let help = (found.starts_with("string ") && expected.contains("number"))
+                .then(|| "write numbers without quotes".to_string());
+            return (message, help);
+        }
     }
     (message.to_string(), None)
+}
+
+/// serde's name for an expected type, as a file author would say it.
+fn plain_type(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "an array".into(),
+        "a map" => "a table".into(),
+        other if other.starts_with("struct ") => "a table".into(),
+        other => other.to_string(),
+    }
 }
 
 pub fn kind_of(v: &serde_json::Value) -> &'static str {

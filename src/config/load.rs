@@ -7,6 +7,7 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::DiGraph;
 
 use super::check::{kind_of, section};
+use super::fields::fields_of;
 use super::raw::{
     RawAggregateStage, RawBuildStage, RawCommandStage, RawGateStage, RawJudgeStage, RawModel,
     RawProvider, RawPublishStage, RawRound, RawStageKind, RawTop,
@@ -16,7 +17,7 @@ use super::{
     SandboxChoice, Stage, StageKind, Template,
 };
 use crate::diag::{Diag, did_you_mean};
-use crate::provider::Sampling;
+use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
 use crate::source::{KeyPath, SourceDoc};
 use crate::task::Task;
@@ -288,6 +289,7 @@ impl Loader<'_> {
         };
         for i in 0..items.len() {
             let p = at.index(i);
+            self.unknown_price_keys(&p.key("price"));
             let Some(raw) = section::<RawModel>(self.doc, &p, "a model", &mut self.diags) else {
                 continue;
             };
@@ -310,9 +312,12 @@ impl Loader<'_> {
                         .into(),
                 );
             }
-            if out.iter().any(|m| m.id == raw.id) {
+            if let Some(first) = out.iter().position(|m| m.id == raw.id) {
                 self.err(&p.key("id"), format!("duplicate model id `{}`", raw.id))
-                    .help = Some("model ids must be unique within a round".into());
+                    .help = Some(format!(
+                    "model ids must be unique within a round; `models[{first}]` already uses `{}`",
+                    raw.id
+                ));
             }
             if !providers.contains_key(&raw.provider)
                 && self
@@ -351,7 +356,7 @@ impl Loader<'_> {
             {
                 self.err(
                     &p.key("temperature"),
-                    format!("temperature {t} is outside 0..=2"),
+                    format!("temperature {t} is outside the range 0 to 2"),
                 );
             }
             out.push(ModelConfig {
@@ -372,14 +377,38 @@ impl Loader<'_> {
         out
     }
 
+    /// `Price` ignores keys it does not know; a misspelt `inptu` would silently price at zero.
+    fn unknown_price_keys(&mut self, at: &KeyPath) {
+        let Some(serde_json::Value::Object(price)) = self.doc.get(at) else {
+            return;
+        };
+        let known = fields_of::<Price>();
+        for key in price.keys().filter(|k| !known.contains(&k.as_str())) {
+            let d = self
+                .doc
+                .error_at(
+                    &at.key(key),
+                    format!("unknown key `{key}` in a price"),
+                    true,
+                )
+                .help_opt(did_you_mean(key, known.iter().copied()));
+            self.diags.push(d);
+        }
+    }
+
     fn file(&mut self, at: &KeyPath, rel: &str, what: &str) -> Option<PathBuf> {
         let path = self.dir.join(rel);
         if path.is_file() {
             Some(path)
         } else {
+            let dir = if self.dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &self.dir
+            };
             self.err(at, format!("{what} `{rel}` not found")).help = Some(format!(
-                "paths are relative to the pipeline file's directory ({})",
-                self.dir.display()
+                "paths are relative to the pipeline file's directory (`{}`)",
+                dir.display()
             ));
             None
         }
@@ -609,13 +638,26 @@ impl Loader<'_> {
         let mut ok = true;
         for scc in tarjan_scc(&g) {
             if scc.len() > 1 {
-                let cycle = describe_cycle(&stages, &scc.iter().map(|n| g[*n]).collect::<Vec<_>>());
-                let first = &stages[g[scc[scc.len() - 1]]].name;
-                self.err(
-                    &root().key("stages").key(first).key("needs"),
-                    format!("cycle between stages: {cycle}"),
-                )
-                .help = Some("remove one of these `needs` so the stages form a chain".into());
+                let path = cycle_path(&stages, &scc.iter().map(|n| g[*n]).collect::<Vec<_>>());
+                let cycle = path
+                    .iter()
+                    .map(|i| stages[*i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ");
+                // Point at the `needs` entry that closes the cycle: in `gate -> judge -> gate`,
+                // the `"judge"` in `stages.gate.needs`.
+                let start = &stages[path[0]];
+                let mut at = root().key("stages").key(&start.name).key("needs");
+                if let [.., before, _] = path.as_slice()
+                    && let Some(i) = start.needs.iter().position(|n| *n == stages[*before].name)
+                {
+                    at = at.index(i);
+                }
+                self.err(&at, format!("cycle between stages: {cycle}")).help = Some(
+                    "a stage runs after every stage it needs, so none of these can start; \
+                     remove one of these `needs`"
+                        .into(),
+                );
                 ok = false;
             }
         }
@@ -711,11 +753,11 @@ impl Loader<'_> {
         match Task::load(&dir) {
             Ok(t) => Some(t),
             Err(ds) => {
-                if !dir.is_dir() {
+                if dir.is_dir() {
+                    self.diags.extend(ds);
+                } else {
                     self.err(&root().key("round").key("task"), format!("task directory `{rel}` not found")).help =
                         Some("`round.task` is relative to the pipeline file and names a directory with task.toml".into());
-                } else {
-                    self.diags.extend(ds);
                 }
                 None
             }
@@ -723,8 +765,9 @@ impl Loader<'_> {
     }
 }
 
-/// `build -> judge -> build` for the members of a strongly connected component.
-fn describe_cycle(stages: &[Stage], members: &[usize]) -> String {
+/// `build -> judge -> build` for the members of a strongly connected component, as stage
+/// indices: each stage is needed by the next.
+fn cycle_path(stages: &[Stage], members: &[usize]) -> Vec<usize> {
     let start = *members
         .iter()
         .min_by_key(|i| &stages[**i].name)
@@ -745,8 +788,5 @@ fn describe_cycle(stages: &[Stage], members: &[usize]) -> String {
         }
         cur = next;
     }
-    path.iter()
-        .map(|i| stages[*i].name.as_str())
-        .collect::<Vec<_>>()
-        .join(" -> ")
+    path
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Job, JobResult, SandboxError, python};
 use crate::fsutil;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LocalSandbox {
     /// Wrap commands in bubblewrap (no network).
     pub bwrap: bool,
@@ -122,16 +122,13 @@ impl LocalSandbox {
             () = tokio::time::sleep(job.timeout) => { timed_out = true; None }
             () = cancel.cancelled() => { cancelled = true; None }
         };
-        let status = match status {
-            Some(s) => {
-                // The command exited; anything it left running in its group goes too.
-                kill_group(pgid);
-                Some(s)
-            }
-            None => {
-                kill_group(pgid);
-                child.wait().await.ok()
-            }
+        let status = if let Some(s) = status {
+            // The command exited; anything it left running in its group goes too.
+            kill_group(pgid);
+            Some(s)
+        } else {
+            kill_group(pgid);
+            child.wait().await.ok()
         };
         let (stdout, stdout_dropped) = out.await.unwrap_or_default();
         let (stderr, stderr_dropped) = err.await.unwrap_or_default();
@@ -199,12 +196,6 @@ async fn read_capped<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> (Vec<u8>, 
         }
     }
     (kept, dropped)
-}
-
-impl Default for LocalSandbox {
-    fn default() -> Self {
-        Self { bwrap: false }
-    }
 }
 
 #[cfg(test)]

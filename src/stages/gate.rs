@@ -6,6 +6,7 @@
 //! one test ran and every collected test passed, and the runner agrees (exit code 0).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -146,18 +147,20 @@ pub async fn run_tests(
         duration_ms += r.duration_ms;
         timed_out |= r.timed_out;
         exit_codes.push(r.exit_code);
-        output.push_str(&format!(
+        let _ = write!(
+            output,
             "=== run {run}: exit {:?}{} ===\n{}\n{}\n",
             r.exit_code,
             if r.timed_out { " (timed out)" } else { "" },
             r.stdout,
             r.stderr
-        ));
+        );
         if r.stdout_dropped + r.stderr_dropped > 0 {
-            output.push_str(&format!(
-                "[{} bytes of output dropped]\n",
+            let _ = writeln!(
+                output,
+                "[{} bytes of output dropped]",
                 r.stdout_dropped + r.stderr_dropped
-            ));
+            );
         }
         match r.files.get(&junit_rel) {
             None => {

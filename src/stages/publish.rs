@@ -19,7 +19,6 @@ fn signed(x: Option<f64>) -> String {
     match x {
         None => DASH.to_string(),
         Some(v) if v > 0.0 => format!("+{v:.1}"),
-        Some(v) if v == 0.0 => "0.0".to_string(),
         Some(v) => format!("{v:.1}"),
     }
 }
