@@ -3,7 +3,7 @@
 //! skips its dependents while independent work goes on; Ctrl-C stops scheduling, cancels running
 //! nodes with a deadline, and leaves the store consistent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,90 +158,101 @@ pub async fn run(
         ..(*services).clone()
     });
 
-    let mut set: JoinSet<(usize, Result<Vec<PathBuf>, NodeError>, u64)> = JoinSet::new();
-    let mut running = 0usize;
+    // Dependencies still to finish, per waiting node; a node is ready at zero.
+    let mut remaining: Vec<usize> = deps
+        .iter()
+        .map(|ds| {
+            ds.iter()
+                .filter(|d| !matches!(states[**d], State::Finished(_)))
+                .count()
+        })
+        .collect();
+    let mut ready: BTreeSet<usize> = (0..nodes.len())
+        .filter(|i| states[*i] == State::Waiting && remaining[*i] == 0)
+        .collect();
+    let mut set: JoinSet<(Result<Vec<PathBuf>, NodeError>, u64)> = JoinSet::new();
+    let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut interrupted = false;
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        // Start (or skip) every waiting node whose dependencies have all finished.
-        if !cancel.is_cancelled() {
-            let mut changed = true;
-            while changed {
-                changed = false;
-                for i in 0..nodes.len() {
-                    if states[i] != State::Waiting || running >= opts.jobs {
-                        continue;
-                    }
-                    if !deps[i]
-                        .iter()
-                        .all(|d| matches!(states[*d], State::Finished(_)))
-                    {
-                        continue;
-                    }
-                    let blocked = deps[i].iter().find(|d| {
-                        matches!(
-                            states[**d],
-                            State::Finished(
-                                Outcome::Failed | Outcome::Skipped | Outcome::Cancelled
-                            )
-                        )
-                    });
-                    if let Some(b) = blocked
-                        && !nodes[i].tolerant
-                    {
-                        let why = format!("upstream {} did not finish", nodes[*b].id);
-                        progress.finished(&nodes[i].stage, &nodes[i].id, "skipped", &why);
-                        states[i] = State::Finished(Outcome::Skipped);
-                        reports[i] = Some(NodeReport {
-                            id: nodes[i].id.clone(),
-                            outcome: Outcome::Skipped,
-                            reason: Some(why),
-                            duration_ms: 0,
-                            key: nodes[i].key.clone(),
-                        });
-                        changed = true;
-                        continue;
-                    }
-                    states[i] = State::Running;
-                    running += 1;
-                    progress.started(&nodes[i].stage, &nodes[i].id);
-                    let ctx = NodeCtx {
-                        plan: plan.clone(),
-                        node: nodes[i].clone(),
-                        store: store.clone(),
-                        services: services.clone(),
-                        cancel: cancel.child_token(),
-                    };
-                    set.spawn(async move {
-                        let t = Instant::now();
-                        let result = execute(ctx).await;
-                        (i, result, t.elapsed().as_millis() as u64)
-                    });
-                    changed = true;
-                }
+        // Start (or skip) ready nodes, lowest plan position first, up to --jobs at once.
+        while !cancel.is_cancelled() && tasks.len() < opts.jobs {
+            let Some(i) = ready.pop_first() else { break };
+            let blocked = deps[i].iter().find(|d| {
+                matches!(
+                    states[**d],
+                    State::Finished(Outcome::Failed | Outcome::Skipped | Outcome::Cancelled)
+                )
+            });
+            if let Some(b) = blocked
+                && !nodes[i].tolerant
+            {
+                let why = format!("upstream {} did not finish", nodes[*b].id);
+                progress.finished(&nodes[i].stage, &nodes[i].id, "skipped", &why);
+                finish(
+                    i,
+                    Outcome::Skipped,
+                    Some(why),
+                    0,
+                    &nodes,
+                    &mut states,
+                    &mut reports,
+                );
+                release(i, &dependents, &mut remaining, &states, &mut ready);
+                continue;
             }
+            states[i] = State::Running;
+            progress.started(&nodes[i].stage, &nodes[i].id);
+            let ctx = NodeCtx {
+                plan: plan.clone(),
+                node: nodes[i].clone(),
+                store: store.clone(),
+                services: services.clone(),
+                cancel: cancel.child_token(),
+            };
+            let handle = set.spawn(async move {
+                let t = Instant::now();
+                let result = execute(ctx).await;
+                (result, t.elapsed().as_millis() as u64)
+            });
+            tasks.insert(handle.id(), i);
         }
-        if running == 0 {
+        if tasks.is_empty() {
             break;
         }
         let joined = tokio::select! {
-            j = set.join_next() => j,
+            j = set.join_next_with_id() => j,
             () = cancel.cancelled(), if !interrupted => {
                 interrupted = true;
-                progress.note(&format!("interrupted: stopping {running} running node(s) (deadline {}s)", opts.cancel_deadline.as_secs()));
+                progress.note(&format!(
+                    "interrupted: stopping {} running node(s) (deadline {}s)",
+                    tasks.len(),
+                    opts.cancel_deadline.as_secs()
+                ));
+                deadline = Some(Box::pin(tokio::time::sleep(opts.cancel_deadline)));
                 continue;
+            }
+            () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
+                // Running nodes had their deadline: abort them; their records stay uncommitted.
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                break;
             }
         };
         let Some(joined) = joined else { break };
-        running -= 1;
         let (i, result, ms) = match joined {
-            Ok(v) => v,
+            Ok((id, (result, ms))) => (tasks.remove(&id).expect("spawned"), result, ms),
             Err(e) => {
-                // A panicked node: find it by elimination is not possible; report it as internal.
-                progress.note(&format!("a node task panicked: {e}"));
-                continue;
+                let i = tasks.remove(&e.id()).expect("spawned");
+                (
+                    i,
+                    Err(NodeError::Internal(format!(
+                        "the node's task panicked: {e}"
+                    ))),
+                    0,
+                )
             }
         };
-        let node = &nodes[i];
         let (outcome, reason) = match result {
             Ok(_) => (Outcome::Executed, None),
             Err(NodeError::Cancelled) => (Outcome::Cancelled, Some("interrupted".to_string())),
@@ -254,41 +265,13 @@ pub async fn run(
             _ => "stopped",
         };
         progress.finished(
-            &node.stage,
-            &node.id,
+            &nodes[i].stage,
+            &nodes[i].id,
             label,
             reason.as_deref().unwrap_or(""),
         );
-        states[i] = State::Finished(outcome);
-        reports[i] = Some(NodeReport {
-            id: node.id.clone(),
-            outcome,
-            reason,
-            duration_ms: ms,
-            key: node.key.clone(),
-        });
-        let _ = &dependents;
-        if interrupted && running > 0 {
-            // Running nodes saw the cancel; give them the deadline, then abort what is left.
-            let deadline = tokio::time::sleep(opts.cancel_deadline);
-            tokio::pin!(deadline);
-            while running > 0 {
-                tokio::select! {
-                    j = set.join_next() => {
-                        let Some(Ok((i, result, ms))) = j else { running = running.saturating_sub(1); continue };
-                        running -= 1;
-                        let outcome = if result.is_ok() { Outcome::Executed } else { Outcome::Cancelled };
-                        states[i] = State::Finished(outcome);
-                        reports[i] = Some(NodeReport { id: nodes[i].id.clone(), outcome, reason: None, duration_ms: ms, key: nodes[i].key.clone() });
-                    }
-                    () = &mut deadline => {
-                        set.abort_all();
-                        break;
-                    }
-                }
-            }
-            break;
-        }
+        finish(i, outcome, reason, ms, &nodes, &mut states, &mut reports);
+        release(i, &dependents, &mut remaining, &states, &mut ready);
     }
     progress.finish();
     let nodes_out: Vec<NodeReport> = reports
@@ -316,6 +299,41 @@ pub async fn run(
         wall_ms: start.elapsed().as_millis() as u64,
         nodes: nodes_out,
     })
+}
+
+fn finish(
+    i: usize,
+    outcome: Outcome,
+    reason: Option<String>,
+    duration_ms: u64,
+    nodes: &[Node],
+    states: &mut [State],
+    reports: &mut [Option<NodeReport>],
+) {
+    states[i] = State::Finished(outcome);
+    reports[i] = Some(NodeReport {
+        id: nodes[i].id.clone(),
+        outcome,
+        reason,
+        duration_ms,
+        key: nodes[i].key.clone(),
+    });
+}
+
+/// A node finished: its waiting dependents have one dependency fewer to wait for.
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    remaining: &mut [usize],
+    states: &[State],
+    ready: &mut BTreeSet<usize>,
+) {
+    for &j in &dependents[i] {
+        remaining[j] -= 1;
+        if remaining[j] == 0 && states[j] == State::Waiting {
+            ready.insert(j);
+        }
+    }
 }
 
 /// Runs one node against the store: forget the old record, produce outputs, commit the record.

@@ -105,9 +105,12 @@ impl SourceDoc {
         })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let offset = e.utf8_error().valid_up_to();
-            let prefix = String::from_utf8_lossy(&e.as_bytes()[..offset]).into_owned();
-            Diag::error(file, "file is not valid UTF-8")
-                .at(&prefix, offset)
+            // Shown lossily, so the caret lands on a `�` in the whole line; the valid prefix keeps
+            // `offset` right.
+            let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let byte = e.as_bytes()[offset];
+            Diag::error(file, format!("file is not valid UTF-8 (byte 0x{byte:02X})"))
+                .at(&shown, offset)
                 .help("save the file as UTF-8")
         })?;
         Self::parse(file, text)

@@ -152,13 +152,16 @@ fn template_diag(path: &Path, text: &str, e: &minijinja::Error, ctx: &serde_json
         _ => diag,
     }
     .help_opt(
-        matches!(e.kind(), minijinja::ErrorKind::UndefinedError)
-            .then(|| {
-                e.range()
-                    .and_then(|r| text.get(r))
-                    .and_then(|expr| undefined_help(expr, ctx))
-            })
-            .flatten(),
+        matches!(e.kind(), minijinja::ErrorKind::UndefinedError).then(|| {
+            e.range()
+                .and_then(|r| text.get(r))
+                .and_then(|expr| undefined_help(expr, ctx))
+                .unwrap_or_else(|| {
+                    "the variables a template can use are listed in README.md \
+                     (\"Prompt templates\")"
+                        .to_string()
+                })
+        }),
     )
 }
 
@@ -235,6 +238,21 @@ mod tests {
         let d = check(&t("ok\n{% if x %}\n"), &BuildCtx::sample()).unwrap();
         assert!(d.message.contains("syntax"), "{}", d.message);
         assert!(d.line >= 2);
+    }
+
+    #[test]
+    fn undefined_variable_suggests_the_close_name() {
+        let d = check(&t("{{ task.specc }}"), &BuildCtx::sample()).unwrap();
+        assert_eq!(d.help.as_deref(), Some("did you mean `task.spec`?"));
+        let d = check(&t("{{ modle }}"), &BuildCtx::sample()).unwrap();
+        assert_eq!(d.help.as_deref(), Some("did you mean `model`?"));
+        // A loop variable is not in the context: no guess, the README pointer instead.
+        let d = check(
+            &t("{% for f in workspace %}{{ f.pth }}{% endfor %}"),
+            &BuildCtx::sample(),
+        )
+        .unwrap();
+        assert!(d.help.unwrap().contains("README.md"));
     }
 
     #[test]

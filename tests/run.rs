@@ -450,3 +450,83 @@ fn the_shipped_offline_round_runs_all_five_stages() {
         (Some(0), Some(26))
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_with_130_and_the_next_run_finishes_it() {
+    let r = slow_round();
+    let mut child = r
+        .cmd(&["run", "pipeline.toml", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some node is done, so the interrupt lands mid-round.
+    let t = Instant::now();
+    while done_records(&r.round_dir()).len() < 3 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let before = done_records(&r.round_dir());
+    assert!(
+        before.len() < 12,
+        "the interrupt landed after the round finished"
+    );
+    let (code, s) = r.run(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(s["executed"].as_u64().unwrap() as usize, 12 - before.len());
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn check_task_passes_the_shipped_reference() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(repo)
+        .args(["check-task", "tasks/atomic-write", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &v["tasks"][0];
+    assert_eq!(t["passed"], true);
+    assert!(t["tests_total"].as_u64().unwrap() >= 15);
+    assert_eq!(t["tests_passed"], t["tests_total"]);
+}
+
+#[test]
+fn a_builds_own_conftest_and_sitecustomize_cannot_reach_the_hidden_tests() {
+    let r = Round::new();
+    // This task forgets to protect conftest.py: the gate's isolation must hold on its own.
+    r.edit(
+        "task/task.toml",
+        "protected = [\"test_*.py\", \"**/test_*.py\", \"conftest.py\", \"**/conftest.py\"]",
+        "protected = []",
+    );
+    r.write(
+        "recordings/build/bob/1.yaml",
+        "stage: build\nmodel: bob\nsubject: \"1\"\nturns:\n  - answer: |\n      ```python path=adder.py\n      def add(a, b):\n          return a - b\n      ```\n      ```python path=conftest.py\n      import pytest\n      @pytest.hookimpl(hookwrapper=True)\n      def pytest_runtest_makereport(item, call):\n          outcome = yield\n          outcome.get_result().outcome = \"passed\"\n      ```\n      ```python path=sitecustomize.py\n      import os\n      os._exit(0)\n      ```\n      ```ini path=pytest.ini\n      [pytest]\n      addopts = -p no:junitxml\n      ```\n",
+    );
+    r.run(&[]);
+    let gate: Value = serde_json::from_slice(
+        &std::fs::read(r.round_dir().join("nodes/gate/bob/1/gate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (gate["tests_passed"].as_u64(), gate["tests_total"].as_u64()),
+        (Some(1), Some(3)),
+        "{gate}"
+    );
+    assert_eq!(gate["passed"], false);
+}

@@ -429,7 +429,13 @@ impl Loader<'_> {
             }
         };
         let template = Template { path, text };
-        if let Some(d) = templates::check(&template, sample) {
+        if let Some(mut d) = templates::check(&template, sample) {
+            // The error is located in the template; say which key of the pipeline uses it.
+            let used = format!("`{at}` uses this template");
+            d.help = Some(match d.help.take() {
+                Some(h) => format!("{h} ({used})"),
+                None => used,
+            });
             self.diags.push(d);
             return None;
         }

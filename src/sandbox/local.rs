@@ -59,12 +59,18 @@ impl LocalSandbox {
                 .map_err(|e| SandboxError::Setup(e.to_string()))?;
         }
         let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
+        // Host directories the command needs to read besides the system ones.
+        let mut expose: Vec<PathBuf> = Vec::new();
         if !job.python.is_empty() {
             let reqs = job.python.clone();
             let bin = tokio::task::spawn_blocking(move || python::ensure_venv(&reqs))
                 .await
                 .map_err(|e| SandboxError::Setup(e.to_string()))??;
             path = format!("{}:{path}", bin.display());
+            if let Some(venv) = bin.parent() {
+                expose.push(venv.to_path_buf());
+                expose.extend(python::base_prefix(venv));
+            }
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), path);
@@ -239,6 +245,35 @@ mod tests {
         assert!(r.timed_out);
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(!r.stdout.contains("never"));
+    }
+
+    #[tokio::test]
+    async fn bubblewrap_cuts_the_network_and_hides_home() {
+        let sandbox = LocalSandbox::detect();
+        if !sandbox.bwrap {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs bubblewrap: it must be usable"
+            );
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = format!(
+            "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' && echo CONNECTED; ls /root | wc -l"
+        );
+        let r = sandbox
+            .run(&job(&script), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(!r.stdout.contains("CONNECTED"), "{r:?}");
+        assert_eq!(r.stdout.trim(), "0", "home is hidden: {r:?}");
+        // The same command outside the sandbox does connect: the test can fail.
+        let plain = LocalSandbox { bwrap: false }
+            .run(&job(&script), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(plain.stdout.contains("CONNECTED"), "{plain:?}");
     }
 
     #[tokio::test]

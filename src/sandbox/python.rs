@@ -91,7 +91,14 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), SandboxError> {
     }
 }
 
-/// True when `bin` holds a usable python.
-pub fn has_python(bin: &Path) -> bool {
-    bin.join("python").exists()
+/// The installation a venv's python links to (the `home` of its `pyvenv.cfg`, one level up), which
+/// a sandbox that hides home directories must still show.
+pub fn base_prefix(venv: &Path) -> Option<PathBuf> {
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    let home = cfg.lines().find_map(|l| {
+        l.strip_prefix("home")
+            .map(|r| r.trim_start_matches([' ', '=']).trim().to_string())
+    })?;
+    let bin = std::fs::canonicalize(home).ok()?;
+    bin.parent().map(Path::to_path_buf)
 }

@@ -1,0 +1,231 @@
+//! `pipe validate` on the corpus of broken pipelines under `tests/broken/`: every case exits 2
+//! and its full stderr (every error, located, with its help) is a snapshot. Each case directory
+//! is self-contained and the binary runs inside it, so the paths it prints are stable.
+//!
+//! Regenerate after an intended change: `INSTA_UPDATE=always cargo test --test validate`, then
+//! read every changed `tests/snapshots/validate__*.snap`.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+const EXIT_INVALID: i32 = 2;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broken_dir() -> PathBuf {
+    repo().join("tests").join("broken")
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `pipe ARGS` in `dir`, with no API key in the environment whatever the caller's shell has.
+fn pipe(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::cargo_bin("pipe")
+        .expect("the pipe binary is built")
+        .current_dir(dir)
+        .env_remove("OPENROUTER_API_KEY")
+        .env("NO_COLOR", "1")
+        .args(args)
+        .output()
+        .expect("pipe runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Machine-specific paths, should any reach the output, become placeholders.
+fn scrub(text: &str, dir: &Path) -> String {
+    let mut out = text.replace(&dir.display().to_string(), "[CASE]");
+    out = out.replace(&repo().display().to_string(), "[REPO]");
+    out = out.replace(&std::env::temp_dir().display().to_string(), "[TMP]");
+    out
+}
+
+/// Validates `file` inside the case directory `dir`: exit 2, nothing on stdout, stderr as the
+/// snapshot named after the case.
+fn check_broken(case: &str, dir: &Path, file: &str) {
+    let out = pipe(dir, &["validate", file]);
+    assert_eq!(
+        out.code, EXIT_INVALID,
+        "case {case}: expected exit 2\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stdout.is_empty(), "case {case}: stdout: {}", out.stdout);
+    let stderr = scrub(&out.stderr, dir);
+    assert!(
+        stderr.contains(": error: "),
+        "case {case}: no error rendered:\n{stderr}"
+    );
+    insta::assert_snapshot!(case, stderr);
+}
+
+fn broken(case: &str, file: &str) {
+    let src = broken_dir().join(case);
+    if case == EMPTY_HIDDEN {
+        // Git keeps no empty directory: this case runs from a copy given its empty `hidden/`.
+        let tmp = tempfile::tempdir().expect("temp dir");
+        copy_dir(&src, tmp.path());
+        std::fs::create_dir_all(tmp.path().join("task").join("hidden")).expect("mkdir");
+        check_broken(case, tmp.path(), file);
+    } else {
+        check_broken(case, &src, file);
+    }
+}
+
+const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("readable dir") {
+        let entry = entry.expect("readable entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+/// Every case directory of `tests/broken/`, with its pipeline file.
+const CASES: &[(&str, &str)] = &[
+    ("duplicate-model-id", "pipeline.toml"),
+    ("malformed-toml", "pipeline.toml"),
+    ("many-errors", "pipeline.toml"),
+    ("missing-prompt-file", "pipeline.toml"),
+    ("missing-rubric-file", "pipeline.toml"),
+    ("missing-task-dir", "pipeline.toml"),
+    ("needs-unknown-stage", "pipeline.toml"),
+    ("negative-price", "pipeline.toml"),
+    ("non-utf8", "pipeline.toml"),
+    ("rubric-inverted-scale", "pipeline.toml"),
+    ("stage-cycle", "pipeline.toml"),
+    ("task-empty-hidden-tests", "pipeline.toml"),
+    ("task-missing-hidden-tests", "pipeline.toml"),
+    ("template-syntax-error", "pipeline.toml"),
+    ("template-undefined-variable", "pipeline.toml"),
+    ("unknown-provider", "pipeline.toml"),
+    ("unknown-stage-key-typo", "pipeline.toml"),
+    ("unknown-stage-kind", "pipeline.toml"),
+    ("unknown-top-level-key", "pipeline.toml"),
+    ("wrong-type-samples", "pipeline.toml"),
+    ("yaml-unknown-key", "pipeline.yaml"),
+];
+
+const VALID: &str = "valid-yaml";
+
+macro_rules! broken_case {
+    ($($test:ident => $case:literal, $file:literal;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                broken($case, $file);
+            }
+        )*
+
+        #[test]
+        fn every_case_directory_has_a_test() {
+            let tested: Vec<&str> = vec![$($case),*];
+            assert_eq!(
+                tested,
+                CASES.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                "CASES and the tests disagree"
+            );
+            let mut on_disk: Vec<String> = std::fs::read_dir(broken_dir())
+                .expect("tests/broken exists")
+                .map(|e| e.expect("readable entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n != VALID)
+                .collect();
+            on_disk.sort();
+            assert_eq!(on_disk, tested, "a directory under tests/broken has no test (or vice versa)");
+            for (case, file) in CASES {
+                assert!(
+                    broken_dir().join(case).join(file).is_file(),
+                    "{case}/{file} is missing"
+                );
+            }
+        }
+    };
+}
+
+broken_case! {
+    duplicate_model_id => "duplicate-model-id", "pipeline.toml";
+    malformed_toml => "malformed-toml", "pipeline.toml";
+    many_errors => "many-errors", "pipeline.toml";
+    missing_prompt_file => "missing-prompt-file", "pipeline.toml";
+    missing_rubric_file => "missing-rubric-file", "pipeline.toml";
+    missing_task_dir => "missing-task-dir", "pipeline.toml";
+    needs_unknown_stage => "needs-unknown-stage", "pipeline.toml";
+    negative_price => "negative-price", "pipeline.toml";
+    non_utf8 => "non-utf8", "pipeline.toml";
+    rubric_inverted_scale => "rubric-inverted-scale", "pipeline.toml";
+    stage_cycle => "stage-cycle", "pipeline.toml";
+    task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
+    task_missing_hidden_tests => "task-missing-hidden-tests", "pipeline.toml";
+    template_syntax_error => "template-syntax-error", "pipeline.toml";
+    template_undefined_variable => "template-undefined-variable", "pipeline.toml";
+    unknown_provider => "unknown-provider", "pipeline.toml";
+    unknown_stage_key_typo => "unknown-stage-key-typo", "pipeline.toml";
+    unknown_stage_kind => "unknown-stage-kind", "pipeline.toml";
+    unknown_top_level_key => "unknown-top-level-key", "pipeline.toml";
+    wrong_type_samples => "wrong-type-samples", "pipeline.toml";
+    yaml_unknown_key => "yaml-unknown-key", "pipeline.yaml";
+}
+
+/// The YAML pipeline of `valid-yaml` is the same round as its `pipeline.toml`: both validate, and
+/// both expand to the same graph.
+#[test]
+fn valid_yaml_pipeline_equals_its_toml_twin() {
+    let dir = broken_dir().join(VALID);
+    let yaml = pipe(&dir, &["validate", "pipeline.yaml"]);
+    assert_eq!(yaml.code, 0, "stderr:\n{}", yaml.stderr);
+    assert_eq!(yaml.stderr, "", "no warnings expected");
+    let toml = pipe(&dir, &["validate", "pipeline.toml"]);
+    assert_eq!(toml.code, 0, "stderr:\n{}", toml.stderr);
+    assert_eq!(yaml.stdout, toml.stdout);
+    insta::assert_snapshot!(VALID, yaml.stdout);
+
+    let graph = |file: &str| {
+        let out = pipe(&dir, &["graph", file, "--format", "json"]);
+        assert_eq!(out.code, 0, "graph {file}: {}", out.stderr);
+        out.stdout
+    };
+    assert_eq!(graph("pipeline.yaml"), graph("pipeline.toml"));
+}
+
+/// Every pipeline the repository ships validates from the repository root (warnings, such as an
+/// unset API-key variable, are allowed; errors are not).
+#[test]
+fn shipped_pipelines_validate() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("pipelines"))
+        .expect("pipelines/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "toml" || e == "yaml" || e == "yml")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no shipped pipelines found");
+    for file in &files {
+        let rel = file.strip_prefix(repo()).expect("under the repo");
+        let rel = rel.to_str().expect("UTF-8 path");
+        let out = pipe(&repo(), &["validate", rel]);
+        assert_eq!(out.code, 0, "{rel} does not validate:\n{}", out.stderr);
+        assert!(
+            !out.stderr.contains(": error: "),
+            "{rel}: errors on stderr:\n{}",
+            out.stderr
+        );
+        assert!(out.stdout.starts_with("ok: "), "{rel}: {}", out.stdout);
+    }
+}
