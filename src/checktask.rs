@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::SandboxChoice;
 use crate::diag::render_all;
-use crate::sandbox::{Sandbox, local::LocalSandbox};
+use crate::sandbox::Sandbox;
 use crate::stages::gate::run_tests;
 use crate::task::Task;
 
-pub async fn run(dirs: &[PathBuf], json: bool) -> i32 {
-    let sandbox = Sandbox::Local(LocalSandbox::detect());
+pub async fn run(dirs: &[PathBuf], json: bool, choice: SandboxChoice) -> i32 {
     let mut results = Vec::new();
     let mut worst = 0;
     for dir in dirs {
@@ -33,6 +33,18 @@ pub async fn run(dirs: &[PathBuf], json: bool) -> i32 {
             );
             worst = worst.max(1);
             continue;
+        };
+        let sandbox = match Sandbox::select(choice, &task.image, "check-task").await {
+            Ok((s, warning)) => {
+                if let Some(w) = warning {
+                    eprintln!("warning: {w}");
+                }
+                s
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
         };
         let timeout = Duration::from_secs(task.gate.timeout_secs);
         match run_tests(

@@ -11,13 +11,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::SandboxChoice;
 use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::diag::{Diag, render_all};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
 use crate::plan::Plan;
 use crate::provider::Providers;
-use crate::sandbox::{Sandbox, local::LocalSandbox};
+use crate::sandbox::Sandbox;
 use crate::stages::Services;
 use crate::store::{RoundStore, Status};
 
@@ -82,6 +83,9 @@ pub enum Command {
         /// Print each node's cache key.
         #[arg(short, long)]
         verbose: bool,
+        /// Where model-written code runs (overrides `round.sandbox`).
+        #[arg(long, value_enum)]
+        sandbox: Option<SandboxChoice>,
     },
     /// Per node: done, failed, pending or stale, and why.
     Status {
@@ -93,9 +97,13 @@ pub enum Command {
     },
     /// Forget a round's state and outputs.
     Clean {
-        pipeline: PathBuf,
+        /// The round to forget (optional with --containers).
+        pipeline: Option<PathBuf>,
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Also remove every sandbox container pipe left behind (a killed run's).
+        #[arg(long)]
+        containers: bool,
     },
     /// Run each task's reference solution through the gate.
     CheckTask {
@@ -103,6 +111,40 @@ pub enum Command {
         dirs: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        #[arg(long, value_enum, default_value = "local")]
+        sandbox: SandboxChoice,
+    },
+    /// Manage the Docker sandbox.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+    /// Measure pipe (figures for BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// One gate run through bollard, through `docker run --rm`, and in the local sandbox.
+    Sandbox {
+        #[arg(long, default_value = "tasks/atomic-write")]
+        task: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Build the offline base image (debootstrap minbase + python3 + pytest) unless present.
+    Bootstrap {
+        #[arg(long, default_value = crate::sandbox::docker::DEFAULT_IMAGE)]
+        image: String,
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
     },
 }
 
@@ -192,10 +234,14 @@ async fn dispatch(cmd: Command) -> i32 {
             strict,
             json,
             verbose,
+            sandbox,
         } => {
-            let Some(p) = load(&pipeline, Purpose::Run, json) else {
+            let Some(mut p) = load(&pipeline, Purpose::Run, json) else {
                 return EXIT_INVALID;
             };
+            if let Some(s) = sandbox {
+                p.round.sandbox = s;
+            }
             for f in &force {
                 if p.stage(f).is_none() {
                     let d = Diag::error(&pipeline, format!("--force names unknown stage `{f}`"))
@@ -219,7 +265,30 @@ async fn dispatch(cmd: Command) -> i32 {
             };
             status(&p, &out, json)
         }
-        Command::Clean { pipeline, out } => {
+        Command::Clean {
+            pipeline,
+            out,
+            containers,
+        } => {
+            if containers {
+                match crate::sandbox::docker::connect().await {
+                    Ok(d) => match crate::sandbox::docker::sweep(&d, None).await {
+                        Ok(n) => println!("removed {n} sandbox container(s)"),
+                        Err(e) => {
+                            eprintln!("error: cannot remove containers: {e}");
+                            return EXIT_FAILED;
+                        }
+                    },
+                    Err(e) => println!("no Docker engine answers ({e}): no containers to remove"),
+                }
+            }
+            let Some(pipeline) = pipeline else {
+                return if containers {
+                    EXIT_OK
+                } else {
+                    usage("`pipe clean` needs a pipeline file (or --containers)")
+                };
+            };
             let Some(p) = load(&pipeline, Purpose::Validate, false) else {
                 return EXIT_INVALID;
             };
@@ -239,8 +308,48 @@ async fn dispatch(cmd: Command) -> i32 {
                 }
             }
         }
-        Command::CheckTask { dirs, json } => crate::checktask::run(&dirs, json).await,
+        Command::CheckTask {
+            dirs,
+            json,
+            sandbox,
+        } => crate::checktask::run(&dirs, json, sandbox).await,
+        Command::Bench {
+            command: BenchCommand::Sandbox { task, runs },
+        } => match crate::bench::sandbox(&task, runs).await {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        },
+        Command::Sandbox {
+            command: SandboxCommand::Bootstrap { image, mirror },
+        } => {
+            match crate::sandbox::bootstrap::bootstrap(&image, &mirror, &|m| eprintln!("{m}")).await
+            {
+                Ok(crate::sandbox::bootstrap::Outcome::Present) => {
+                    println!("{image}: present");
+                    EXIT_OK
+                }
+                Ok(crate::sandbox::bootstrap::Outcome::Built { seconds }) => {
+                    println!("{image}: built in {seconds:.0}s");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
     }
+}
+
+fn usage(message: &str) -> i32 {
+    eprintln!("error: {message}");
+    EXIT_INVALID
 }
 
 pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
@@ -313,7 +422,18 @@ async fn run(
         }
     }
     let round_id = p.round.id.clone();
-    let sandbox = Sandbox::Local(LocalSandbox::detect());
+    let sandbox = match Sandbox::select(p.round.sandbox, &p.task.image, &round_id).await {
+        Ok((s, warning)) => {
+            if let Some(w) = warning {
+                eprintln!("warning: {w}");
+            }
+            s
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let providers = Arc::new(Providers::new(&p, strict, record));
     let quiet = json && !std::io::stderr().is_terminal();
     let services = Arc::new(Services {

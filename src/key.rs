@@ -86,7 +86,9 @@ pub fn input_for(
             timeout_secs,
             repeat,
         } => {
-            input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task.gate, "sandbox": p.round.sandbox});
+            // The sandbox is where a gate runs, not what it computes: local and docker give the
+            // same per-test results, so switching does not re-run finished gates.
+            input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task.gate});
             input.task.clone_from(&p.task.digests.gate);
         }
         StageKind::Judge {
@@ -123,7 +125,7 @@ pub fn input_for(
             command,
             timeout_secs,
         } => {
-            input.config = serde_json::json!({"command": command, "timeout_secs": timeout_secs, "sandbox": p.round.sandbox});
+            input.config = serde_json::json!({"command": command, "timeout_secs": timeout_secs});
         }
     }
     input

@@ -432,7 +432,7 @@ mod tests {
         let d = doc.error_at(&p(&["models", "1", "id"]), "m", false);
         assert_eq!((d.line, d.col), (8, 6));
         let d = doc.error_at(&p(&["stages", "judge", "needs", "1"]), "m", false);
-        assert_eq!((d.line, d.col), (11, 19));
+        assert_eq!((d.line, d.col), (11, 18));
         let d = doc.error_at(&p(&["round", "name"]), "m", true);
         assert_eq!((d.line, d.col), (2, 1));
         // A missing key points at its table.

@@ -26,6 +26,13 @@ struct RawTask {
     sources: Vec<String>,
     gate: Option<serde_json::Value>,
     python: Option<serde_json::Value>,
+    sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    image: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +83,8 @@ pub struct Task {
     sources: GlobSet,
     pub gate: GateConfig,
     pub python_requirements: Vec<String>,
+    /// The Docker image the task's gate runs in.
+    pub image: String,
     /// blake3 of every file the task holds, by role, for cache keys.
     pub digests: TaskDigests,
 }
@@ -117,6 +126,9 @@ impl Task {
             .gate
             .as_ref()
             .and_then(|_| section::<RawGate>(&doc, &root.key("gate"), "[gate]", &mut diags));
+        let sandbox = raw.sandbox.as_ref().and_then(|_| {
+            section::<RawSandbox>(&doc, &root.key("sandbox"), "[sandbox]", &mut diags)
+        });
         let python = raw
             .python
             .as_ref()
@@ -270,6 +282,9 @@ impl Task {
             sources,
             gate,
             python_requirements: python.map(|p| p.requirements).unwrap_or_default(),
+            image: sandbox
+                .and_then(|s| s.image)
+                .unwrap_or_else(|| crate::sandbox::docker::DEFAULT_IMAGE.to_string()),
             digests,
         })
     }

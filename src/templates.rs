@@ -198,15 +198,11 @@ fn undefined_help(expr: &str, ctx: &serde_json::Value) -> Option<String> {
                 format!("`{prefix}.{k}`")
             }
         };
-        return Some(
-            match crate::diag::suggest(seg, map.keys().map(String::as_str)) {
-                Some(best) => format!("did you mean {}?", full(best)),
-                None => {
-                    let all: Vec<String> = map.keys().map(|k| full(k)).collect();
-                    format!("this template can use {}", all.join(", "))
-                }
-            },
-        );
+        if let Some(best) = crate::diag::suggest(seg, map.keys().map(String::as_str)) {
+            return Some(format!("did you mean {}?", full(best)));
+        }
+        let all: Vec<String> = map.keys().map(|k| full(k)).collect();
+        return Some(format!("this template can use {}", all.join(", ")));
     }
     None
 }

@@ -152,6 +152,7 @@ impl LocalSandbox {
             exit_code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
             timed_out,
+            oom_killed: false,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             stdout_dropped,

@@ -4,6 +4,8 @@
 //! for. `local` runs on the host (under bubblewrap when installed); the Docker sandbox keeps the
 //! same contract.
 
+pub mod bootstrap;
+pub mod docker;
 pub mod local;
 pub mod python;
 
@@ -36,6 +38,9 @@ pub struct JobResult {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// The kernel killed the job for exceeding its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
     pub stdout: String,
     pub stderr: String,
     /// Bytes dropped past the output limit.
@@ -61,6 +66,7 @@ pub enum SandboxError {
 #[derive(Debug, Clone)]
 pub enum Sandbox {
     Local(local::LocalSandbox),
+    Docker(docker::DockerSandbox),
 }
 
 impl Sandbox {
@@ -71,12 +77,61 @@ impl Sandbox {
     ) -> Result<JobResult, SandboxError> {
         match self {
             Self::Local(l) => l.run(job, cancel).await,
+            Self::Docker(d) => d.run(job, cancel).await,
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Local(_) => "local",
+            Self::Docker(_) => "docker",
+        }
+    }
+
+    /// The sandbox for a round: `docker` needs an answering engine and the image; `auto` takes
+    /// Docker when it can and otherwise falls back to `local`, saying what that loses. Leftover
+    /// containers of the round (from a killed run) are removed first.
+    pub async fn select(
+        choice: SandboxChoice,
+        image: &str,
+        round: &str,
+    ) -> Result<(Self, Option<String>), String> {
+        if choice == SandboxChoice::Local {
+            return Ok((Self::Local(local::LocalSandbox::detect()), None));
+        }
+        let engine = match docker::connect().await {
+            Ok(d) if docker::has_image(&d, image).await => Ok(d),
+            Ok(_) => Err(format!(
+                "the sandbox image `{image}` is missing: build it offline with `pipe sandbox bootstrap`"
+            )),
+            Err(e) => Err(format!("the Docker engine does not answer ({e})")),
+        };
+        match (engine, choice) {
+            (Ok(d), _) => {
+                docker::sweep(&d, Some(round)).await?;
+                let sandbox = docker::DockerSandbox {
+                    docker: d,
+                    image: image.to_string(),
+                    limits: docker::Limits::default(),
+                    round: round.to_string(),
+                };
+                Ok((Self::Docker(sandbox), None))
+            }
+            (Err(e), SandboxChoice::Docker) => Err(e),
+            (Err(e), _) => {
+                let local = local::LocalSandbox::detect();
+                let network = if local.bwrap {
+                    ""
+                } else {
+                    ", and network access (bubblewrap is not installed)"
+                };
+                let warning = format!(
+                    "{e}; running model code in the local sandbox instead: no memory, pids or CPU limits, no read-only root{network}"
+                );
+                Ok((Self::Local(local), Some(warning)))
+            }
         }
     }
 }
+
+pub use crate::config::SandboxChoice;

@@ -43,6 +43,8 @@ pub struct GateReport {
     pub runs: u32,
     pub exit_codes: Vec<Option<i32>>,
     pub timed_out: bool,
+    #[serde(default)]
+    pub oom_killed: bool,
     pub duration_ms: u64,
     pub sandbox: String,
     /// Why the gate did not pass, in words.
@@ -61,6 +63,7 @@ impl GateReport {
             runs: 0,
             exit_codes: Vec::new(),
             timed_out: false,
+            oom_killed: false,
             duration_ms: 0,
             sandbox: String::new(),
             reason: Some(reason.to_string()),
@@ -74,7 +77,7 @@ pub fn script(task: &Task, run: u32) -> String {
     let prelude = "mkdir -p \"$PIPE_WORK/out\" && export PIPE_IMPL_DIR=\"$PIPE_WORK/impl\" PIPE_HIDDEN_DIR=\"$PIPE_WORK/hidden\" && cd \"$PIPE_WORK/scratch\"";
     match task.gate.runner {
         Runner::Pytest => format!(
-            "{prelude} && python -m pytest -q -p no:cacheprovider --rootdir=\"$PIPE_WORK/hidden\" --confcutdir=\"$PIPE_WORK/hidden\" --junitxml={junit} \"$PIPE_WORK/hidden\""
+            "{prelude} && python3 -m pytest -q -p no:cacheprovider --rootdir=\"$PIPE_WORK/hidden\" --confcutdir=\"$PIPE_WORK/hidden\" --junitxml={junit} \"$PIPE_WORK/hidden\""
         ),
         Runner::Command => {
             let cmd = task
@@ -113,6 +116,7 @@ pub async fn run_tests(
     let mut per_run: Vec<Vec<junit::TestCase>> = Vec::new();
     let mut exit_codes = Vec::new();
     let mut timed_out = false;
+    let mut oom_killed = false;
     let mut duration_ms = 0;
     let mut reasons: Vec<String> = Vec::new();
     let mut artifacts = Vec::new();
@@ -146,6 +150,7 @@ pub async fn run_tests(
         sandbox_name.clone_from(&r.sandbox);
         duration_ms += r.duration_ms;
         timed_out |= r.timed_out;
+        oom_killed |= r.oom_killed;
         exit_codes.push(r.exit_code);
         let _ = write!(
             output,
@@ -182,7 +187,11 @@ pub async fn run_tests(
                 }
             }
         }
-        if r.exit_code != Some(0) && !r.timed_out {
+        if r.oom_killed {
+            reasons.push(format!(
+                "run {run}: killed for exceeding the sandbox's memory limit (out of memory)"
+            ));
+        } else if r.exit_code != Some(0) && !r.timed_out {
             reasons.push(format!(
                 "run {run}: the test runner exited {:?}",
                 r.exit_code
@@ -247,6 +256,7 @@ pub async fn run_tests(
         runs: repeat,
         exit_codes,
         timed_out,
+        oom_killed,
         duration_ms,
         sandbox: sandbox_name,
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
