@@ -23,6 +23,8 @@ pub async fn sandbox(task_dir: &std::path::Path, runs: usize) -> Result<String, 
         .reference_dir
         .clone()
         .ok_or("the task has no reference solution")?;
+    let reference = std::fs::canonicalize(&reference).map_err(|e| e.to_string())?;
+    let hidden = std::fs::canonicalize(&task.hidden_dir).map_err(|e| e.to_string())?;
     let (local, _) = Sandbox::select(SandboxChoice::Local, &task.image, "bench").await?;
     let (docker, _) = Sandbox::select(SandboxChoice::Docker, &task.image, "bench").await?;
     let timeout = Duration::from_secs(task.gate.timeout_secs);
@@ -52,13 +54,19 @@ pub async fn sandbox(task_dir: &std::path::Path, runs: usize) -> Result<String, 
             .arg("-v")
             .arg(format!("{}:/src/impl:ro", reference.display()))
             .arg("-v")
-            .arg(format!("{}:/src/hidden:ro", task.hidden_dir.display()))
+            .arg(format!("{}:/src/hidden:ro", hidden.display()))
             .args([DEFAULT_IMAGE, "sh", "-c"])
             .arg(format!("mkdir -p /work/scratch && cp -r /src/impl /src/hidden /work/ && {script} >/dev/null; grep -o 'tests=\"[0-9]*\"' /work/out/junit-1.xml"))
             .output()
             .await
             .map_err(|e| e.to_string())?;
         times[1].push(t.elapsed().as_secs_f64() * 1000.0);
+        if !out.status.success() {
+            return Err(format!(
+                "docker run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         counts[1] = String::from_utf8_lossy(&out.stdout)
             .trim()
             .trim_start_matches("tests=\"")
