@@ -4,6 +4,7 @@
 //! [`config::Pipeline`]) -> [`plan`] (sealed petgraph node DAG with cache keys) -> [`exec`]
 //! (tokio executor) -> [`store`] (node records and outputs under `out/<round>/`).
 
+pub mod aggregate;
 pub mod bench;
 pub mod checktask;
 pub mod cli;

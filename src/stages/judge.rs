@@ -20,14 +20,7 @@ use crate::provider::{CallSite, ChatRequest, Message, Usage};
 use crate::rubric::Rubric;
 use crate::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    #[serde(rename = "self")]
-    SelfJudge,
-    Peer,
-    Expert,
-}
+pub use crate::aggregate::{Tier, label};
 
 /// `judgment.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,17 +48,6 @@ pub struct Judgment {
     pub cost_usd: f64,
     pub wall_ms: u64,
     pub prompt_digest: String,
-}
-
-/// The blind label of an implementation: stable within a round, unrelated to the model's name.
-pub fn label(round_id: &str, model: &str, sample: u32) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let h = blake3::hash(format!("pipe-label\0{round_id}\0{model}\0{sample}").as_bytes());
-    let code: String = h.as_bytes()[..4]
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-        .collect();
-    format!("impl-{code}")
 }
 
 /// The implementation's files, fenced with a marker derived from their content, within a byte

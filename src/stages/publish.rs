@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::aggregate::{Aggregate, num};
 use super::{NodeCtx, NodeError, write_output, write_text};
+use crate::aggregate::{Aggregate, ImplRow, num};
 use crate::config::{PublishFormat, StageKind};
 use crate::fsutil;
 
@@ -160,11 +160,11 @@ pub fn markdown(a: &Aggregate) -> String {
     for r in &a.self_bias {
         let mut line = format!("| {} |", r.implementation);
         for c in &a.criteria {
-            let (s, p, d) = r
+            let [s, p, d] = r
                 .by_criterion
                 .get(&c.id)
                 .copied()
-                .unwrap_or((None, None, None));
+                .unwrap_or([None, None, None]);
             let _ = write!(line, " {} | {} | {} |", opt(s), opt(p), signed(d));
         }
         let _ = writeln!(o, "{line}");
@@ -291,9 +291,7 @@ pub fn markdown(a: &Aggregate) -> String {
         "## Cost efficiency\n\n| impl | slug | loc | wall | tokens | cost | tests | $/test |\n|---|---|---|---|---|---|---|---|"
     );
     let mut eff: Vec<_> = a.implementations.iter().collect();
-    let per_test = |r: &super::aggregate::ImplRow| {
-        (r.tests_passed > 0).then(|| r.cost_usd / r.tests_passed as f64)
-    };
+    let per_test = |r: &ImplRow| (r.tests_passed > 0).then(|| r.cost_usd / r.tests_passed as f64);
     eff.sort_by(|x, y| {
         per_test(x)
             .unwrap_or(f64::INFINITY)

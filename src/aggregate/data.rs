@@ -1,0 +1,193 @@
+//! The inputs of the numbers: everything a round's aggregate is computed from, in one
+//! serialisable struct. The aggregate node builds it from node outputs (`round-data.json`);
+//! `pipe import` builds it from published data; [`super::compute`] turns it into an
+//! [`super::Aggregate`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::junit::TestOutcome;
+use crate::provider::Usage;
+use crate::rubric::Aggregation;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CriterionInfo {
+    pub id: String,
+    pub label: String,
+    #[serde(default)]
+    pub min: f64,
+    pub max: f64,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RubricInfo {
+    pub name: String,
+    pub aggregation: Aggregation,
+    pub criteria: Vec<CriterionInfo>,
+    /// Best first.
+    pub verdicts: Vec<String>,
+}
+
+impl RubricInfo {
+    pub fn composite_max(&self) -> f64 {
+        self.criteria.iter().map(|c| c.weight * c.max).sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub slug: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuildRecord {
+    pub model: String,
+    pub sample: u32,
+    /// The build produced an implementation.
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub wall_ms: u64,
+    pub loc: Option<usize>,
+    #[serde(default)]
+    pub run_path: Option<String>,
+    #[serde(default)]
+    pub test_exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestRecord {
+    pub name: String,
+    pub outcome: TestOutcome,
+    #[serde(default)]
+    pub flaky: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GateRecord {
+    pub model: String,
+    pub sample: u32,
+    pub passed: bool,
+    pub tests_passed: usize,
+    pub tests_total: usize,
+    pub tests: Vec<TestRecord>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[serde(rename = "self")]
+    SelfJudge,
+    Peer,
+    Expert,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JudgmentRecord {
+    pub judge: String,
+    /// The implementation judged (its model) and the sample.
+    pub model: String,
+    pub sample: u32,
+    pub tier: Tier,
+    /// Per criterion; a dropout has nulls.
+    pub scores: BTreeMap<String, Option<f64>>,
+    /// A score on the rubric's composite scale given directly (Multivac's `weighted_score`);
+    /// when absent the weighted sum of `scores` is used.
+    #[serde(default)]
+    pub weighted: Option<f64>,
+    pub hard_fail_pass: Option<bool>,
+    pub verdict: Option<String>,
+    pub note: Option<String>,
+    /// Why there is no usable judgment.
+    pub dropout: Option<String>,
+    /// The dropout is the infrastructure's fault (the judge's node failed), not the model's.
+    #[serde(default)]
+    pub infrastructure: bool,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub wall_ms: u64,
+    /// Cost and time were measured (imports of rounds that did not measure them leave this false).
+    #[serde(default)]
+    pub measured: bool,
+}
+
+impl JudgmentRecord {
+    /// The judgment's score on the composite scale, if it has one.
+    pub fn composite(&self, criteria: &[CriterionInfo]) -> Option<f64> {
+        if self.weighted.is_some() {
+            return self.weighted;
+        }
+        if criteria.is_empty() {
+            return None;
+        }
+        criteria
+            .iter()
+            .map(|c| {
+                self.scores
+                    .get(&c.id)
+                    .copied()
+                    .flatten()
+                    .map(|v| v * c.weight)
+            })
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Problem {
+    pub node: String,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct BootstrapConfig {
+    pub draws: usize,
+    pub seed: u64,
+    /// Coverage of the interval (0.95).
+    pub level: f64,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            draws: 1000,
+            seed: 20_260_508,
+            level: 0.95,
+        }
+    }
+}
+
+/// `round-data.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoundData {
+    /// `<name>-<date>`.
+    pub round: String,
+    pub name: String,
+    pub date: String,
+    pub task: String,
+    /// Every model answer was replayed from recordings.
+    pub replayed: bool,
+    /// Where the data came from, when imported.
+    #[serde(default)]
+    pub source: Option<String>,
+    pub rubric: RubricInfo,
+    pub models: Vec<ModelInfo>,
+    pub samples: u32,
+    /// Which sample represents a model (default: the last).
+    pub representative_sample: Option<u32>,
+    pub builds: Vec<BuildRecord>,
+    pub gates: Vec<GateRecord>,
+    pub judgments: Vec<JudgmentRecord>,
+    pub problems: Vec<Problem>,
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+}

@@ -1,0 +1,699 @@
+//! The round's numbers. [`compute`] is a pure function of [`RoundData`]: the formulas of published
+//! peer-judged rounds (median peer scores with self excluded, verdict mode with ties to the worse,
+//! agreement, self-bias, judge ranking, cost efficiency), the Multivac mean aggregation, and what
+//! published rounds lack (bootstrap intervals, Krippendorff's alpha, leniency, self-preference).
+
+pub mod data;
+pub mod uncertainty;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use data::{
+    BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo, Problem,
+    RoundData, RubricInfo, TestRecord, Tier,
+};
+
+use crate::junit::TestOutcome;
+use crate::rubric::Aggregation;
+use crate::stats::{mean, median, mode_worst, round2, stdev};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JudgmentRow {
+    pub judge: String,
+    pub tier: Tier,
+    pub scores: BTreeMap<String, Option<f64>>,
+    pub composite: Option<f64>,
+    pub hard_fail_pass: Option<bool>,
+    pub verdict: Option<String>,
+    pub note: Option<String>,
+    pub dropout: Option<String>,
+    pub infrastructure: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HiddenTest {
+    pub name: String,
+    pub passed: bool,
+    pub outcome: TestOutcome,
+    pub flaky: bool,
+}
+
+/// Mean aggregation (Multivac): the mean of the other models' composite scores.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeanRow {
+    pub average_score: f64,
+    pub score_count: usize,
+    pub min_score: f64,
+    pub max_score: f64,
+    pub rank: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImplRow {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub model_slug: String,
+    pub label: String,
+    /// The representative sample.
+    pub sample: u32,
+    pub samples: u32,
+    pub run_path: Option<String>,
+    pub build_ok: bool,
+    pub build_reason: Option<String>,
+    pub gate_passed: bool,
+    pub gate_reason: Option<String>,
+    pub tests_passed: usize,
+    pub tests_total: usize,
+    /// Per criterion: median over peer judgments (self and dropouts excluded).
+    pub peer: BTreeMap<String, Option<f64>>,
+    /// Median over expert (human) judgments; null when there are none.
+    pub expert: BTreeMap<String, Option<f64>>,
+    /// Median over peer and expert judgments together (self still excluded).
+    pub all: BTreeMap<String, Option<f64>>,
+    /// Rubric-weighted sum of the peer medians (mean aggregation: the mean of peer composites).
+    pub composite: Option<f64>,
+    /// 95% bootstrap interval of the composite, judges resampled.
+    pub composite_ci: Option<[f64; 2]>,
+    /// 1 = best composite.
+    pub rank: Option<usize>,
+    /// Implementations whose intervals overlap this one's: ranks the data cannot separate.
+    pub inseparable_from: Vec<String>,
+    pub mean: Option<MeanRow>,
+    pub verdict: Option<String>,
+    pub passed_hard_fail: Option<bool>,
+    pub judgments: Vec<JudgmentRow>,
+    pub hidden_tests: Vec<HiddenTest>,
+    pub loc: Option<usize>,
+    pub wall_ms: u64,
+    pub tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    pub test_exit_code: Option<i32>,
+    pub total_cost_usd: f64,
+    pub total_tokens: u64,
+    pub median_wall_seconds: Option<f64>,
+    pub median_loc: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SelfBiasRow {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Per criterion: [self, peer median, delta]; nulls where the self judgment is missing.
+    pub by_criterion: BTreeMap<String, [Option<f64>; 3]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgreementRow {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub range: Option<f64>,
+    pub stdev: Option<f64>,
+    pub judges: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RankingRow {
+    pub judge: String,
+    pub top: [String; 3],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JudgingCostRow {
+    pub judge: String,
+    pub model_slug: String,
+    pub tier: Tier,
+    pub judgments: usize,
+    pub dropouts: usize,
+    /// Cost and time were measured for this judge.
+    pub measured: bool,
+    pub tokens: u64,
+    pub wall_ms: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlphaRow {
+    pub criterion: String,
+    pub alpha: Option<f64>,
+    pub implementations: usize,
+    pub judges: usize,
+    /// Below 0.667: too little agreement to draw conclusions.
+    pub low: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeniencyRow {
+    pub judge: String,
+    /// Mean of (this judge's composite − the implementation's peer composite) over the peers it judged.
+    pub offset: Option<f64>,
+    pub judged: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SelfPreference {
+    /// Judges that judged their own implementation.
+    pub judges: usize,
+    /// Of those, how many rated themselves above their peers' composite.
+    pub above: usize,
+    pub below: usize,
+    pub mean_delta: Option<f64>,
+}
+
+/// `aggregate.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Aggregate {
+    pub round: String,
+    pub name: String,
+    pub date: String,
+    pub task: String,
+    pub replayed: bool,
+    pub source: Option<String>,
+    pub rubric: String,
+    pub aggregation: Aggregation,
+    pub criteria: Vec<CriterionInfo>,
+    pub composite_max: f64,
+    pub verdicts: Vec<String>,
+    /// Sorted by composite, best first.
+    pub implementations: Vec<ImplRow>,
+    pub self_bias: Vec<SelfBiasRow>,
+    pub agreement: Vec<AgreementRow>,
+    pub judge_ranking: Vec<RankingRow>,
+    pub judging_cost: Vec<JudgingCostRow>,
+    pub alpha: Vec<AlphaRow>,
+    pub leniency: Vec<LeniencyRow>,
+    pub self_preference: SelfPreference,
+    pub bootstrap: BootstrapConfig,
+    /// Mean aggregation: the mean of the implementations' average scores.
+    pub avg_score: Option<f64>,
+    pub problems: Vec<Problem>,
+}
+
+/// `10` for whole numbers, `9.5` otherwise.
+pub fn num(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else {
+        format!("{}", round2(x))
+    }
+}
+
+/// The blind label of an implementation: stable within a round, unrelated to the model's name.
+pub fn label(round_id: &str, model: &str, sample: u32) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let h = blake3::hash(format!("pipe-label\0{round_id}\0{model}\0{sample}").as_bytes());
+    let code: String = h.as_bytes()[..4]
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect();
+    format!("impl-{code}")
+}
+
+/// An implementation's composite from a set of judgments (with repeats, for the bootstrap).
+fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
+    match rubric.aggregation {
+        Aggregation::Median => {
+            if rubric.criteria.is_empty() {
+                return None;
+            }
+            rubric
+                .criteria
+                .iter()
+                .map(|c| {
+                    let v: Vec<f64> = rows
+                        .iter()
+                        .filter_map(|r| r.scores.get(&c.id).copied().flatten())
+                        .collect();
+                    median(&v).map(|m| m * c.weight)
+                })
+                .sum()
+        }
+        Aggregation::Mean => {
+            let v: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| r.composite(&rubric.criteria))
+                .collect();
+            mean(&v)
+        }
+    }
+}
+
+fn is_peer(j: &JudgmentRecord) -> bool {
+    j.tier == Tier::Peer && j.dropout.is_none()
+}
+
+#[allow(clippy::too_many_lines)]
+pub fn compute(d: &RoundData) -> Aggregate {
+    let rubric = &d.rubric;
+    let criteria = &rubric.criteria;
+    let rep = d.representative_sample.unwrap_or(d.samples);
+    let judgments_of = |model: &str, sample: u32| -> Vec<&JudgmentRecord> {
+        d.judgments
+            .iter()
+            .filter(|j| j.model == model && j.sample == sample)
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for m in &d.models {
+        let samples: Vec<&BuildRecord> = d.builds.iter().filter(|b| b.model == m.id).collect();
+        let build = samples.iter().find(|b| b.sample == rep).copied();
+        let gate = d.gates.iter().find(|g| g.model == m.id && g.sample == rep);
+        let build_ok = build.is_some_and(|b| b.ok);
+        let js = judgments_of(&m.id, rep);
+        let median_over =
+            |pred: &dyn Fn(&JudgmentRecord) -> bool| -> BTreeMap<String, Option<f64>> {
+                criteria
+                    .iter()
+                    .map(|c| {
+                        let v: Vec<f64> = js
+                            .iter()
+                            .filter(|j| pred(j))
+                            .filter_map(|j| j.scores.get(&c.id).copied().flatten())
+                            .collect();
+                        (c.id.clone(), median(&v))
+                    })
+                    .collect()
+            };
+        let peer = median_over(&|j| j.tier == Tier::Peer);
+        let expert = median_over(&|j| j.tier == Tier::Expert);
+        let all = median_over(&|j| j.tier != Tier::SelfJudge);
+        let peers: Vec<&JudgmentRecord> = js.iter().copied().filter(|j| is_peer(j)).collect();
+        let composite = if build_ok {
+            composite_of(&peers, rubric)
+        } else {
+            None
+        };
+        let given: Vec<&str> = js.iter().filter_map(|j| j.verdict.as_deref()).collect();
+        let verdict = mode_worst(&given, &rubric.verdicts).map(str::to_string);
+        let answered: Vec<bool> = js
+            .iter()
+            .filter(|j| j.tier == Tier::Peer)
+            .filter_map(|j| j.hard_fail_pass)
+            .collect();
+        let passed_hard_fail = (!answered.is_empty())
+            .then(|| answered.iter().filter(|x| **x).count() * 2 > answered.len());
+        let mean_row = (rubric.aggregation == Aggregation::Mean)
+            .then(|| {
+                let v: Vec<f64> = peers.iter().filter_map(|j| j.composite(criteria)).collect();
+                Some(MeanRow {
+                    average_score: round2(mean(&v)?),
+                    score_count: v.len(),
+                    min_score: v.iter().copied().fold(f64::INFINITY, f64::min),
+                    max_score: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    rank: 0,
+                })
+            })
+            .flatten();
+        let mut judgment_rows: Vec<JudgmentRow> = js
+            .iter()
+            .map(|j| JudgmentRow {
+                judge: j.judge.clone(),
+                tier: j.tier,
+                scores: criteria
+                    .iter()
+                    .map(|c| (c.id.clone(), j.scores.get(&c.id).copied().flatten()))
+                    .collect(),
+                composite: if j.dropout.is_none() {
+                    j.composite(criteria)
+                } else {
+                    None
+                },
+                hard_fail_pass: j.hard_fail_pass,
+                verdict: j.verdict.clone(),
+                note: j.note.clone(),
+                dropout: j.dropout.clone(),
+                infrastructure: j.infrastructure,
+            })
+            .collect();
+        judgment_rows.sort_by(|a, b| a.judge.cmp(&b.judge));
+        let walls: Vec<f64> = samples.iter().map(|b| b.wall_ms as f64 / 1000.0).collect();
+        let locs: Vec<f64> = samples
+            .iter()
+            .filter_map(|b| b.loc.map(|l| l as f64))
+            .collect();
+        rows.push(ImplRow {
+            implementation: m.id.clone(),
+            model_slug: m.slug.clone(),
+            label: label(&d.round, &m.id, rep),
+            sample: rep,
+            samples: samples.len() as u32,
+            run_path: build.and_then(|b| b.run_path.clone()),
+            build_ok,
+            build_reason: match build {
+                None => Some("the build did not finish".to_string()),
+                Some(b) => b.reason.clone(),
+            },
+            gate_passed: gate.is_some_and(|g| g.passed),
+            gate_reason: gate.map_or_else(
+                || Some("the gate did not run".to_string()),
+                |g| g.reason.clone(),
+            ),
+            tests_passed: gate.map_or(0, |g| g.tests_passed),
+            tests_total: gate.map_or(0, |g| g.tests_total),
+            peer,
+            expert,
+            all,
+            composite,
+            composite_ci: None,
+            rank: None,
+            inseparable_from: Vec::new(),
+            mean: mean_row,
+            verdict,
+            passed_hard_fail,
+            judgments: judgment_rows,
+            hidden_tests: gate
+                .map(|g| {
+                    g.tests
+                        .iter()
+                        .map(|t| HiddenTest {
+                            name: t.name.clone(),
+                            passed: t.outcome == TestOutcome::Passed,
+                            outcome: t.outcome,
+                            flaky: t.flaky,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            loc: build.filter(|b| b.ok).and_then(|b| b.loc),
+            wall_ms: build.map_or(0, |b| b.wall_ms),
+            tokens: build.map_or(0, |b| b.usage.total()),
+            input_tokens: build.map_or(0, |b| b.usage.input_tokens),
+            output_tokens: build.map_or(0, |b| b.usage.output_tokens),
+            cache_read_tokens: build.map_or(0, |b| b.usage.cache_read_tokens),
+            cost_usd: build.map_or(0.0, |b| b.cost_usd),
+            test_exit_code: build.and_then(|b| b.test_exit_code),
+            total_cost_usd: samples.iter().map(|b| b.cost_usd).sum(),
+            total_tokens: samples.iter().map(|b| b.usage.total()).sum(),
+            median_wall_seconds: median(&walls),
+            median_loc: median(&locs),
+        });
+    }
+
+    // Bootstrap: resample the judges who gave peer judgments; recompute every composite.
+    let mut judges: Vec<&str> = d
+        .judgments
+        .iter()
+        .filter(|j| is_peer(j))
+        .map(|j| j.judge.as_str())
+        .collect();
+    judges.sort_unstable();
+    judges.dedup();
+    let judges = &judges;
+    let cis = uncertainty::bootstrap(
+        judges.len(),
+        rows.len(),
+        d.bootstrap.draws,
+        d.bootstrap.seed,
+        d.bootstrap.level,
+        |pick| {
+            rows.iter()
+                .map(|r| {
+                    if !r.build_ok {
+                        return None;
+                    }
+                    let js = judgments_of(&r.implementation, r.sample);
+                    let drawn: Vec<&JudgmentRecord> = pick
+                        .iter()
+                        .flat_map(|p| {
+                            let judge = judges[*p];
+                            js.iter()
+                                .copied()
+                                .filter(move |j| is_peer(j) && j.judge == judge)
+                        })
+                        .collect();
+                    composite_of(&drawn, rubric)
+                })
+                .collect()
+        },
+    );
+    for (r, ci) in rows.iter_mut().zip(cis) {
+        r.composite_ci = ci;
+    }
+    // Order: composite descending, then name; ranks; overlapping intervals.
+    rows.sort_by(|a, b| {
+        b.composite
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.composite.unwrap_or(f64::NEG_INFINITY))
+            .then(a.implementation.cmp(&b.implementation))
+    });
+    let mut rank = 0;
+    for r in &mut rows {
+        if r.composite.is_some() {
+            rank += 1;
+            r.rank = Some(rank);
+        }
+    }
+    let intervals: Vec<(String, Option<[f64; 2]>)> = rows
+        .iter()
+        .map(|r| (r.implementation.clone(), r.composite_ci))
+        .collect();
+    for r in &mut rows {
+        if let Some([lo, hi]) = r.composite_ci {
+            r.inseparable_from = intervals
+                .iter()
+                .filter(|(name, ci)| {
+                    name != &r.implementation && ci.is_some_and(|[l, h]| l <= hi && lo <= h)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+        }
+    }
+    let mut avg_score = None;
+    if rubric.aggregation == Aggregation::Mean {
+        let mut order: Vec<usize> = (0..rows.len())
+            .filter(|i| rows[*i].mean.is_some())
+            .collect();
+        order.sort_by(|a, b| {
+            let (x, y) = (
+                rows[*a].mean.as_ref().map_or(0.0, |m| m.average_score),
+                rows[*b].mean.as_ref().map_or(0.0, |m| m.average_score),
+            );
+            y.total_cmp(&x)
+                .then(rows[*a].implementation.cmp(&rows[*b].implementation))
+        });
+        for (k, i) in order.iter().enumerate() {
+            if let Some(m) = rows[*i].mean.as_mut() {
+                m.rank = k + 1;
+            }
+        }
+        let avgs: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r.mean.as_ref().map(|m| m.average_score))
+            .collect();
+        avg_score = mean(&avgs);
+    }
+
+    let first = criteria.first().map(|c| c.id.clone());
+    let mut by_name: Vec<&ImplRow> = rows.iter().filter(|r| r.build_ok).collect();
+    by_name.sort_by(|a, b| a.implementation.cmp(&b.implementation));
+    let self_bias = by_name
+        .iter()
+        .map(|r| {
+            let own = r.judgments.iter().find(|j| j.tier == Tier::SelfJudge);
+            let by_criterion = criteria
+                .iter()
+                .map(|c| {
+                    let s = own.and_then(|j| j.scores.get(&c.id).copied().flatten());
+                    let pm = r.peer[&c.id];
+                    (c.id.clone(), [s, pm, s.zip(pm).map(|(a, b)| a - b)])
+                })
+                .collect();
+            SelfBiasRow {
+                implementation: r.implementation.clone(),
+                by_criterion,
+            }
+        })
+        .collect();
+    let agreement = by_name
+        .iter()
+        .map(|r| {
+            let with: Vec<(&str, f64)> = first
+                .as_ref()
+                .map(|c| {
+                    r.judgments
+                        .iter()
+                        .filter_map(|j| {
+                            j.scores
+                                .get(c)
+                                .copied()
+                                .flatten()
+                                .map(|v| (j.judge.as_str(), v))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let vals: Vec<f64> = with.iter().map(|x| x.1).collect();
+            let min = vals.iter().copied().reduce(f64::min);
+            let max = vals.iter().copied().reduce(f64::max);
+            let mut names: Vec<&str> = with.iter().map(|x| x.0).collect();
+            names.sort_unstable();
+            AgreementRow {
+                implementation: r.implementation.clone(),
+                min,
+                max,
+                range: min.zip(max).map(|(a, b)| b - a),
+                stdev: stdev(&vals).map(round2),
+                judges: names.join(", "),
+            }
+        })
+        .collect();
+
+    // Judges: every model, plus anyone else who judged (experts).
+    let mut judge_ids: Vec<String> = d.models.iter().map(|m| m.id.clone()).collect();
+    for j in &d.judgments {
+        if !judge_ids.contains(&j.judge) {
+            judge_ids.push(j.judge.clone());
+        }
+    }
+    judge_ids.sort();
+    let mut judge_ranking = Vec::new();
+    let mut judging_cost = Vec::new();
+    let mut leniency = Vec::new();
+    for judge in &judge_ids {
+        let mut scored: Vec<(String, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let v = r
+                    .judgments
+                    .iter()
+                    .find(|j| &j.judge == judge)?
+                    .scores
+                    .get(first.as_ref()?)
+                    .copied()
+                    .flatten()?;
+                Some((r.implementation.clone(), v))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let place = |i: usize| {
+            scored.get(i).map_or_else(
+                || "\u{2014}".to_string(),
+                |(n, v)| format!("{n} ({})", num(*v)),
+            )
+        };
+        judge_ranking.push(RankingRow {
+            judge: judge.clone(),
+            top: [place(0), place(1), place(2)],
+        });
+        let mine: Vec<&JudgmentRecord> = d.judgments.iter().filter(|j| &j.judge == judge).collect();
+        judging_cost.push(JudgingCostRow {
+            judge: judge.clone(),
+            model_slug: d
+                .models
+                .iter()
+                .find(|m| &m.id == judge)
+                .map_or_else(|| "\u{2014}".to_string(), |m| m.slug.clone()),
+            tier: if d.models.iter().any(|m| &m.id == judge) {
+                Tier::Peer
+            } else {
+                Tier::Expert
+            },
+            judgments: mine.len(),
+            dropouts: mine.iter().filter(|j| j.dropout.is_some()).count(),
+            measured: mine.iter().any(|j| j.measured),
+            tokens: mine.iter().map(|j| j.usage.total()).sum(),
+            wall_ms: mine.iter().map(|j| j.wall_ms).sum(),
+            cost_usd: mine.iter().map(|j| j.cost_usd).sum(),
+        });
+        let offsets: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| {
+                let j = r
+                    .judgments
+                    .iter()
+                    .find(|j| &j.judge == judge && j.tier == Tier::Peer)?;
+                Some(j.composite? - r.composite?)
+            })
+            .collect();
+        leniency.push(LeniencyRow {
+            judge: judge.clone(),
+            offset: mean(&offsets).map(round2),
+            judged: offsets.len(),
+        });
+    }
+    // Krippendorff's alpha per criterion over the judge x implementation matrix (every usable
+    // judgment, self included, as in the agreement table).
+    let alpha = criteria
+        .iter()
+        .map(|c| {
+            let units: Vec<Vec<f64>> = rows
+                .iter()
+                .filter(|r| r.build_ok)
+                .map(|r| {
+                    r.judgments
+                        .iter()
+                        .filter_map(|j| j.scores.get(&c.id).copied().flatten())
+                        .collect()
+                })
+                .collect();
+            let a =
+                uncertainty::krippendorff_interval(&units).map(|x| (x * 1000.0).round() / 1000.0);
+            let mut js: Vec<&str> = rows
+                .iter()
+                .flat_map(|r| {
+                    r.judgments
+                        .iter()
+                        .filter(|j| j.scores.get(&c.id).copied().flatten().is_some())
+                        .map(|j| j.judge.as_str())
+                })
+                .collect();
+            js.sort_unstable();
+            js.dedup();
+            AlphaRow {
+                criterion: c.id.clone(),
+                alpha: a,
+                implementations: units.iter().filter(|u| u.len() >= 2).count(),
+                judges: js.len(),
+                low: a.is_some_and(|x| x < uncertainty::ALPHA_TENTATIVE),
+            }
+        })
+        .collect();
+    let deltas: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(
+                r.judgments
+                    .iter()
+                    .find(|j| j.tier == Tier::SelfJudge)?
+                    .composite?
+                    - r.composite?,
+            )
+        })
+        .collect();
+    let self_preference = SelfPreference {
+        judges: deltas.len(),
+        above: deltas.iter().filter(|x| **x > 0.0).count(),
+        below: deltas.iter().filter(|x| **x < 0.0).count(),
+        mean_delta: mean(&deltas).map(round2),
+    };
+    Aggregate {
+        round: d.round.clone(),
+        name: d.name.clone(),
+        date: d.date.clone(),
+        task: d.task.clone(),
+        replayed: d.replayed,
+        source: d.source.clone(),
+        rubric: rubric.name.clone(),
+        aggregation: rubric.aggregation,
+        criteria: criteria.clone(),
+        composite_max: rubric.composite_max(),
+        verdicts: rubric.verdicts.clone(),
+        implementations: rows,
+        self_bias,
+        agreement,
+        judge_ranking,
+        judging_cost,
+        alpha,
+        leniency,
+        self_preference,
+        bootstrap: d.bootstrap,
+        avg_score,
+        problems: d.problems.clone(),
+    }
+}
