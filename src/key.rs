@@ -9,7 +9,7 @@ use crate::config::{Pipeline, Stage, StageKind};
 use crate::plan::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct KeyInput {

@@ -444,6 +444,7 @@ fn the_shipped_offline_round_runs_all_five_stages() {
         report.contains("| delta | peer | \u{2014} | \u{2014} | \u{2014} | \u{2014} | \u{2014} |"),
         "{report}"
     );
+    insta::assert_snapshot!("offline_round_report", report);
     let second = run();
     assert_eq!(
         (second["executed"].as_u64(), second["cached"].as_u64()),

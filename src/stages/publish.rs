@@ -37,63 +37,118 @@ pub fn tokens(n: u64) -> String {
     }
 }
 
-/// The markdown report.
+fn interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(
+        || DASH.to_string(),
+        |[lo, hi]| format!("{lo:.1}\u{2013}{hi:.1}"),
+    )
+}
+
+fn tier_name(t: crate::aggregate::Tier) -> &'static str {
+    match t {
+        crate::aggregate::Tier::SelfJudge => "self",
+        crate::aggregate::Tier::Peer => "peer",
+        crate::aggregate::Tier::Expert => "expert",
+    }
+}
+
+/// The markdown report: the sections of a published peer-judged round, with the uncertainty
+/// they lack, and a footnote under each table saying how its numbers are computed.
 pub fn markdown(a: &Aggregate) -> String {
     let mut o = String::new();
     let max = num(a.composite_max);
+    let mean_mode = a.aggregation == crate::rubric::Aggregation::Mean;
     let _ = writeln!(o, "# {} \u{b7} {}\n", a.name, a.date);
+    let _ = writeln!(
+        o,
+        "Task `{}` \u{b7} rubric `{}` \u{b7} {} aggregation",
+        a.task,
+        a.rubric,
+        if mean_mode { "mean" } else { "median" }
+    );
+    if let Some(src) = &a.source {
+        let _ = writeln!(o, "\nImported from `{src}`.");
+    }
     if a.replayed {
         let _ = writeln!(
             o,
-            "> Replayed round: every model answer comes from recordings, not from live calls.\n"
+            "\n> Replayed round: every model answer comes from recordings, not from live calls."
         );
     }
-    let built: Vec<_> = a.implementations.iter().filter(|r| r.build_ok).collect();
+    o.push('\n');
     let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
-    if let Some(top) = built.first().filter(|t| t.composite.is_some()) {
+    let judging: f64 = a.judging_cost.iter().map(|r| r.cost_usd).sum();
+    let passing = a.implementations.iter().filter(|r| r.gate_passed).count();
+    if let Some(top) = a.implementations.first().filter(|t| t.composite.is_some()) {
         let parts: Vec<String> = a
             .criteria
             .iter()
-            .map(|c| format!("{} {}", c.id, opt(top.peer[&c.id])))
+            .filter_map(|c| top.peer[&c.id].map(|v| format!("{} {v:.1}", c.id)))
             .collect();
+        let close = if top.inseparable_from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Its interval overlaps {}'s: the data cannot separate them.",
+                top.inseparable_from.join(", ")
+            )
+        };
         let _ = writeln!(
             o,
-            "**{}** takes the round with {}/{max} ({}). {} models, ${spent:.3} spent on builds. Hidden tests: {} of {} implementations pass the gate.\n",
+            "**{}** takes the round with {}/{max}{} (95% interval {}).{close} {} models, ${spent:.4} spent on builds and ${judging:.4} on judging. Hidden tests: {passing} of {} implementations pass the gate.\n",
             top.implementation,
             opt(top.composite),
-            parts.join(", "),
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" \u{2014} {}", parts.join(", "))
+            },
+            interval(top.composite_ci),
             a.implementations.len(),
-            a.implementations.iter().filter(|r| r.gate_passed).count(),
-            a.implementations.len()
+            a.implementations.len(),
         );
     }
+
     // Scoreboard.
     let _ = writeln!(o, "## Scoreboard\n");
-    let crit_heads: Vec<String> = a
-        .criteria
-        .iter()
-        .map(|c| format!("{} /{}", c.id, num(c.max)))
-        .collect();
+    let has_expert = a.implementations.iter().any(|r| {
+        r.judgments
+            .iter()
+            .any(|j| j.tier == crate::aggregate::Tier::Expert)
+    });
+    let mut head = format!("| # | impl | model | total /{max} | 95% interval |");
+    let mut rule = String::from("|---|---|---|---|---|");
+    for c in &a.criteria {
+        let _ = write!(head, " {} /{} |", c.id, num(c.max));
+        rule.push_str("---|");
+        if has_expert {
+            let _ = write!(head, " {} expert |", c.id);
+            rule.push_str("---|");
+        }
+    }
     let _ = writeln!(
         o,
-        "| # | impl | model | total /{max} | {} | build | tests | hard-fail | verdict |",
-        crit_heads.join(" | ")
+        "{head} build | tests | hard-fail | verdict |\n{rule}---|---|---|---|"
     );
-    let _ = writeln!(
-        o,
-        "|---|---|---|---|{}---|---|---|---|",
-        "---|".repeat(a.criteria.len())
-    );
-    for (i, r) in a.implementations.iter().enumerate() {
-        let crit: Vec<String> = a.criteria.iter().map(|c| opt(r.peer[&c.id])).collect();
-        let _ = writeln!(
-            o,
-            "| {:02} | {} | `{}` | {} | {} | {} | {}/{} | {} | {} |",
-            i + 1,
+    for r in &a.implementations {
+        let mut line = format!(
+            "| {} | {} | `{}` | {} | {} |",
+            r.rank
+                .map_or_else(|| DASH.to_string(), |k| format!("{k:02}")),
             r.implementation,
             r.model_slug,
             opt(r.composite),
-            crit.join(" | "),
+            interval(r.composite_ci)
+        );
+        for c in &a.criteria {
+            let _ = write!(line, " {} |", opt(r.peer[&c.id]));
+            if has_expert {
+                let _ = write!(line, " {} |", opt(r.expert[&c.id]));
+            }
+        }
+        let _ = writeln!(
+            o,
+            "{line} {} | {}/{} | {} | {} |",
             if r.build_ok { "pass" } else { "fail" },
             r.tests_passed,
             r.tests_total,
@@ -102,14 +157,22 @@ pub fn markdown(a: &Aggregate) -> String {
             r.verdict.as_deref().unwrap_or(DASH)
         );
     }
+    let formula = a
+        .criteria
+        .iter()
+        .map(|c| format!("{} \u{d7} {}", num(c.weight), c.id))
+        .collect::<Vec<_>>()
+        .join(" + ");
     let _ = writeln!(
         o,
-        "\n<sub>total = rubric-weighted sum of the peer medians ({}), self-judgments and dropouts excluded. tests = hidden tests passed/collected in the gate; a gate passes only when tests ran and all passed. verdict = most frequent verdict over all judgments, a tie going to the worse. hard-fail = majority of peer judges saying every hard-fail check passes.</sub>\n",
-        a.criteria
-            .iter()
-            .map(|c| format!("{} \u{d7} {}", num(c.weight), c.id))
-            .collect::<Vec<_>>()
-            .join(" + ")
+        "\n<sub>total = {}; self-judgments and dropouts excluded. 95% interval: percentile bootstrap over judges ({} draws, seed {}). tests = hidden tests passed/collected; a gate passes only when tests ran and all passed. verdict = most frequent verdict over all judgments, self included, a tie going to the worse. hard-fail = majority of the peer judges that answered say every hard-fail check passes.</sub>\n",
+        if mean_mode {
+            format!("mean over peer judgments of each judgment's weighted score ({formula})")
+        } else {
+            format!("rubric-weighted sum of the peer medians ({formula})")
+        },
+        a.bootstrap.draws,
+        a.bootstrap.seed,
     );
     let failed: Vec<_> = a.implementations.iter().filter(|r| !r.build_ok).collect();
     if !failed.is_empty() {
@@ -124,6 +187,91 @@ pub fn markdown(a: &Aggregate) -> String {
         }
         o.push('\n');
     }
+    if mean_mode {
+        let _ = writeln!(
+            o,
+            "## Rankings (mean)\n\n| rank | impl | average | count | min | max |\n|---|---|---|---|---|---|"
+        );
+        let mut rows: Vec<_> = a
+            .implementations
+            .iter()
+            .filter_map(|r| r.mean.as_ref().map(|m| (r, m)))
+            .collect();
+        rows.sort_by_key(|(_, m)| m.rank);
+        for (r, m) in rows {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.2} | {} | {} | {} |",
+                m.rank,
+                r.implementation,
+                m.average_score,
+                m.score_count,
+                num(m.min_score),
+                num(m.max_score)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n<sub>average = mean of the other models' weighted scores (2 decimals); the round's average is {}.</sub>\n",
+            a.avg_score
+                .map_or_else(|| DASH.to_string(), |v| format!("{v:.3}"))
+        );
+    }
+
+    // Uncertainty.
+    let _ = writeln!(o, "## How sure\n");
+    let separable: Vec<String> = a
+        .implementations
+        .iter()
+        .filter(|r| !r.inseparable_from.is_empty())
+        .map(|r| format!("{} ~ {}", r.implementation, r.inseparable_from.join(", ")))
+        .collect();
+    if separable.is_empty() {
+        let _ = writeln!(
+            o,
+            "Every implementation's interval is apart from the others: the ranking is separable.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Ranks the data cannot separate (overlapping intervals): {}.\n",
+            separable.join("; ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| criterion | Krippendorff's \u{3b1} | implementations | judges |\n|---|---|---|---|"
+    );
+    for r in &a.alpha {
+        let _ = writeln!(
+            o,
+            "| {} | {}{} | {} | {} |",
+            r.criterion,
+            r.alpha
+                .map_or_else(|| DASH.to_string(), |x| format!("{x:.3}")),
+            if r.low { " \u{26a0} below 0.667" } else { "" },
+            r.implementations,
+            r.judges
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>\u{3b1}: interval metric over the judge \u{d7} implementation matrix, every usable judgment (self included); 1 = perfect agreement, 0 = chance. Below 0.667, conclusions are tentative.</sub>\n"
+    );
+    let _ = writeln!(o, "| judge | leniency | judged |\n|---|---|---|");
+    for r in &a.leniency {
+        let _ = writeln!(o, "| {} | {} | {} |", r.judge, signed(r.offset), r.judged);
+    }
+    let sp = &a.self_preference;
+    let _ = writeln!(
+        o,
+        "\n<sub>leniency = mean of (the judge's total \u{2212} the implementation's peer total) over the peers it judged; + = generous.</sub>\n\nSelf-preference: {} of {} judges rate their own implementation above their peers' total ({} below); mean \u{394} {}.\n",
+        sp.above,
+        sp.judges,
+        sp.below,
+        signed(sp.mean_delta)
+    );
+
     // Cost.
     let _ = writeln!(o, "## Cost\n");
     let _ = writeln!(o, "| impl | model | samples | wall | cost | tokens |");
@@ -144,8 +292,9 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>cost = recorded token usage \u{d7} the model's price table (cache reads at their own price), over all samples. wall = the representative sample's build time.</sub>\n"
+        "\n<sub>cost = recorded token usage \u{d7} the model's price table (cache reads at their own price), over all samples. wall = the representative sample's build time, floored to seconds.</sub>\n"
     );
+
     // Self-bias.
     let _ = writeln!(o, "## Self-bias\n");
     let mut head = String::from("| impl |");
@@ -171,8 +320,9 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>\u{394} = the model's score of its own implementation \u{2212} the peer median. + = rates itself above its peers.</sub>\n"
+        "\n<sub>\u{394} = the model's score of its own implementation \u{2212} the peer median; + = rates itself above its peers; \u{2014} where the self-judgment is missing.</sub>\n"
     );
+
     // Judge ranking.
     let first = a.criteria.first().map_or("score", |c| c.id.as_str());
     let _ = writeln!(
@@ -188,8 +338,9 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>each judge's top three implementations by its own {first} score, ties broken by name.</sub>\n"
+        "\n<sub>each judge's top three implementations by its own {first} score, descending, ties broken by name; \u{2014} where it gave nothing.</sub>\n"
     );
+
     // Agreement.
     let _ = writeln!(
         o,
@@ -210,8 +361,9 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>over every judgment with a {first} score, self included; stdev is the sample standard deviation (n \u{2212} 1).</sub>\n"
+        "\n<sub>over every judgment with a {first} score, self included; stdev is the sample standard deviation (n \u{2212} 1), 2 decimals.</sub>\n"
     );
+
     // Per implementation.
     let _ = writeln!(o, "## Per implementation\n");
     for r in &a.implementations {
@@ -220,6 +372,9 @@ pub fn markdown(a: &Aggregate) -> String {
             "### {} (`{}`, blind label {})\n",
             r.implementation, r.model_slug, r.label
         );
+        if let Some(path) = &r.run_path {
+            let _ = writeln!(o, "`{path}`\n");
+        }
         if !r.build_ok {
             let _ = writeln!(
                 o,
@@ -231,33 +386,31 @@ pub fn markdown(a: &Aggregate) -> String {
         let heads: Vec<&str> = a.criteria.iter().map(|c| c.id.as_str()).collect();
         let _ = writeln!(
             o,
-            "| judge | tier | {} | hard-fail | verdict | note |",
+            "| judge | tier | {} | total | hard-fail | verdict | note |",
             heads.join(" | ")
         );
-        let _ = writeln!(o, "|---|---|{}---|---|---|", "---|".repeat(heads.len()));
+        let _ = writeln!(o, "|---|---|{}---|---|---|---|", "---|".repeat(heads.len()));
         for j in &r.judgments {
             let scores: Vec<String> = a
                 .criteria
                 .iter()
                 .map(|c| opt(j.scores.get(&c.id).copied().flatten()))
                 .collect();
-            let tier = serde_json::to_value(j.tier)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             let note = match (&j.note, &j.dropout) {
                 (Some(n), _) => short(n, 90),
                 (None, Some(d)) if j.infrastructure => {
                     format!("{DASH} (infrastructure: {})", short(d, 60))
                 }
+                (None, Some(d)) => format!("{DASH} (dropout: {})", short(d, 60)),
                 _ => DASH.to_string(),
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 j.judge,
-                tier,
+                tier_name(j.tier),
                 scores.join(" | "),
+                opt(j.composite),
                 j.hard_fail_pass
                     .map_or(DASH, |p| if p { "pass" } else { "fail" }),
                 j.verdict.as_deref().unwrap_or(DASH),
@@ -285,6 +438,7 @@ pub fn markdown(a: &Aggregate) -> String {
         }
         o.push('\n');
     }
+
     // Cost efficiency.
     let _ = writeln!(
         o,
@@ -314,29 +468,37 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>loc = non-blank, non-comment lines of the produced sources. $/test = build cost / hidden tests passed.</sub>\n"
+        "\n<sub>loc = non-blank, non-comment lines of the produced sources. $/test = the representative build's cost / hidden tests passed, 4 decimals.</sub>\n"
     );
+
     // Judging cost.
     let _ = writeln!(
         o,
-        "## Judging cost\n\n| judge | model | judgments | dropouts | tokens | wall | cost |\n|---|---|---|---|---|---|---|"
+        "## Judging cost\n\n| judge | tier | model | judgments | dropouts | tokens | wall | cost |\n|---|---|---|---|---|---|---|---|"
     );
     for r in &a.judging_cost {
+        let (t, w, c) = if r.measured {
+            (
+                tokens(r.tokens),
+                wall(r.wall_ms),
+                format!("${:.4}", r.cost_usd),
+            )
+        } else {
+            (DASH.to_string(), DASH.to_string(), DASH.to_string())
+        };
         let _ = writeln!(
             o,
-            "| {} | `{}` | {} | {} | {} | {} | ${:.4} |",
+            "| {} | {} | `{}` | {} | {} | {t} | {w} | {c} |",
             r.judge,
+            tier_name(r.tier),
             r.model_slug,
             r.judgments,
-            r.dropouts,
-            tokens(r.tokens),
-            wall(r.wall_ms),
-            r.cost_usd
+            r.dropouts
         );
     }
     let _ = writeln!(
         o,
-        "\n<sub>measured per judge over its judgments, repair turns included.</sub>\n"
+        "\n<sub>measured per judge over its judgments, repair turns included; \u{2014} where the source did not measure it.</sub>\n"
     );
     if !a.problems.is_empty() {
         let _ = writeln!(o, "## Infrastructure problems\n");
