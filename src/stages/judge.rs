@@ -332,6 +332,8 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let mut outputs = vec![write_text(dir, "prompt.md", &rendered)?];
     let mut messages = vec![Message::user(rendered)];
     let t = Instant::now();
+    // The endpoint's time for the calls (a replay reports the recorded time).
+    let mut latency_ms = 0u64;
     let notify = ctx.notify();
     let mut answers = String::new();
     for turn in 0..2 {
@@ -357,6 +359,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         let response = response.map_err(|e| NodeError::Infrastructure(e.to_string()))?;
         judgment.turns += 1;
         judgment.usage.add(response.usage);
+        latency_ms += response.latency_ms;
         let _ = write!(answers, "## turn {}\n\n{}\n\n", turn + 1, response.content);
         match validate(&response.content, rubric) {
             Ok(v) => {
@@ -386,7 +389,11 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
             }
         }
     }
-    judgment.wall_ms = t.elapsed().as_millis() as u64;
+    judgment.wall_ms = if latency_ms > 0 {
+        latency_ms
+    } else {
+        t.elapsed().as_millis() as u64
+    };
     judgment.cost_usd = jm.price.cost(judgment.usage);
     outputs.push(write_text(dir, "answer.md", &answers)?);
     outputs.push(write_output(dir, "judgment.json", &judgment)?);
