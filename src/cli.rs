@@ -124,6 +124,55 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Turn published round data into round directories (round-data.json, aggregate.json,
+    /// report.md).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Recompute a round's numbers from its round-data.json and print them.
+    Aggregate {
+        /// A round directory (with round-data.json, directly or under nodes/aggregate/).
+        round_dir: PathBuf,
+        /// Print the round as an openbenchmark dataset round (plus Multivac `rankings` and
+        /// `avg_score` under mean aggregation).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a round's report.md or dataset.json into its directory; with --all, merge every
+    /// round under a directory into DIR/dataset.json.
+    Publish {
+        /// A round directory, or with --all the directory holding round directories.
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        format: Option<PublishAs>,
+        /// Merge every round directory under DIR into DIR/dataset.json.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// An openbenchmark dataset (schema_version 1): one directory per round, DIR/<task>-<date>.
+    Openbenchmark {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A Multivac evaluation file: one directory, DIR/<question_id>-<date>.
+    Multivac {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishAs {
+    Markdown,
+    Dataset,
+    Html,
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +374,9 @@ async fn dispatch(cmd: Command) -> i32 {
                 EXIT_FAILED
             }
         },
+        Command::Import { command } => import(&command),
+        Command::Aggregate { round_dir, json } => aggregate_round(&round_dir, json),
+        Command::Publish { dir, format, all } => publish(&dir, format, all),
         Command::Sandbox {
             command: SandboxCommand::Bootstrap { image, mirror },
         } => {
@@ -344,6 +396,152 @@ async fn dispatch(cmd: Command) -> i32 {
                 }
             }
         }
+    }
+}
+
+fn import(cmd: &ImportCommand) -> i32 {
+    let result = match cmd {
+        ImportCommand::Openbenchmark { file, out } => crate::import::openbenchmark(file, out),
+        ImportCommand::Multivac { file, out } => {
+            crate::import::multivac(file, out).map(|d| vec![d])
+        }
+    };
+    match result {
+        Ok(dirs) => {
+            for d in dirs {
+                println!("{}", d.display());
+            }
+            EXIT_OK
+        }
+        Err(e) => import_failed(&e),
+    }
+}
+
+fn import_failed(e: &crate::import::ImportError) -> i32 {
+    eprintln!("error: {}", e.to_string().trim_end());
+    e.exit_code()
+}
+
+fn aggregate_round(dir: &Path, json: bool) -> i32 {
+    let data = match crate::import::load_round(dir) {
+        Ok(d) => d,
+        Err(e) => return import_failed(&e),
+    };
+    let agg = crate::aggregate::compute(&data);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::dataset::round_json(&data, &agg)).expect("json")
+        );
+        return EXIT_OK;
+    }
+    let num =
+        |x: Option<f64>| x.map_or_else(|| crate::dataset::DASH.to_string(), crate::aggregate::num);
+    println!("{} ({}, {})", agg.round, agg.rubric, agg.date);
+    let heads: Vec<&str> = agg.criteria.iter().map(|c| c.id.as_str()).collect();
+    println!(
+        "{:>4}  {:<20} {:>9}  {}  {:>7}  verdict",
+        "#",
+        "impl",
+        format!("/{}", crate::aggregate::num(agg.composite_max)),
+        heads.iter().fold(String::new(), |mut o, h| {
+            let _ = write!(o, " {h:>w$}", w = h.len().max(7));
+            o
+        }),
+        "tests"
+    );
+    for r in &agg.implementations {
+        let score = match (&r.mean, r.composite) {
+            (Some(m), _) => Some(m.average_score),
+            (None, c) => c,
+        };
+        println!(
+            "{:>4}  {:<20} {:>9}  {}  {:>7}  {}",
+            r.rank
+                .map_or_else(|| crate::dataset::DASH.to_string(), |k| k.to_string()),
+            r.implementation,
+            num(score),
+            agg.criteria.iter().fold(String::new(), |mut o, c| {
+                let _ = write!(o, " {:>w$}", num(r.peer[&c.id]), w = c.id.len().max(7));
+                o
+            }),
+            format!("{}/{}", r.tests_passed, r.tests_total),
+            r.verdict.as_deref().unwrap_or(crate::dataset::DASH)
+        );
+    }
+    if let Some(a) = agg.avg_score {
+        println!("avg_score {}", crate::aggregate::num(a));
+    }
+    EXIT_OK
+}
+
+fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
+    use crate::import::ImportError;
+    let write = |path: PathBuf, bytes: Vec<u8>| -> Result<PathBuf, ImportError> {
+        crate::fsutil::write_atomic(&path, &bytes)
+            .map(|()| path.clone())
+            .map_err(|source| ImportError::Write { path, source })
+    };
+    let json_bytes = |v: &crate::dataset::Dataset| {
+        let mut b = serde_json::to_vec_pretty(v).expect("json");
+        b.push(b'\n');
+        b
+    };
+    let result = if all {
+        if format == Some(PublishAs::Markdown) {
+            return usage(
+                "`pipe publish --all` writes dataset.json; --format markdown needs one round directory",
+            );
+        }
+        match crate::import::load_all(dir) {
+            Ok(rounds) if rounds.is_empty() => Err(ImportError::Input(format!(
+                "{}: no round directory with round-data.json (directly or under nodes/aggregate/)",
+                dir.display()
+            ))),
+            Ok(rounds) => {
+                let pairs: Vec<_> = rounds
+                    .into_iter()
+                    .map(|d| {
+                        let a = crate::aggregate::compute(&d);
+                        (d, a)
+                    })
+                    .collect();
+                let ds = crate::dataset::dataset(pairs);
+                let (n, rows) = (ds.meta.rounds, ds.meta.rows);
+                write(dir.join("dataset.json"), json_bytes(&ds))
+                    .map(|p| format!("{} ({n} rounds, {rows} rows)", p.display()))
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        match crate::import::load_round(dir) {
+            Ok(data) => {
+                let agg = crate::aggregate::compute(&data);
+                match format.unwrap_or(PublishAs::Markdown) {
+                    PublishAs::Markdown => write(
+                        dir.join("report.md"),
+                        crate::stages::publish::markdown(&agg).into_bytes(),
+                    ),
+                    PublishAs::Dataset => write(
+                        dir.join("dataset.json"),
+                        json_bytes(&crate::dataset::dataset(vec![(data, agg)])),
+                    ),
+                    PublishAs::Html => write(
+                        dir.join("report.html"),
+                        crate::html::render(&agg).into_bytes(),
+                    ),
+                }
+                .map(|p| p.display().to_string())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(what) => {
+            println!("wrote {what}");
+            EXIT_OK
+        }
+        Err(e) => import_failed(&e),
     }
 }
 
@@ -529,7 +727,7 @@ fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
                 "failed",
                 r.failure
                     .as_ref()
-                    .map(|f| format!("{:?}: {}", f.kind, f.message).to_lowercase())
+                    .map(|f| f.message.clone())
                     .unwrap_or_default(),
             ),
             (None, _) => ("pending", "not run yet".to_string()),

@@ -353,6 +353,7 @@ async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
         finished_at: finished_at.to_string(),
         duration_ms: t.elapsed().as_millis() as u64,
         attempts: 1,
+        usage: None,
         outputs: Vec::new(),
     };
     match result {
@@ -365,6 +366,9 @@ async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
         Err(NodeError::Cancelled) => Err(NodeError::Cancelled),
         Err(e) => {
             record.status = Status::Failed;
+            if let NodeError::Endpoint { usage, .. } = &e {
+                record.usage = Some(*usage);
+            }
             record.failure = Some(Failure {
                 kind: e.kind(),
                 message: e.to_string(),
@@ -380,9 +384,10 @@ async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
 impl NodeError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::Infrastructure(_) | Self::Store(_) | Self::Cancelled => {
+            Self::Infrastructure(_) | Self::Endpoint { .. } | Self::Store(_) | Self::Cancelled => {
                 FailureKind::Infrastructure
             }
+            Self::Configuration(_) => FailureKind::Configuration,
             Self::Internal(_) => FailureKind::Internal,
         }
     }

@@ -25,15 +25,24 @@ pub struct TestCase {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JunitError {
-    #[error("malformed JUnit XML at byte {position}: {message}")]
-    Malformed { position: u64, message: String },
-    #[error("JUnit XML has no <testsuite> or <testsuites> element")]
+    #[error("malformed JUnit XML at line {line}, column {column}: {message}")]
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("the JUnit report is empty")]
+    Empty,
+    #[error("not JUnit XML: no <testsuite> or <testsuites> element")]
     NotJunit,
 }
 
 /// Parses a JUnit report. A `<testcase>` with a `<failure>` is failed, with an `<error>` is an
 /// error, with a `<skipped>` skipped, else passed.
 pub fn parse(xml: &[u8]) -> Result<Vec<TestCase>, JunitError> {
+    if xml.iter().all(u8::is_ascii_whitespace) {
+        return Err(JunitError::Empty);
+    }
     let mut reader = Reader::from_reader(xml);
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
@@ -41,12 +50,14 @@ pub fn parse(xml: &[u8]) -> Result<Vec<TestCase>, JunitError> {
     let mut current: Option<TestCase> = None;
     let mut saw_suite = false;
     loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| JunitError::Malformed {
-                position: reader.buffer_position(),
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            let (line, column) = line_col(xml, reader.error_position());
+            JunitError::Malformed {
+                line,
+                column,
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         match event {
             Event::Start(e) | Event::Empty(e)
                 if matches!(e.name().as_ref(), "testsuite" | "testsuites") =>
@@ -90,6 +101,15 @@ pub fn parse(xml: &[u8]) -> Result<Vec<TestCase>, JunitError> {
         return Err(JunitError::NotJunit);
     }
     Ok(cases)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(xml: &[u8], offset: u64) -> (usize, usize) {
+    let end = usize::try_from(offset).unwrap_or(usize::MAX).min(xml.len());
+    let before = String::from_utf8_lossy(&xml[..end]);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> String {
@@ -154,6 +174,25 @@ mod tests {
             Err(JunitError::Malformed { .. })
         ));
         assert_eq!(parse(b"<html></html>"), Err(JunitError::NotJunit));
-        assert_eq!(parse(b""), Err(JunitError::NotJunit));
+        assert_eq!(parse(b""), Err(JunitError::Empty));
+        assert_eq!(parse(b" \n"), Err(JunitError::Empty));
+    }
+
+    #[test]
+    fn locates_malformed_xml_by_line_and_column() {
+        let err = parse(b"<testsuite>\n  <testcase name='a'>\n</testsuite>\n").unwrap_err();
+        let JunitError::Malformed { line, column, .. } = err else {
+            panic!("expected a malformed report, got {err:?}")
+        };
+        assert_eq!((line, column), (3, 1), "{err}");
+    }
+
+    #[test]
+    fn a_suite_without_test_cases_parses_to_none() {
+        assert_eq!(
+            parse(br#"<testsuite name="x" tests="0"></testsuite>"#),
+            Ok(Vec::new())
+        );
+        assert_eq!(parse(b"<testsuites/>"), Ok(Vec::new()));
     }
 }

@@ -88,8 +88,8 @@ impl Progress {
             Some((multi, _)) => {
                 let _ = multi.println(format!("    note {text}"));
             }
-            None if !self.quiet => eprintln!("    note {text}"),
-            None => {}
+            // Notes (retries, backoff, replay mismatches) are never silenced, not even by --json.
+            None => eprintln!("    note {text}"),
         }
     }
 

@@ -138,6 +138,8 @@ impl Rubric {
             }
         };
         let mut criteria = Vec::new();
+        // (index in the file, id) of every criterion read so far.
+        let mut seen: Vec<(usize, String)> = Vec::new();
         for i in 0..raw.criteria.len() {
             let at = root.key("criteria").index(i);
             let Some(c) = section::<RawCriterion>(&doc, &at, "a criterion", &mut diags) else {
@@ -163,13 +165,20 @@ impl Rubric {
                     false,
                 ));
             }
-            if criteria.iter().any(|o: &Criterion| o.id == c.id) {
-                diags.push(doc.error_at(
-                    &at.key("id"),
-                    format!("duplicate criterion id `{}`", c.id),
-                    false,
-                ));
+            if let Some((first, _)) = seen.iter().find(|(_, id)| *id == c.id) {
+                diags.push(
+                    doc.error_at(
+                        &at.key("id"),
+                        format!("duplicate criterion id `{}`", c.id),
+                        false,
+                    )
+                    .help(format!(
+                        "criterion ids must be unique within a rubric; `criteria[{first}]` already uses `{}`",
+                        c.id
+                    )),
+                );
             }
+            seen.push((i, c.id.clone()));
             criteria.push(Criterion {
                 id: c.id,
                 label: c.label,

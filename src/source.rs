@@ -194,7 +194,7 @@ impl SourceDoc {
         loop {
             let found = match &self.toml {
                 Some(doc) => toml_offset(doc, &path.0, on_key),
-                None => yaml_offset(&self.text, &path.0),
+                None => yaml_offset(&self.text, &path.0, on_key),
             };
             if found.is_some() || path.0.is_empty() {
                 return found;
@@ -277,8 +277,9 @@ fn toml_offset_in_table(table: &toml_edit::Table, path: &[Seg], on_key: bool) ->
 }
 
 /// Finds a key path in YAML text by indentation: good for block-style documents, which is what
-/// operators write; flow-style collections resolve to their key.
-fn yaml_offset(text: &str, path: &[Seg]) -> Option<usize> {
+/// operators write; flow-style collections resolve to their key. Without `on_key`, a key whose
+/// value is on its own line resolves to that value.
+fn yaml_offset(text: &str, path: &[Seg], on_key: bool) -> Option<usize> {
     let lines: Vec<(usize, &str)> = {
         let mut offset = 0;
         text.split_inclusive('\n')
@@ -297,8 +298,11 @@ fn yaml_offset(text: &str, path: &[Seg]) -> Option<usize> {
     // The region is [lo, hi) over lines, with children indented more than `parent`.
     let (mut lo, mut hi, mut parent): (usize, usize, isize) = (0, lines.len(), -1);
     let mut found = Some(0);
+    // Where the value of the last key found starts, when it is on the key's line.
+    let mut value_at = None;
     for seg in path {
         let mut hit = None;
+        value_at = None;
         match seg {
             Seg::Key(k) => {
                 for (i, (_, l)) in lines.iter().enumerate().take(hi).skip(lo) {
@@ -315,6 +319,12 @@ fn yaml_offset(text: &str, path: &[Seg]) -> Option<usize> {
                     if bare || quoted {
                         let col = l.len() - t.len();
                         hit = Some((i, col));
+                        let after = col + k.len() + if quoted { 3 } else { 1 };
+                        let rest = &l[after..];
+                        let value = rest.trim_start();
+                        if !value.is_empty() && !value.starts_with('#') {
+                            value_at = Some(lines[i].0 + after + (rest.len() - value.len()));
+                        }
                         break;
                     }
                 }
@@ -350,6 +360,9 @@ fn yaml_offset(text: &str, path: &[Seg]) -> Option<usize> {
             lo = i;
             hi = i + 1;
         }
+    }
+    if !on_key && let Some(at) = value_at {
+        return Some(at);
     }
     found
 }
@@ -448,6 +461,14 @@ mod tests {
         assert_eq!((d.line, d.col), (7, 5));
         let d = doc.error_at(&p(&["stages", "judge", "needs"]), "m", true);
         assert_eq!((d.line, d.col), (10, 5));
+        // About the value rather than the key: the caret moves to the value.
+        let d = doc.error_at(&p(&["models", "1", "provider"]), "m", false);
+        assert_eq!((d.line, d.col), (7, 15));
+        let d = doc.error_at(&p(&["round", "name"]), "m", false);
+        assert_eq!((d.line, d.col), (2, 9));
+        // A value on the lines below (a block) keeps the key.
+        let d = doc.error_at(&p(&["models"]), "m", false);
+        assert_eq!((d.line, d.col), (3, 1));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub enum Status {
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {
     Infrastructure,
+    Configuration,
     Internal,
 }
 
@@ -64,6 +65,9 @@ pub struct NodeRecord {
     pub finished_at: String,
     pub duration_ms: u64,
     pub attempts: u32,
+    /// Tokens a failed node still used (failed attempts are billed too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::provider::Usage>,
     pub outputs: Vec<OutputFile>,
 }
 

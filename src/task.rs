@@ -138,11 +138,14 @@ impl Task {
         let spec = match std::fs::read_to_string(&spec_path) {
             Ok(s) => s,
             Err(e) => {
-                diags.push(doc.error_at(
-                    &root.key("spec"),
-                    format!("cannot read spec `{}`: {e}", raw.spec),
-                    false,
-                ));
+                diags.push(
+                    doc.error_at(
+                        &root.key("spec"),
+                        format!("cannot read spec `{}`: {e}", raw.spec),
+                        false,
+                    )
+                    .help("`spec` is relative to the task directory (where task.toml is)"),
+                );
                 String::new()
             }
         };

@@ -264,3 +264,60 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
     assert_eq!(local["alpha"].0, 22);
     assert_eq!(leftover(&s).await, 0, "no container of the round is left");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
+    let Some(s) = sandbox("mini-2026-01-02").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("mini");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mini"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pipeline = root.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "command = \"env; sleep ${PIPE_TEST_SLEEP:-0}\"",
+        "command = \"sleep 20\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .args(["run", "pipeline.toml", "--sandbox", "docker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a `sleep 20` container runs, then kill pipe outright.
+    let t = Instant::now();
+    while leftover(&s).await == 0 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(leftover(&s).await > 0, "a container was running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The next run sweeps the leftovers of its round first; `pipe clean --containers` also would.
+    std::fs::write(
+        &pipeline,
+        std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace("sleep 20", "true"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .args(["run", "pipeline.toml", "--sandbox", "docker"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(leftover(&s).await, 0);
+}

@@ -40,7 +40,7 @@ fn slow_round(dir: &Path) -> PathBuf {
         )
         .replace(
             "command = \"env; sleep ${PIPE_TEST_SLEEP:-0}\"",
-            "command = \"sleep 0.15\"",
+            "command = \"sleep 0.6\"",
         );
     std::fs::write(&pipeline, text).unwrap();
     let rec = root.join("recordings");
@@ -119,13 +119,13 @@ fn twenty_kills_lose_nothing_and_redo_nothing() {
     let killed_root = slow_round(&tmp.path().join("killed"));
     let round = killed_root.join("out/mini-2026-01-02");
 
-    // A small deterministic generator for the kill moments (50..650 ms).
+    // A small deterministic generator for the kill moments (50..400 ms).
     let mut seed: u64 = 0x5eed_1234;
     let mut next = || {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        50 + (seed >> 33) % 600
+        50 + (seed >> 33) % 350
     };
     let mut kills = 0;
     let mut finished_early = 0;

@@ -1,4 +1,5 @@
-//! `pipe validate` on the corpus of broken pipelines under `tests/broken/`: every case exits 2
+//! `pipe validate` on the corpus of broken pipelines (and broken rubrics and tasks they name)
+//! under `tests/broken/`: every case exits 2
 //! and its full stderr (every error, located, with its help) is a snapshot. Each case directory
 //! is self-contained and the binary runs inside it, so the paths it prints are stable.
 //!
@@ -107,10 +108,17 @@ const CASES: &[(&str, &str)] = &[
     ("needs-unknown-stage", "pipeline.toml"),
     ("negative-price", "pipeline.toml"),
     ("non-utf8", "pipeline.toml"),
+    ("rubric-duplicate-criterion", "pipeline.toml"),
     ("rubric-inverted-scale", "pipeline.toml"),
+    ("rubric-no-verdicts", "pipeline.toml"),
+    ("rubric-unknown-key", "pipeline.toml"),
+    ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
     ("task-empty-hidden-tests", "pipeline.toml"),
+    ("task-invalid-protected-glob", "pipeline.toml"),
     ("task-missing-hidden-tests", "pipeline.toml"),
+    ("task-missing-spec", "pipeline.toml"),
+    ("task-unknown-runner", "pipeline.toml"),
     ("template-syntax-error", "pipeline.toml"),
     ("template-undefined-variable", "pipeline.toml"),
     ("unknown-provider", "pipeline.toml"),
@@ -167,10 +175,17 @@ broken_case! {
     needs_unknown_stage => "needs-unknown-stage", "pipeline.toml";
     negative_price => "negative-price", "pipeline.toml";
     non_utf8 => "non-utf8", "pipeline.toml";
+    rubric_duplicate_criterion => "rubric-duplicate-criterion", "pipeline.toml";
     rubric_inverted_scale => "rubric-inverted-scale", "pipeline.toml";
+    rubric_no_verdicts => "rubric-no-verdicts", "pipeline.toml";
+    rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
+    rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
     task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
+    task_invalid_protected_glob => "task-invalid-protected-glob", "pipeline.toml";
     task_missing_hidden_tests => "task-missing-hidden-tests", "pipeline.toml";
+    task_missing_spec => "task-missing-spec", "pipeline.toml";
+    task_unknown_runner => "task-unknown-runner", "pipeline.toml";
     template_syntax_error => "template-syntax-error", "pipeline.toml";
     template_undefined_variable => "template-undefined-variable", "pipeline.toml";
     unknown_provider => "unknown-provider", "pipeline.toml";

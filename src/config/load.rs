@@ -23,6 +23,11 @@ use crate::source::{KeyPath, SourceDoc};
 use crate::task::Task;
 use crate::templates::{self, BuildCtx, JudgeCtx};
 
+/// Default first backoff ceiling of an openai provider, in milliseconds.
+pub const DEFAULT_RETRY_BASE_MS: u64 = 1000;
+/// Default longest backoff of an openai provider, in milliseconds.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
+
 /// When the pipeline is loaded for a run, a missing API-key variable is an error; for `validate`
 /// it is a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,11 +214,14 @@ impl Loader<'_> {
                     if let Some(var) = &raw.api_key_env {
                         self.check_key_var(&p.key("api_key_env"), var);
                     }
+                    let (retry_base_ms, retry_max_ms) = self.retry_backoff(&p, &raw);
                     ProviderKind::OpenAi {
                         base_url,
                         api_key_env: raw.api_key_env.clone(),
                         timeout_secs: raw.timeout_secs.unwrap_or(600),
                         max_retries: raw.max_retries.unwrap_or(5),
+                        retry_base_ms,
+                        retry_max_ms,
                     }
                 }
                 "replay" => {
@@ -254,6 +262,44 @@ impl Loader<'_> {
             );
         }
         out
+    }
+
+    /// `retry_base_ms` and `retry_max_ms` of an openai provider, defaults filled in: both at
+    /// least 1, and the base no longer than the cap.
+    fn retry_backoff(&mut self, p: &KeyPath, raw: &RawProvider) -> (u64, u64) {
+        let base = raw.retry_base_ms.unwrap_or(DEFAULT_RETRY_BASE_MS);
+        let max = raw.retry_max_ms.unwrap_or(DEFAULT_RETRY_MAX_MS);
+        let mut ok = true;
+        for (key, value) in [("retry_base_ms", base), ("retry_max_ms", max)] {
+            if value == 0 {
+                self.err(&p.key(key), format!("{key} must be at least 1"))
+                    .help =
+                    Some("a wait in milliseconds; leave the key out for the default".into());
+                ok = false;
+            }
+        }
+        if ok && base > max {
+            // Point at whichever of the two the file sets (the base when it sets both).
+            let (key, message) = match (raw.retry_base_ms, raw.retry_max_ms) {
+                (_, None) => (
+                    "retry_base_ms",
+                    format!("retry_base_ms {base} exceeds retry_max_ms ({max}, the default)"),
+                ),
+                (None, Some(_)) => (
+                    "retry_max_ms",
+                    format!("retry_max_ms {max} is below retry_base_ms ({base}, the default)"),
+                ),
+                (Some(_), Some(_)) => (
+                    "retry_base_ms",
+                    format!("retry_base_ms {base} exceeds retry_max_ms {max}"),
+                ),
+            };
+            self.err(&p.key(key), message).help = Some(
+                "the first backoff (retry_base_ms) must not be longer than the longest (retry_max_ms)"
+                    .into(),
+            );
+        }
+        (base, max)
     }
 
     fn check_key_var(&mut self, at: &KeyPath, var: &str) {
@@ -562,13 +608,22 @@ impl Loader<'_> {
                 let mut formats = Vec::new();
                 for (i, f) in r
                     .formats
-                    .unwrap_or_else(|| vec!["markdown".into(), "json".into()])
+                    .unwrap_or_else(|| {
+                        vec![
+                            "markdown".into(),
+                            "json".into(),
+                            "dataset".into(),
+                            "html".into(),
+                        ]
+                    })
                     .iter()
                     .enumerate()
                 {
                     match f.as_str() {
                         "markdown" => formats.push(PublishFormat::Markdown),
                         "json" => formats.push(PublishFormat::Json),
+                        "dataset" => formats.push(PublishFormat::Dataset),
+                        "html" => formats.push(PublishFormat::Html),
                         other => {
                             let help = did_you_mean(other, PublishFormat::NAMES);
                             self.err(
@@ -795,4 +850,122 @@ fn cycle_path(stages: &[Stage], members: &[usize]) -> Vec<usize> {
         cur = next;
     }
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads the mini fixture with one extra `openai` provider whose body is `provider`;
+    /// returns the pipeline's openai settings, or the errors.
+    fn with_provider(provider: &str) -> Result<ProviderKind, Vec<Diag>> {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini");
+        for entry in walkdir::WalkDir::new(&fixture) {
+            let entry = entry.unwrap();
+            let dest = dir
+                .path()
+                .join(entry.path().strip_prefix(&fixture).unwrap());
+            if entry.file_type().is_dir() {
+                std::fs::create_dir_all(dest).unwrap();
+            } else {
+                std::fs::copy(entry.path(), dest).unwrap();
+            }
+        }
+        let file = dir.path().join("pipeline.toml");
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "[[models]]",
+            &format!(
+                "[providers.api]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n{provider}\n\n[[models]]"
+            ),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        load(&file, Purpose::Validate).map(|p| p.providers["api"].kind.clone())
+    }
+
+    fn backoff_of(kind: &ProviderKind) -> (u64, u64) {
+        match kind {
+            ProviderKind::OpenAi {
+                retry_base_ms,
+                retry_max_ms,
+                ..
+            } => (*retry_base_ms, *retry_max_ms),
+            ProviderKind::Replay { .. } => panic!("not openai"),
+        }
+    }
+
+    fn errors(provider: &str) -> Vec<(String, usize, String)> {
+        let diags = with_provider(provider).expect_err("the pipeline must be refused");
+        diags
+            .into_iter()
+            .filter(Diag::is_error)
+            .map(|d| (d.path, d.line, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn retry_backoff_defaults_and_settings() {
+        assert_eq!(
+            backoff_of(&with_provider("").unwrap()),
+            (DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS)
+        );
+        assert_eq!(
+            backoff_of(&with_provider("retry_base_ms = 250\nretry_max_ms = 250").unwrap()),
+            (250, 250)
+        );
+        assert_eq!(
+            backoff_of(&with_provider("retry_max_ms = 5000").unwrap()),
+            (DEFAULT_RETRY_BASE_MS, 5000)
+        );
+    }
+
+    #[test]
+    fn retry_backoff_errors_are_located() {
+        // The provider table starts on line 10 of the edited fixture: its settings on 13 and 14.
+        assert_eq!(
+            errors("retry_base_ms = 0\nretry_max_ms = 0"),
+            [
+                (
+                    "providers.api.retry_base_ms".to_string(),
+                    13,
+                    "retry_base_ms must be at least 1".to_string()
+                ),
+                (
+                    "providers.api.retry_max_ms".to_string(),
+                    14,
+                    "retry_max_ms must be at least 1".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            errors("retry_base_ms = 500\nretry_max_ms = 100"),
+            [(
+                "providers.api.retry_base_ms".to_string(),
+                13,
+                "retry_base_ms 500 exceeds retry_max_ms 100".to_string()
+            )]
+        );
+        assert_eq!(
+            errors("retry_base_ms = 90000"),
+            [(
+                "providers.api.retry_base_ms".to_string(),
+                13,
+                "retry_base_ms 90000 exceeds retry_max_ms (60000, the default)".to_string()
+            )]
+        );
+        assert_eq!(
+            errors("retry_max_ms = 10"),
+            [(
+                "providers.api.retry_max_ms".to_string(),
+                13,
+                "retry_max_ms 10 is below retry_base_ms (1000, the default)".to_string()
+            )]
+        );
+        assert_eq!(
+            errors("retry_base_ms = -1").len(),
+            1,
+            "a negative wait is a type error"
+        );
+    }
 }

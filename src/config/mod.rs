@@ -77,6 +77,10 @@ pub enum ProviderKind {
         api_key_env: Option<String>,
         timeout_secs: u64,
         max_retries: u32,
+        /// Backoff before retry `n` is drawn uniformly from `0..=min(retry_max_ms,
+        /// retry_base_ms * 2^(n-1))` (full jitter); a `Retry-After` header overrides it.
+        retry_base_ms: u64,
+        retry_max_ms: u64,
     },
     Replay {
         recordings: PathBuf,
@@ -174,8 +178,12 @@ pub enum PublishFormat {
     Markdown,
     /// `aggregate.json`: every number of the report, for scripts.
     Json,
+    /// `dataset.json`: the round in the openbenchmark dataset schema v1.
+    Dataset,
+    /// `report.html`: one self-contained page with charts.
+    Html,
 }
 
 impl PublishFormat {
-    pub const NAMES: [&'static str; 2] = ["markdown", "json"];
+    pub const NAMES: [&'static str; 4] = ["markdown", "json", "dataset", "html"];
 }

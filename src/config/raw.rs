@@ -42,6 +42,10 @@ pub struct RawProvider {
     pub max_concurrency: Option<u32>,
     pub timeout_secs: Option<u64>,
     pub max_retries: Option<u32>,
+    /// First backoff ceiling between retries, in milliseconds (doubles per retry).
+    pub retry_base_ms: Option<u64>,
+    /// Longest backoff wait between retries, in milliseconds.
+    pub retry_max_ms: Option<u64>,
     /// Replay: the recordings directory, relative to the pipeline file.
     pub recordings: Option<String>,
 }

@@ -2,25 +2,30 @@
 //!
 //! One [`OpenAiProvider`] per configured `openai` provider. A call POSTs
 //! `{base_url}/chat/completions`, retries what is worth retrying (429, 5xx, network failures,
-//! malformed 200 answers) with jittered exponential backoff, and reports every retry through a
-//! `notify` callback so a long wait is never silent. The API key is read from the environment at
-//! call time and never appears in an error or a notification.
+//! malformed 200 answers) with capped exponential backoff and full jitter, and reports every
+//! retry through a `notify` callback so a long wait is never silent. The API key is read from the
+//! environment at call time and never appears in an error or a notification.
+//!
+//! Concurrency adapts to rate limits (AIMD): the provider starts by letting `max_concurrency`
+//! attempts through at once; a 429 halves that limit (down to 1), and every [`GROW_AFTER`]
+//! consecutive answered attempts raise it by one again, up to `max_concurrency`. Each change is
+//! announced through `notify`. A call holds a slot for one attempt at a time, never while it waits
+//! out a backoff, so a lowered limit bounds the requests actually in flight.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, Usage};
 use crate::config::{ProviderConfig, ProviderKind};
 
-/// Default backoff base between retries.
-const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest backoff wait, whatever the attempt number.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Consecutive answered attempts after which a lowered concurrency limit grows by one.
+pub const GROW_AFTER: u32 = 8;
 /// Longest wait a `Retry-After` header can impose.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Longest excerpt of a response body quoted in an error.
@@ -39,9 +44,11 @@ pub struct OpenAiProvider {
     /// Per-attempt timeout; `None` when the config says 0.
     timeout: Option<Duration>,
     max_retries: u32,
+    /// Backoff ceiling of the first retry; doubles per retry up to `backoff_max`.
     backoff_base: Duration,
-    /// Bounds the calls in flight on this provider.
-    permits: Semaphore,
+    backoff_max: Duration,
+    /// Bounds the attempts in flight on this provider, adapting to rate limits.
+    limiter: Limiter,
     /// Set once the endpoint has refused `response_format`; later calls leave it out.
     schema_unsupported: AtomicBool,
 }
@@ -59,6 +66,8 @@ impl OpenAiProvider {
             api_key_env,
             timeout_secs,
             max_retries,
+            retry_base_ms,
+            retry_max_ms,
         } = &config.kind
         else {
             panic!("provider `{}` is not an openai provider", config.name);
@@ -73,30 +82,29 @@ impl OpenAiProvider {
             api_key_env: api_key_env.clone(),
             timeout: (*timeout_secs > 0).then(|| Duration::from_secs(*timeout_secs)),
             max_retries: *max_retries,
-            backoff_base: DEFAULT_BACKOFF,
-            permits: Semaphore::new(config.max_concurrency.max(1)),
+            backoff_base: Duration::from_millis(*retry_base_ms),
+            backoff_max: Duration::from_millis((*retry_max_ms).max(*retry_base_ms)),
+            limiter: Limiter::new(config.max_concurrency.max(1), GROW_AFTER),
             schema_unsupported: AtomicBool::new(false),
         }
     }
 
-    /// Backoff base for retries (default 1 s); tests set it small.
-    #[must_use]
-    pub fn with_backoff(self, base: Duration) -> Self {
-        Self {
-            backoff_base: base,
-            ..self
-        }
+    /// How many attempts the provider currently lets through at once (`max_concurrency` until a
+    /// 429 lowers it).
+    pub fn concurrency_limit(&self) -> usize {
+        self.limiter.limit()
     }
 
     /// Answers one request, retrying transient failures.
     ///
-    /// Holds one of the provider's concurrency permits for the whole call (every attempt and
-    /// every wait). `notify` receives one line per retry, and one when the endpoint refuses
-    /// `response_format` and the request is resent without it.
+    /// Each attempt holds one of the provider's concurrency slots while it is in flight; waits
+    /// between attempts hold none. `notify` receives one line per retry, one per change of the
+    /// concurrency limit, and one when the endpoint refuses `response_format` and the request is
+    /// resent without it.
     ///
-    /// `latency_ms` counts from the moment the permit is granted (queueing for a permit is not
-    /// the endpoint's latency). `usage` includes whatever usage failed attempts reported, since
-    /// those tokens are billed too.
+    /// `latency_ms` counts from the moment the first attempt's slot is granted (queueing for it
+    /// is not the endpoint's latency). `usage` includes whatever usage failed attempts reported,
+    /// since those tokens are billed too.
     pub async fn chat(
         &self,
         site: &CallSite,
@@ -105,18 +113,9 @@ impl OpenAiProvider {
     ) -> Result<ChatResponse, ProviderError> {
         let key = self.api_key()?;
         let auth = key.as_deref().map(bearer).transpose()?;
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ProviderError::Infrastructure {
-                attempts: 0,
-                message: format!("provider `{}` is shut down", self.name),
-                usage: Usage::default(),
-            })?;
-        let started = Instant::now();
         let redact = |text: &str| redact(text, key.as_deref());
 
+        let mut started = None;
         let mut attempts = 0u32;
         let mut retries = 0u32;
         let mut spent = Usage::default();
@@ -124,8 +123,30 @@ impl OpenAiProvider {
             let with_schema =
                 request.json_schema.is_some() && !self.schema_unsupported.load(Ordering::Relaxed);
             let body = WireRequest::new(request, with_schema);
+            let slot = self.limiter.acquire().await;
+            let started = *started.get_or_insert_with(Instant::now);
             attempts += 1;
-            match self.attempt(&body, auth.as_ref(), with_schema).await {
+            let outcome = self.attempt(&body, auth.as_ref(), with_schema).await;
+            let event = match &outcome {
+                Attempt::Answer { .. } => Some(Event::Answered),
+                Attempt::Retry { rate_limited, .. } if *rate_limited => Some(Event::RateLimited),
+                _ => None,
+            };
+            if let Some(event) = event
+                && let Some((from, to)) = self.limiter.observe(&slot, event)
+            {
+                notify(&match event {
+                    Event::RateLimited => {
+                        format!("{}: concurrency {from} -> {to} after 429", self.name)
+                    }
+                    Event::Answered => format!(
+                        "{}: concurrency {from} -> {to} after {} answers in a row",
+                        self.name, self.limiter.grow_after
+                    ),
+                });
+            }
+            drop(slot);
+            match outcome {
                 Attempt::Answer { content, usage } => {
                     spent.add(usage);
                     return Ok(ChatResponse {
@@ -152,6 +173,7 @@ impl OpenAiProvider {
                     detail,
                     retry_after,
                     usage,
+                    ..
                 } => {
                     spent.add(usage);
                     if retries >= self.max_retries {
@@ -162,7 +184,8 @@ impl OpenAiProvider {
                         });
                     }
                     retries += 1;
-                    let wait = retry_after.unwrap_or_else(|| backoff(self.backoff_base, retries));
+                    let wait = retry_after
+                        .unwrap_or_else(|| backoff(self.backoff_base, self.backoff_max, retries));
                     notify(&redact(&format!(
                         "{}: {} -> retry {}/{} in {:.1}s",
                         site.model,
@@ -174,6 +197,24 @@ impl OpenAiProvider {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// A per-attempt timeout finer than the config's whole seconds (tests).
+    #[cfg(test)]
+    fn with_timeout(self, timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// Grows a lowered limit after `n` answers in a row instead of [`GROW_AFTER`] (tests).
+    #[cfg(test)]
+    fn with_grow_after(self, n: u32) -> Self {
+        Self {
+            limiter: Limiter::new(self.limiter.max, n),
+            ..self
         }
     }
 
@@ -216,45 +257,182 @@ impl OpenAiProvider {
         }
         let response = match builder.send().await {
             Ok(response) => response,
-            Err(err) => return self.transport_failure(&err),
+            Err(err) => return self.transport_failure(&err, false),
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
         match response.text().await {
             Ok(text) => classify(status, retry_after, &text, schema_sent),
-            Err(err) if status.is_success() => {
-                let mut failure = self.transport_failure(&err);
-                if let Attempt::Retry { reason, .. } = &mut failure {
-                    *reason = format!("truncated response ({reason})");
-                }
-                failure
-            }
+            Err(err) if status.is_success() => self.transport_failure(&err, true),
             // The status says enough on its own when an error body cannot be read.
             Err(_) => classify(status, retry_after, "", schema_sent),
         }
     }
 
-    /// Classifies a failure to send a request or read its answer.
-    fn transport_failure(&self, err: &reqwest::Error) -> Attempt {
+    /// Classifies a failure to send a request or (`reading_body`) to read a 2xx answer's body.
+    fn transport_failure(&self, err: &reqwest::Error, reading_body: bool) -> Attempt {
         if err.is_builder() {
             return Attempt::Reject(format!("cannot build the request: {}", error_chain(err)));
         }
+        let chain = error_chain(err);
+        let lower = chain.to_ascii_lowercase();
         let reason = if err.is_timeout() {
             match self.timeout {
-                Some(timeout) => format!("timed out after {}s", timeout.as_secs()),
+                Some(timeout) => format!("timed out after {timeout:?}"),
                 None => "timed out".to_string(),
             }
         } else if err.is_connect() {
             "connection failed".to_string()
+        } else if lower.contains("connection reset") {
+            "connection reset".to_string()
+        } else if reading_body {
+            "truncated answer".to_string()
+        } else if lower.contains("closed before message completed")
+            || lower.contains("incomplete message")
+        {
+            "connection closed mid-answer".to_string()
         } else {
             "request failed".to_string()
         };
-        let detail = format!("{reason}: {}", error_chain(err));
+        let detail = format!("{reason}: {chain}");
         Attempt::Retry {
             reason,
             detail,
             retry_after: None,
+            rate_limited: false,
             usage: Usage::default(),
+        }
+    }
+}
+
+/// What an attempt tells the concurrency limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// The endpoint answered with a usable completion.
+    Answered,
+    /// HTTP 429.
+    RateLimited,
+}
+
+/// An adaptive bound on the attempts in flight, on top of a semaphore.
+///
+/// The semaphore holds `limit + debt` permits in all (available or held). Lowering the limit
+/// forgets the permits that are available and records the rest as `debt`, paid by forgetting
+/// permits as attempts give them back; raising it cancels debt first, then adds a permit. Each
+/// decrease starts a new `epoch`: 429s of attempts let through before it were answered at the
+/// old limit and do not lower the limit again (one halving per wave of rejections).
+#[derive(Debug)]
+struct Limiter {
+    permits: Semaphore,
+    max: usize,
+    grow_after: u32,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    limit: usize,
+    debt: usize,
+    epoch: u64,
+    /// Answered attempts since the last 429 or change of limit.
+    streak: u32,
+}
+
+/// One attempt's place in the limiter; gives the permit back (or pays debt with it) on drop.
+struct Slot<'a> {
+    limiter: &'a Limiter,
+    permit: Option<SemaphorePermit<'a>>,
+    epoch: u64,
+}
+
+impl Limiter {
+    fn new(max: usize, grow_after: u32) -> Self {
+        Self {
+            permits: Semaphore::new(max),
+            max,
+            grow_after: grow_after.max(1),
+            state: Mutex::new(LimitState {
+                limit: max,
+                debt: 0,
+                epoch: 0,
+                streak: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimitState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    async fn acquire(&self) -> Slot<'_> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the limiter's semaphore is never closed");
+        Slot {
+            limiter: self,
+            permit: Some(permit),
+            epoch: self.lock().epoch,
+        }
+    }
+
+    /// Adjusts the limit after an attempt; returns `(from, to)` when it changed.
+    fn observe(&self, slot: &Slot<'_>, event: Event) -> Option<(usize, usize)> {
+        let mut state = self.lock();
+        let from = state.limit;
+        match event {
+            Event::RateLimited => {
+                state.streak = 0;
+                if slot.epoch != state.epoch || from == 1 {
+                    return None;
+                }
+                let to = (from / 2).max(1);
+                let cut = from - to;
+                let forgotten = self.permits.forget_permits(cut);
+                state.debt += cut - forgotten;
+                state.limit = to;
+                state.epoch += 1;
+                Some((from, to))
+            }
+            Event::Answered => {
+                if from >= self.max {
+                    return None;
+                }
+                state.streak += 1;
+                if state.streak < self.grow_after {
+                    return None;
+                }
+                state.streak = 0;
+                state.limit += 1;
+                if state.debt > 0 {
+                    state.debt -= 1;
+                } else {
+                    self.permits.add_permits(1);
+                }
+                Some((from, from + 1))
+            }
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let mut state = self.limiter.lock();
+        if state.debt > 0 {
+            state.debt -= 1;
+            permit.forget();
+        } else {
+            drop(permit);
         }
     }
 }
@@ -272,6 +450,8 @@ enum Attempt {
         reason: String,
         detail: String,
         retry_after: Option<Duration>,
+        /// HTTP 429: the endpoint asks for fewer calls.
+        rate_limited: bool,
         usage: Usage,
     },
     /// A 400 about `response_format` for a request that carried one.
@@ -369,6 +549,7 @@ fn classify(
         reason,
         detail,
         retry_after: None,
+        rate_limited: false,
         usage,
     };
 
@@ -401,6 +582,7 @@ fn classify(
             reason: format!("{summary} (rate limited)"),
             detail,
             retry_after,
+            rate_limited: true,
             usage,
         };
     }
@@ -432,11 +614,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
-/// Wait before retry number `retry` (1-based): full jitter over `base * 2^(retry-1)`, capped at
-/// [`MAX_BACKOFF`].
-fn backoff(base: Duration, retry: u32) -> Duration {
+/// Wait before retry number `retry` (1-based): full jitter, uniform over
+/// `0..=min(max, base * 2^(retry-1))`.
+fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
     let exponent = f64::from(retry.saturating_sub(1).min(32));
-    let ceiling = (base.as_secs_f64() * exponent.exp2()).min(MAX_BACKOFF.as_secs_f64());
+    let ceiling = (base.as_secs_f64() * exponent.exp2()).min(max.as_secs_f64());
     if ceiling <= 0.0 {
         return Duration::ZERO;
     }
@@ -559,6 +741,8 @@ mod tests {
         seen: Mutex<Vec<Seen>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
+        /// Requests in flight when each request arrived (itself included), in arrival order.
+        arrivals: Mutex<Vec<usize>>,
     }
 
     impl Mock {
@@ -578,6 +762,7 @@ mod tests {
     ) -> (AxumStatus, AxumHeaders, String) {
         let now = mock.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         mock.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        mock.arrivals.lock().unwrap().push(now);
         let authorization = headers
             .get("authorization")
             .map(|v| v.to_str().unwrap().to_string());
@@ -646,10 +831,12 @@ mod tests {
                 api_key_env: key_env.map(str::to_string),
                 timeout_secs,
                 max_retries,
+                retry_base_ms: 10,
+                retry_max_ms: 100,
             },
             max_concurrency,
         };
-        OpenAiProvider::new(&config).with_backoff(Duration::from_millis(10))
+        OpenAiProvider::new(&config)
     }
 
     /// A well-formed answer with usage (cached tokens as `OpenAI` reports them).
@@ -834,9 +1021,11 @@ mod tests {
         assert!(response.latency_ms >= 950, "{}", response.latency_ms);
         assert_eq!(mock.requests(), 2);
         let log = log.lock().unwrap();
-        assert_eq!(log.len(), 1);
-        assert!(log[0].starts_with("alpha: HTTP 429"), "{}", log[0]);
-        assert!(log[0].ends_with("-> retry 1/3 in 1.0s"), "{}", log[0]);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[0], "test: concurrency 4 -> 2 after 429");
+        assert!(log[1].starts_with("alpha: HTTP 429"), "{}", log[1]);
+        assert!(log[1].ends_with("-> retry 1/3 in 1.0s"), "{}", log[1]);
+        assert_eq!(provider.concurrency_limit(), 2);
     }
 
     #[tokio::test]
@@ -1213,14 +1402,16 @@ mod tests {
     #[test]
     fn backoff_is_jittered_exponential_and_capped() {
         let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
         for _ in 0..200 {
-            assert!(backoff(base, 1) <= Duration::from_secs(1));
-            assert!(backoff(base, 3) <= Duration::from_secs(4));
-            assert!(backoff(base, 40) <= MAX_BACKOFF);
-            assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
+            assert!(backoff(base, max, 1) <= Duration::from_secs(1));
+            assert!(backoff(base, max, 3) <= Duration::from_secs(4));
+            assert!(backoff(base, max, 40) <= max);
+            assert!(backoff(base, Duration::from_millis(1500), 3) <= Duration::from_millis(1500));
+            assert_eq!(backoff(Duration::ZERO, max, 5), Duration::ZERO);
         }
         // Full jitter: waits spread over the whole range rather than sitting at the ceiling.
-        let waits: Vec<Duration> = (0..200).map(|_| backoff(base, 3)).collect();
+        let waits: Vec<Duration> = (0..200).map(|_| backoff(base, max, 3)).collect();
         assert!(waits.iter().any(|w| *w < Duration::from_secs(2)));
         assert!(waits.iter().any(|w| *w > Duration::from_secs(2)));
     }
@@ -1255,5 +1446,482 @@ mod tests {
         let cut = excerpt(&long);
         assert_eq!(cut.chars().count(), MAX_EXCERPT_CHARS);
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn the_limiter_halves_once_per_wave_pays_debt_and_grows_back() {
+        let limiter = Limiter::new(4, 2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let slots: Vec<Slot<'_>> = (0..4).map(|_| rt.block_on(limiter.acquire())).collect();
+        assert_eq!(limiter.permits.available_permits(), 0);
+
+        // Four 429s of the same wave: one halving.
+        assert_eq!(limiter.observe(&slots[0], Event::RateLimited), Some((4, 2)));
+        for slot in &slots[1..] {
+            assert_eq!(limiter.observe(slot, Event::RateLimited), None);
+        }
+        assert_eq!(limiter.lock().debt, 2);
+        drop(slots);
+        // Two permits paid the debt, two came back.
+        assert_eq!(limiter.permits.available_permits(), 2);
+        assert_eq!(limiter.lock().debt, 0);
+
+        // The next wave halves again; a lone 429 at 1 changes nothing.
+        let slot = rt.block_on(limiter.acquire());
+        assert_eq!(limiter.observe(&slot, Event::RateLimited), Some((2, 1)));
+        drop(slot);
+        assert_eq!(limiter.permits.available_permits(), 1);
+        let slot = rt.block_on(limiter.acquire());
+        assert_eq!(limiter.observe(&slot, Event::RateLimited), None);
+
+        // Two answers in a row grow the limit by one; a 429 in between restarts the count.
+        assert_eq!(limiter.observe(&slot, Event::Answered), None);
+        let fresh = Slot {
+            limiter: &limiter,
+            permit: None,
+            epoch: limiter.lock().epoch,
+        };
+        assert_eq!(limiter.observe(&fresh, Event::RateLimited), None);
+        assert_eq!(limiter.observe(&slot, Event::Answered), None);
+        assert_eq!(limiter.observe(&slot, Event::Answered), Some((1, 2)));
+        drop(slot);
+        assert_eq!(limiter.permits.available_permits(), 2);
+        for _ in 0..2 {
+            limiter.observe(&fresh, Event::Answered);
+        }
+        for _ in 0..2 {
+            limiter.observe(&fresh, Event::Answered);
+        }
+        assert_eq!(limiter.limit(), 4);
+        assert_eq!(limiter.permits.available_permits(), 4);
+        // Never above the maximum.
+        for _ in 0..10 {
+            assert_eq!(limiter.observe(&fresh, Event::Answered), None);
+        }
+        assert_eq!(limiter.permits.available_permits(), 4);
+    }
+
+    #[tokio::test]
+    async fn sustained_429s_shrink_concurrency_to_one_and_answers_grow_it_back() {
+        let mut script = vec![
+            Reply::new(429, r#"{"error":{"message":"rate limited"}}"#)
+                .delay(Duration::from_millis(30));
+            30
+        ];
+        script.push(Reply::ok("at last").delay(Duration::from_millis(20)));
+        let (mock, base) = serve(script).await;
+        let provider = provider_with(&base, None, 5, 100, 4).with_grow_after(3);
+        let (log, notify) = recorder();
+        let (site, request) = (site(), request());
+
+        let results =
+            futures_join_all((0..8).map(|_| provider.chat(&site, &request, &notify))).await;
+
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let arrivals = mock.arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), 38);
+        assert_eq!(arrivals[0..4], [1, 2, 3, 4], "{arrivals:?}");
+        // After a few 429s, one request at a time for as long as the 429s last.
+        assert!(arrivals[10..31].iter().all(|n| *n == 1), "{arrivals:?}");
+        {
+            let log = log.lock().unwrap();
+            let changes: Vec<&String> = log.iter().filter(|l| l.contains("concurrency")).collect();
+            assert_eq!(
+                changes,
+                [
+                    "test: concurrency 4 -> 2 after 429",
+                    "test: concurrency 2 -> 1 after 429",
+                    "test: concurrency 1 -> 2 after 3 answers in a row",
+                    "test: concurrency 2 -> 3 after 3 answers in a row",
+                ],
+                "{log:?}"
+            );
+        }
+        assert_eq!(provider.concurrency_limit(), 3);
+
+        // The endpoint has recovered: the limit grows back to max_concurrency and no further.
+        mock.arrivals.lock().unwrap().clear();
+        let results =
+            futures_join_all((0..20).map(|_| provider.chat(&site, &request, &notify))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(provider.concurrency_limit(), 4);
+        let arrivals = mock.arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.iter().max(), Some(&4), "{arrivals:?}");
+        assert!(
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l == "test: concurrency 3 -> 4 after 3 answers in a row")
+        );
+    }
+
+    /// One scripted behaviour of the raw fault server, for faults axum cannot produce.
+    #[derive(Clone, Debug)]
+    enum Fault {
+        /// A complete HTTP response (the connection closes after it).
+        Respond {
+            status: u16,
+            headers: Vec<(&'static str, String)>,
+            body: String,
+        },
+        /// Accept the connection and drop it at once, unread (the peer sees a reset).
+        DropOnAccept,
+        /// Read the request, then close with a TCP reset.
+        Reset,
+        /// Read the request, write part of the status line and headers, close.
+        HalfResponse,
+        /// Read the request and never answer.
+        Hang,
+        /// A 200 whose `Content-Length` promises more than the body sent before the close.
+        Truncated,
+    }
+
+    impl Fault {
+        fn respond(status: u16, body: impl Into<String>) -> Self {
+            Self::Respond {
+                status,
+                headers: Vec::new(),
+                body: body.into(),
+            }
+        }
+        fn ok() -> Self {
+            Self::respond(200, answer("recovered"))
+        }
+    }
+
+    /// Reads one HTTP/1.1 request (headers and a `Content-Length` body).
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    }
+
+    /// A raw TCP server playing `script` one connection at a time (its last entry repeats
+    /// forever); returns the count of connections served and a base URL.
+    async fn fault_server(script: Vec<Fault>) -> (Arc<AtomicUsize>, String) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        tokio::spawn(async move {
+            let mut script: VecDeque<Fault> = script.into();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let fault = if script.len() > 1 {
+                    script.pop_front().unwrap()
+                } else {
+                    script.front().cloned().unwrap()
+                };
+                tokio::spawn(async move {
+                    if matches!(fault, Fault::DropOnAccept) {
+                        stream.set_zero_linger().unwrap();
+                        drop(stream);
+                        return;
+                    }
+                    if read_request(&mut stream).await.is_err() {
+                        return;
+                    }
+                    let raw = match fault {
+                        Fault::Respond {
+                            status,
+                            headers,
+                            body,
+                        } => {
+                            let mut head = format!(
+                                "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                                AxumStatus::from_u16(status)
+                                    .unwrap()
+                                    .canonical_reason()
+                                    .unwrap_or("Whatever"),
+                                body.len()
+                            );
+                            for (name, value) in headers {
+                                head.push_str(name);
+                                head.push_str(": ");
+                                head.push_str(&value);
+                                head.push_str("\r\n");
+                            }
+                            format!("{head}\r\n{body}")
+                        }
+                        Fault::Reset => {
+                            stream.set_zero_linger().unwrap();
+                            return;
+                        }
+                        Fault::HalfResponse => "HTTP/1.1 200 OK\r\ncontent-type: appl".to_string(),
+                        Fault::Hang => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return;
+                        }
+                        Fault::Truncated => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n{}",
+                            &answer("never whole")[..40]
+                        ),
+                        Fault::DropOnAccept => unreachable!(),
+                    };
+                    let _ = stream.write_all(raw.as_bytes()).await;
+                    let _ = stream.flush().await;
+                });
+            }
+        });
+        (served, format!("http://{addr}/v1"))
+    }
+
+    /// Usage that some failing answers report (billed although the attempt failed).
+    const FAULT_USAGE: Usage = Usage {
+        input_tokens: 7,
+        output_tokens: 3,
+        cache_read_tokens: 0,
+    };
+
+    /// Usage of [`answer`].
+    const ANSWER_USAGE: Usage = Usage {
+        input_tokens: 120,
+        output_tokens: 30,
+        cache_read_tokens: 100,
+    };
+
+    fn times(usage: Usage, n: u64) -> Usage {
+        Usage {
+            input_tokens: usage.input_tokens * n,
+            output_tokens: usage.output_tokens * n,
+            cache_read_tokens: usage.cache_read_tokens * n,
+        }
+    }
+
+    /// A provider for the fault matrix: 2 retries, 300 ms per attempt, backoff of at most 20 ms.
+    fn fault_provider(base: &str) -> OpenAiProvider {
+        let config = ProviderConfig {
+            name: "faulty".into(),
+            kind: ProviderKind::OpenAi {
+                base_url: base.into(),
+                api_key_env: None,
+                timeout_secs: 1,
+                max_retries: 2,
+                retry_base_ms: 5,
+                retry_max_ms: 20,
+            },
+            max_concurrency: 4,
+        };
+        OpenAiProvider::new(&config).with_timeout(Duration::from_millis(300))
+    }
+
+    /// The two halves of a row of the fault matrix: the fault twice then an answer (success on
+    /// the third attempt, failed attempts' usage included), and the fault forever
+    /// (Infrastructure after 3 attempts, with their summed usage and `expect` in the message).
+    /// Returns the notifications of both calls.
+    async fn fault_matrix_row(fault: Fault, expect: &str, usage: Usage) -> Vec<String> {
+        let (served, base) = fault_server(vec![fault.clone(), fault.clone(), Fault::ok()]).await;
+        let provider = fault_provider(&base);
+        let (log, notify) = recorder();
+
+        let response = provider
+            .chat(&site(), &request(), &notify)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} then recovery: {e:?}"));
+        assert_eq!(response.content, "recovered");
+        assert_eq!(response.attempts, 3);
+        let mut total = times(usage, 2);
+        total.add(ANSWER_USAGE);
+        assert_eq!(response.usage, total, "{fault:?}");
+        assert_eq!(served.load(Ordering::SeqCst), 3, "{fault:?}");
+
+        let (served, base) = fault_server(vec![fault.clone()]).await;
+        let provider = fault_provider(&base);
+        let err = provider
+            .chat(&site(), &request(), &notify)
+            .await
+            .unwrap_err();
+        match &err {
+            ProviderError::Infrastructure {
+                attempts,
+                message,
+                usage: spent,
+            } => {
+                assert_eq!(*attempts, 3, "{fault:?}");
+                assert_eq!(*spent, times(usage, 3), "{fault:?}");
+                assert!(message.contains(expect), "{fault:?}: {message}");
+                assert!(message.contains("/v1/chat/completions"), "{message}");
+            }
+            other => panic!("{fault:?}: expected Infrastructure, got {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with("endpoint failed after 3 attempt(s)"),
+            "{err}"
+        );
+        assert_eq!(served.load(Ordering::SeqCst), 3, "{fault:?}");
+        let log = log.lock().unwrap().clone();
+        let retries = log.iter().filter(|l| l.contains("-> retry")).count();
+        assert_eq!(retries, 4, "{fault:?}: {log:?}");
+        log
+    }
+
+    #[tokio::test]
+    async fn fault_429_with_retry_after_waits_as_told() {
+        let fault = Fault::Respond {
+            status: 429,
+            headers: vec![("retry-after", "0.2".into())],
+            body: r#"{"error":{"message":"slow down"}}"#.into(),
+        };
+        let started = Instant::now();
+        let log = fault_matrix_row(fault, "HTTP 429 Too Many Requests", Usage::default()).await;
+        // Four waits of 0.2 s in all.
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            log.iter()
+                .filter(|l| l.contains("-> retry"))
+                .all(|l| l.contains("(rate limited)") && l.ends_with("in 0.2s")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l == "faulty: concurrency 4 -> 2 after 429"),
+            "{log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn fault_429_without_retry_after_backs_off() {
+        let fault = Fault::respond(429, r#"{"error":{"message":"slow down"}}"#);
+        let started = Instant::now();
+        let log = fault_matrix_row(fault, "HTTP 429 Too Many Requests", Usage::default()).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.contains("(rate limited) -> retry 2/2")),
+            "{log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn fault_500_with_billed_usage() {
+        let body = r#"{"error":{"message":"upstream died mid-generation"},"usage":{"prompt_tokens":7,"completion_tokens":3}}"#;
+        fault_matrix_row(
+            Fault::respond(500, body),
+            "HTTP 500 Internal Server Error: {\"error\"",
+            FAULT_USAGE,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_502() {
+        fault_matrix_row(
+            Fault::respond(502, "<html>bad gateway</html>"),
+            "HTTP 502 Bad Gateway: <html>bad gateway</html>",
+            Usage::default(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_503() {
+        fault_matrix_row(
+            Fault::respond(503, ""),
+            "HTTP 503 Service Unavailable: (empty body)",
+            Usage::default(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_connection_dropped_on_accept() {
+        fault_matrix_row(Fault::DropOnAccept, "connection reset", Usage::default()).await;
+    }
+
+    #[tokio::test]
+    async fn fault_connection_reset_after_the_request() {
+        fault_matrix_row(Fault::Reset, "connection reset", Usage::default()).await;
+    }
+
+    #[tokio::test]
+    async fn fault_half_a_response_then_close() {
+        fault_matrix_row(
+            Fault::HalfResponse,
+            "connection closed mid-answer",
+            Usage::default(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_hang_past_the_timeout() {
+        let started = Instant::now();
+        fault_matrix_row(Fault::Hang, "timed out after 300ms", Usage::default()).await;
+        // Five timed-out attempts of 300 ms, and no more.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn fault_truncated_body() {
+        fault_matrix_row(
+            Fault::Truncated,
+            "truncated answer: error decoding response body",
+            Usage::default(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_invalid_json() {
+        fault_matrix_row(
+            Fault::respond(200, r#"{"choices": [{"message": {"content": "cut of"#),
+            "invalid JSON in HTTP 200 answer: {\"choices\"",
+            Usage::default(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn fault_empty_choices() {
+        fault_matrix_row(
+            Fault::respond(
+                200,
+                r#"{"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}"#,
+            ),
+            "answer has no choices",
+            FAULT_USAGE,
+        )
+        .await;
     }
 }

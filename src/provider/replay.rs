@@ -65,22 +65,56 @@ impl ReplayProvider {
         notify: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, ProviderError> {
         let path = exchange_path(&self.dir, site);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let bytes = std::fs::read(&path).map_err(|e| {
             ProviderError::Replay(format!(
-                "no recording for {} {} {}: cannot read {}: {e}",
+                "{}: no recording for stage `{}`, model `{}`, subject `{}`: cannot read it: {e}",
+                path.display(),
                 site.stage,
                 site.model,
-                site.subject,
+                site.subject
+            ))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..offset]));
+            ProviderError::Replay(format!(
+                "{}:{line}:{col}: the recording is not valid UTF-8 (byte 0x{:02X}): save it as UTF-8",
+                path.display(),
+                e.as_bytes()[offset]
+            ))
+        })?;
+        // The syntax first: a typed read stops at its first missing field, before the parser
+        // reaches the misindented line that is the real problem.
+        let parsed = serde_yaml::from_str::<serde::de::IgnoredAny>(&text)
+            .and_then(|_| serde_yaml::from_str::<Exchange>(&text));
+        let ex = parsed.map_err(|e| {
+            let mut message = e.to_string();
+            let mut at = String::new();
+            if let Some(l) = e.location() {
+                at = format!(":{}:{}", l.line(), l.column());
+                // The location leads the message already: drop serde_yaml's copy of it.
+                message = message.replacen(
+                    &format!(" at line {} column {}", l.line(), l.column()),
+                    "",
+                    1,
+                );
+            }
+            ProviderError::Replay(format!(
+                "{}{at}: malformed recording: {message}",
                 path.display()
             ))
         })?;
-        let ex: Exchange = serde_yaml::from_str(&text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
+        if ex.turns.is_empty() {
+            let at = text
+                .lines()
+                .position(|l| l.starts_with("turns:"))
+                .map(|i| format!(":{}:1", i + 1))
                 .unwrap_or_default();
-            ProviderError::Replay(format!("{}{at}: malformed recording: {e}", path.display()))
-        })?;
+            return Err(ProviderError::Replay(format!(
+                "{}{at}: the recording has no turns: add at least one `- answer: ...` under `turns`",
+                path.display()
+            )));
+        }
         let turn = ex.turns.get(site.turn).ok_or_else(|| {
             ProviderError::Replay(format!(
                 "{}: the recording has {} turn(s); turn {} was asked for",
@@ -110,6 +144,13 @@ impl ReplayProvider {
             attempts: 1,
         })
     }
+}
+
+/// 1-based line and column just past `prefix`.
+fn line_col(prefix: &str) -> (usize, usize) {
+    let line = prefix.matches('\n').count() + 1;
+    let col = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// Writes every exchange of a live run into a recordings directory.

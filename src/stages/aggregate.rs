@@ -16,7 +16,7 @@ use crate::aggregate::{
 use crate::config::{ProviderKind, StageKind};
 use crate::plan::Subject;
 use crate::rubric::{Aggregation, Rubric};
-use crate::store::Status;
+use crate::store::{FailureKind, Status};
 
 pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     let p = ctx.pipeline();
@@ -82,12 +82,22 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     for d in &deps {
         let record = ctx.store.record(d);
         if !record.as_ref().is_some_and(|r| r.status == Status::Done) {
+            let usage = record.as_ref().and_then(|r| r.usage).unwrap_or_default();
+            let kind = record
+                .as_ref()
+                .and_then(|r| r.failure.as_ref())
+                .map_or(FailureKind::Infrastructure, |f| f.kind);
             let message = record
                 .and_then(|r| r.failure.map(|f| f.message))
                 .unwrap_or_else(|| "did not run (an upstream node did not finish)".into());
             data.problems.push(Problem {
                 node: d.id.clone(),
-                kind: "infrastructure".into(),
+                kind: match kind {
+                    FailureKind::Infrastructure => "infrastructure",
+                    FailureKind::Configuration => "configuration",
+                    FailureKind::Internal => "internal",
+                }
+                .into(),
                 message: message.clone(),
             });
             if let Subject::Judgment {
@@ -118,8 +128,12 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     note: None,
                     dropout: Some(message),
                     infrastructure: true,
-                    usage: crate::provider::Usage::default(),
-                    cost_usd: 0.0,
+                    usage,
+                    cost_usd: p
+                        .model(judge)
+                        .map(|m| m.price)
+                        .unwrap_or_default()
+                        .cost(usage),
                     wall_ms: 0,
                     measured: true,
                 });

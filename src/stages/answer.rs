@@ -62,7 +62,7 @@ pub fn parse(answer: &str, protected: &dyn Fn(&Path) -> bool) -> Parsed {
         if !closed {
             rejected.push(Rejection {
                 path: raw_path,
-                reason: "the fenced block is not closed (answer cut off?)".into(),
+                reason: "the fenced block is never closed: the answer may have been cut off".into(),
             });
             continue;
         }
@@ -74,7 +74,10 @@ pub fn parse(answer: &str, protected: &dyn Fn(&Path) -> bool) -> Parsed {
             Ok(_) if body.len() > MAX_FILE_BYTES => {
                 rejected.push(Rejection {
                     path: raw_path,
-                    reason: format!("file is larger than {MAX_FILE_BYTES} bytes"),
+                    reason: format!(
+                        "file is {} bytes, over the limit of {MAX_FILE_BYTES} bytes",
+                        body.len()
+                    ),
                 });
             }
             Ok(path) => {

@@ -11,7 +11,7 @@ use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::{Harness, StageKind};
 use crate::fsutil;
 use crate::plan::Subject;
-use crate::provider::{CallSite, ChatRequest, Message, ProviderError, Usage};
+use crate::provider::{CallSite, ChatRequest, Message, Usage};
 use crate::templates::{self, BuildCtx, FileCtx, TaskCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +98,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         r = ctx.services.providers.chat(&m.provider, &site, &request, &notify) => r,
         () = ctx.cancel.cancelled() => return Err(NodeError::Cancelled),
     };
-    let response = response.map_err(|e| match e {
-        ProviderError::Infrastructure { .. }
-        | ProviderError::Replay(_)
-        | ProviderError::Rejected { .. } => NodeError::Infrastructure(e.to_string()),
-    })?;
+    let response = response?;
     let wall_ms = t.elapsed().as_millis() as u64;
     outputs.push(write_text(dir, "answer.md", &response.content)?);
 

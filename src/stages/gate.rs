@@ -94,6 +94,15 @@ pub fn script(task: &Task, run: u32) -> String {
     }
 }
 
+/// How a run ended, in words: `exited 1`, `was killed by signal 9`.
+fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exited {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        (None, None) => "ended without an exit code".to_string(),
+    }
+}
+
 fn shell_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_./=:$\"".contains(c))
@@ -171,17 +180,32 @@ pub async fn run_tests(
             None => {
                 reasons.push(if r.timed_out {
                     format!("run {run}: timed out after {}s before reporting", timeout.as_secs())
+                } else if task.gate.runner == Runner::Command {
+                    format!(
+                        "run {run}: no JUnit report: the gate command {} without writing JUnit XML to $PIPE_JUNIT",
+                        exit_text(r.exit_code, r.signal)
+                    )
                 } else {
-                    format!("run {run}: no JUnit report: the test run ended before reporting (exit {:?})", r.exit_code)
+                    format!(
+                        "run {run}: no JUnit report: the test run {} before reporting",
+                        exit_text(r.exit_code, r.signal)
+                    )
                 });
                 per_run.push(Vec::new());
             }
             Some(xml) => {
                 artifacts.push((format!("junit-{run}.xml"), xml.clone()));
                 match junit::parse(xml) {
-                    Ok(cases) => per_run.push(cases),
+                    Ok(cases) => {
+                        if cases.is_empty() {
+                            reasons.push(format!(
+                                "run {run}: the JUnit report junit-{run}.xml lists no test case"
+                            ));
+                        }
+                        per_run.push(cases);
+                    }
                     Err(e) => {
-                        reasons.push(format!("run {run}: {e}"));
+                        reasons.push(format!("run {run}: junit-{run}.xml: {e}"));
                         per_run.push(Vec::new());
                     }
                 }
@@ -193,8 +217,8 @@ pub async fn run_tests(
             ));
         } else if r.exit_code != Some(0) && !r.timed_out {
             reasons.push(format!(
-                "run {run}: the test runner exited {:?}",
-                r.exit_code
+                "run {run}: the test runner {}",
+                exit_text(r.exit_code, r.signal)
             ));
         }
     }

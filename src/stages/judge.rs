@@ -121,7 +121,7 @@ pub struct Verdict {
 }
 
 /// The first JSON object in an answer (bare, or in a ```json fence, with prose around).
-fn extract_json(answer: &str) -> Option<serde_json::Value> {
+pub fn extract_first_json(answer: &str) -> Option<serde_json::Value> {
     let bytes = answer.as_bytes();
     let mut start = 0;
     while let Some(off) = answer[start..].find('{') {
@@ -156,7 +156,7 @@ fn extract_json(answer: &str) -> Option<serde_json::Value> {
 
 /// Checks an answer against the rubric; every problem is listed.
 pub fn validate(answer: &str, rubric: &Rubric) -> Result<Verdict, Vec<String>> {
-    let Some(v) = extract_json(answer) else {
+    let Some(v) = extract_first_json(answer) else {
         return Err(vec!["the answer holds no JSON object".into()]);
     };
     let mut problems = Vec::new();
@@ -356,7 +356,17 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
             r = ctx.services.providers.chat(&jm.provider, &site, &request, &notify) => r,
             () = ctx.cancel.cancelled() => return Err(NodeError::Cancelled),
         };
-        let response = response.map_err(|e| NodeError::Infrastructure(e.to_string()))?;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                // Count what the earlier turns and the failed attempts cost.
+                let mut err = NodeError::from(e);
+                if let NodeError::Endpoint { usage, .. } = &mut err {
+                    usage.add(judgment.usage);
+                }
+                return Err(err);
+            }
+        };
         judgment.turns += 1;
         judgment.usage.add(response.usage);
         latency_ms += response.latency_ms;

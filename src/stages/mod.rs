@@ -64,6 +64,16 @@ pub enum NodeError {
     /// The endpoint, the sandbox or the disk failed; running again may succeed.
     #[error("infrastructure: {0}")]
     Infrastructure(String),
+    /// The endpoint failed after its retries; the usage the failed attempts reported is kept so
+    /// their cost is still counted.
+    #[error("infrastructure: {message}")]
+    Endpoint {
+        message: String,
+        usage: crate::provider::Usage,
+    },
+    /// The operator's setup is wrong (an unknown model name, a missing key, a broken recording).
+    #[error("configuration: {0}")]
+    Configuration(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("interrupted")]
@@ -77,6 +87,21 @@ impl From<crate::sandbox::SandboxError> for NodeError {
         match e {
             crate::sandbox::SandboxError::Cancelled => Self::Cancelled,
             crate::sandbox::SandboxError::Setup(m) => Self::Infrastructure(m),
+        }
+    }
+}
+
+impl From<crate::provider::ProviderError> for NodeError {
+    fn from(e: crate::provider::ProviderError) -> Self {
+        use crate::provider::ProviderError;
+        match e {
+            ProviderError::Infrastructure { usage, .. } => Self::Endpoint {
+                message: e.to_string(),
+                usage,
+            },
+            ProviderError::Rejected { .. } | ProviderError::Replay(_) => {
+                Self::Configuration(e.to_string())
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{NodeCtx, NodeError, write_output, write_text};
-use crate::aggregate::{Aggregate, ImplRow, num};
+use crate::aggregate::{Aggregate, ImplRow, RoundData, num};
 use crate::config::{PublishFormat, StageKind};
 use crate::fsutil;
 
@@ -530,20 +530,24 @@ pub fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let mut outputs = Vec::new();
     for f in formats {
         let name = match f {
-            PublishFormat::Markdown => {
-                outputs.push(write_text(dir, "report.md", &markdown(&a))?);
-                "report.md"
+            PublishFormat::Markdown => write_text(dir, "report.md", &markdown(&a))?,
+            PublishFormat::Json => write_output(dir, "aggregate.json", &a)?,
+            PublishFormat::Dataset => {
+                let data: RoundData = ctx.read_output(agg_node, "round-data.json")?;
+                write_output(
+                    dir,
+                    "dataset.json",
+                    &crate::dataset::dataset(vec![(data, a.clone())]),
+                )?
             }
-            PublishFormat::Json => {
-                outputs.push(write_output(dir, "aggregate.json", &a)?);
-                "aggregate.json"
-            }
+            PublishFormat::Html => write_text(dir, "report.html", &crate::html::render(&a))?,
         };
-        let from = dir.join(name);
-        let to = ctx.store.root.join(name);
+        // The round directory gets a copy of each, where people look first.
+        let from = dir.join(&name);
+        let to = ctx.store.root.join(&name);
         let bytes = std::fs::read(&from).map_err(super::io(&from))?;
         fsutil::write_atomic(&to, &bytes).map_err(super::io(&to))?;
+        outputs.push(name);
     }
-    outputs.dedup();
     Ok(outputs)
 }

@@ -1,0 +1,525 @@
+//! Broken inputs that are not pipeline files and that `pipe validate` cannot see: recordings the
+//! replay provider reads, model answers a build parses, JUnit reports a gate reads. Each runs the
+//! real binary on a copy of `tests/fixtures/mini` (a small replayed round) that the test breaks,
+//! and snapshots the message the user sees. What must hold every time:
+//!
+//! - no panic: the run ends with its summary, and the round goes on past the bad node;
+//! - the message names the file and, when there is one, the line and column;
+//! - nothing already done is lost: every node finished before keeps its record.
+//!
+//! (Broken rubrics and tasks are found by `pipe validate`: they are cases of `tests/broken/`, run
+//! by `tests/validate.rs`.)
+//!
+//! Regenerate after an intended change: `INSTA_UPDATE=always cargo test --test broken_inputs`,
+//! then read every changed `tests/snapshots/broken_inputs__*.snap`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const EXIT_OK: i32 = 0;
+const EXIT_FAILED: i32 = 1;
+
+/// Nodes of the fixture round.
+const NODES: usize = 12;
+
+struct Round {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+struct Run {
+    code: i32,
+    summary: Value,
+    stderr: String,
+}
+
+impl Round {
+    /// A copy of the fixture round in a temp dir, run once to the end, cleanly.
+    fn finished() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("mini");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini"),
+            &root,
+        );
+        let r = Self { dir, root };
+        let run = r.run(&[]);
+        assert_eq!(run.code, EXIT_OK, "the clean run failed: {}", run.stderr);
+        assert_eq!(run.summary["executed"], NODES, "{}", run.summary);
+        r
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.path(rel)).expect("readable");
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, text.replacen(from, to, 1).as_bytes());
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+        c.current_dir(&self.root)
+            .env_remove("OPENROUTER_API_KEY")
+            .env("NO_COLOR", "1")
+            .args(args);
+        c
+    }
+
+    /// `pipe run pipeline.toml --json EXTRA`.
+    fn run(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["run", "pipeline.toml", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cmd(&args).output().expect("pipe runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("panicked"),
+            "pipe panicked:\n{stderr}\nstdout:\n{stdout}"
+        );
+        let summary = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            summary,
+            stderr,
+        }
+    }
+
+    /// `pipe status pipeline.toml --json`: state and why, by node id.
+    fn status(&self) -> BTreeMap<String, (String, String)> {
+        let out = self
+            .cmd(&["status", "pipeline.toml", "--json"])
+            .output()
+            .expect("pipe runs");
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_OK),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| (text(&n["id"]), (text(&n["state"]), text(&n["why"]))))
+            .collect()
+    }
+
+    fn round_dir(&self) -> PathBuf {
+        self.root.join("out/mini-2026-01-02")
+    }
+
+    /// A JSON output of a node, e.g. `nodes/build/bob/1/build.json`.
+    fn output(&self, rel: &str) -> Value {
+        let path = self.round_dir().join(rel);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).expect("JSON output")
+    }
+
+    /// Every node record of the round: status and finish time, by node id.
+    fn records(&self) -> BTreeMap<String, (String, String)> {
+        let mut out = BTreeMap::new();
+        for path in all_files(&self.round_dir().join("nodes")) {
+            if path.file_name().is_some_and(|n| n == "node.json") {
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(&path).expect("readable")).expect("JSON");
+                out.insert(
+                    text(&v["id"]),
+                    (text(&v["status"]), text(&v["finished_at"])),
+                );
+            }
+        }
+        out
+    }
+
+    /// Machine-specific paths, should any reach a message, become placeholders.
+    fn scrub(&self, message: &str) -> String {
+        message
+            .replace(&self.root.display().to_string(), "[ROUND]")
+            .replace(&self.dir.path().display().to_string(), "[TMP]")
+            .replace(&std::env::temp_dir().display().to_string(), "[TMP]")
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("readable dir") {
+        let entry = entry.expect("readable entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(all_files(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The outcome of `id` in a run summary (`executed`, `cached`, `failed`, `skipped`) and its reason.
+fn outcome(summary: &Value, id: &str) -> (String, String) {
+    let node = summary["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {summary}"));
+    (text(&node["outcome"]), text(&node["reason"]))
+}
+
+/// Nothing finished before `run` was lost by it: every node done before is still done, and the
+/// record of a node the run did not execute (cached, or skipped for a failed upstream) is the
+/// very same. `failed` is the one node allowed to fail.
+fn assert_nothing_lost(
+    before: &BTreeMap<String, (String, String)>,
+    after: &BTreeMap<String, (String, String)>,
+    run: &Value,
+    failed: Option<&str>,
+) {
+    assert_eq!(before.len(), NODES, "{before:?}");
+    for (id, (status, finished_at)) in before {
+        assert_eq!(status, "done", "{id} was not done before");
+        let Some((now, now_finished)) = after.get(id) else {
+            panic!("{id} lost its record");
+        };
+        if Some(id.as_str()) == failed {
+            assert_eq!(now, "failed", "{id}");
+            continue;
+        }
+        assert_eq!(now, "done", "{id} was done and is now {now}");
+        let (outcome, _) = outcome(run, id);
+        match outcome.as_str() {
+            "executed" => {}
+            "cached" | "skipped" => {
+                assert_eq!(
+                    now_finished, finished_at,
+                    "{id} ({outcome}) has a new record"
+                );
+            }
+            other => panic!("{id}: unexpected outcome {other}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recordings: the node reading a broken recording fails, naming the file (and line:col); the rest
+// of the round runs; `pipe status` shows the failure; fixing the file and running again finishes
+// the round.
+
+/// Breaks the recording `rel` of a finished round (`None` deletes it), forces `stage` again, and
+/// returns the failure reason of `node`, the node that reads the recording.
+fn broken_recording(rel: &str, content: Option<&[u8]>, stage: &str, node: &str) -> String {
+    let r = Round::finished();
+    let before = r.records();
+    let good = std::fs::read(r.path(rel)).expect("the fixture has the recording");
+    match content {
+        Some(bytes) => r.write(rel, bytes),
+        None => std::fs::remove_file(r.path(rel)).expect("remove"),
+    }
+
+    let run = r.run(&["--force", stage]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    let s = &run.summary;
+    assert_eq!(
+        s["failed"], 1,
+        "only the node reading the recording fails: {s}"
+    );
+    let (state, reason) = outcome(s, node);
+    assert_eq!(state, "failed", "{s}");
+    assert!(reason.contains(rel), "the reason names the file: {reason}");
+    // The round went on past it, to the report.
+    assert_eq!(outcome(s, "publish").0, "executed", "{s}");
+    assert!(r.round_dir().join("report.md").is_file());
+
+    // The store keeps the failure, and `pipe status` shows it with its reason.
+    let record = r.output(&format!("{}/node.json", node_dir(node)));
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["failure"]["message"], reason.as_str());
+    let status = r.status();
+    let (state, why) = &status[node];
+    assert_eq!(state, "failed");
+    // (`pipe status` lowercases its `why`: compare without case.)
+    assert!(
+        why.to_lowercase().contains(&reason.to_lowercase()),
+        "status gives {why:?}, the run said {reason:?}"
+    );
+    for (id, (state, why)) in &status {
+        if id != node {
+            assert!(state == "done" || state == "stale", "{id}: {state} ({why})");
+        }
+    }
+    assert_nothing_lost(&before, &r.records(), s, Some(node));
+
+    // Mended, the recording is read again: the failed node runs, and the round is done.
+    r.write(rel, &good);
+    let again = r.run(&[]);
+    assert_eq!(again.code, EXIT_OK, "{}", again.stderr);
+    assert_eq!(outcome(&again.summary, node).0, "executed");
+    assert!(r.status().values().all(|(state, _)| state == "done"));
+
+    r.scrub(&reason)
+}
+
+/// The store directory of a node id: `build:ann#1` is `nodes/build/ann/1`, `judge:ann->bob#1` is
+/// `nodes/judge/ann/bob-1`.
+fn node_dir(id: &str) -> String {
+    let (stage, rest) = id.split_once(':').expect("stage:subject");
+    let (who, sample) = rest.split_once('#').expect("#sample");
+    match who.split_once("->") {
+        Some((judge, author)) => format!("nodes/{stage}/{judge}/{author}-{sample}"),
+        None => format!("nodes/{stage}/{who}/{sample}"),
+    }
+}
+
+#[test]
+fn recording_with_bad_indentation() {
+    // `answer` is indented less than the `usage` key of the same turn.
+    let reason = broken_recording(
+        "recordings/build/ann/1.yaml",
+        Some(
+            b"stage: build\nmodel: ann\nsubject: \"1\"\nturns:\n  - usage: { input_tokens: 100, output_tokens: 50 }\n    latency_ms: 1000\n   answer: |\n      ```python path=adder.py\n      def add(a, b):\n          return a + b\n      ```\n",
+        ),
+        "build",
+        "build:ann#1",
+    );
+    insta::assert_snapshot!("recording_bad_indentation", reason);
+}
+
+#[test]
+fn recording_with_an_unknown_key() {
+    let reason = broken_recording(
+        "recordings/judge/bob/ann-1.yaml",
+        Some(
+            b"stage: judge\nmodel: bob\nsubject: \"ann-1\"\nturns:\n  - usage: { input_tokens: 300, output_tokens: 30 }\n    latency: 500\n    answer: |\n      {\"scores\": {\"spec\": 9, \"quality\": 18}, \"checks\": {\"core-behaviour\": \"pass\", \"no-test-gaming\": \"pass\", \"no-unsafe-side-effects\": \"pass\"}, \"verdict\": \"ship\", \"note\": \"reviewed\"}\n",
+        ),
+        "judge",
+        "judge:bob->ann#1",
+    );
+    insta::assert_snapshot!("recording_unknown_key", reason);
+}
+
+#[test]
+fn recording_with_no_turns() {
+    let reason = broken_recording(
+        "recordings/judge/ann/bob-1.yaml",
+        Some(b"stage: judge\nmodel: ann\nsubject: \"bob-1\"\nturns: []\n"),
+        "judge",
+        "judge:ann->bob#1",
+    );
+    insta::assert_snapshot!("recording_no_turns", reason);
+}
+
+#[test]
+fn missing_recording() {
+    let reason = broken_recording("recordings/build/bob/1.yaml", None, "build", "build:bob#1");
+    insta::assert_snapshot!("recording_missing", reason);
+}
+
+#[test]
+fn recording_that_is_not_utf8() {
+    // Latin-1 `é` (0xE9) in the judge's note.
+    let reason = broken_recording(
+        "recordings/judge/ann/ann-1.yaml",
+        Some(
+            b"stage: judge\nmodel: ann\nsubject: \"ann-1\"\nturns:\n  - answer: |\n      {\"scores\": {\"spec\": 9, \"quality\": 18}, \"checks\": {\"core-behaviour\": \"pass\", \"no-test-gaming\": \"pass\", \"no-unsafe-side-effects\": \"pass\"}, \"verdict\": \"ship\", \"note\": \"r\xe9vis\xe9\"}\n",
+        ),
+        "judge",
+        "judge:ann->ann#1",
+    );
+    insta::assert_snapshot!("recording_not_utf8", reason);
+}
+
+/// An answer can only be invalid UTF-8 when it comes from a recording: a live endpoint's answer
+/// is decoded from JSON, always text. Such a recording is a corrupt input file, not something the
+/// model said, so the build node fails (located, retried once the file is mended) rather than
+/// recording a rejected build that would stay cached after the fix.
+#[test]
+fn build_answer_that_is_not_utf8() {
+    let reason = broken_recording(
+        "recordings/build/bob/1.yaml",
+        Some(
+            b"stage: build\nmodel: bob\nsubject: \"1\"\nturns:\n  - answer: |\n      ```python path=adder.py\n      def add(a, b):\n          return a + b  # \xff\xfe\n      ```\n",
+        ),
+        "build",
+        "build:bob#1",
+    );
+    insta::assert_snapshot!("build_answer_not_utf8", reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model answers: a bad answer is a result, not a failure. The build is recorded as rejected with
+// its reason, its gate does not run, and the round finishes.
+
+/// Gives bob's build `answer` (indented into the recording here), forces the build stage of a
+/// finished round, and returns `build.json`'s reason.
+fn rejected_build(answer: &str) -> String {
+    let r = Round::finished();
+    let before = r.records();
+    let mut recording =
+        String::from("stage: build\nmodel: bob\nsubject: \"1\"\nturns:\n  - answer: |\n");
+    for line in answer.lines() {
+        recording.push_str("      ");
+        recording.push_str(line);
+        recording.push('\n');
+    }
+    r.write("recordings/build/bob/1.yaml", recording.as_bytes());
+
+    let run = r.run(&["--force", "build"]);
+    assert_eq!(run.code, EXIT_OK, "{}\n{}", run.summary, run.stderr);
+    let s = &run.summary;
+    assert_eq!(
+        (s["failed"].as_u64(), s["skipped"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(outcome(s, "build:bob#1").0, "executed");
+    assert_eq!(outcome(s, "publish").0, "executed");
+
+    let build = r.output("nodes/build/bob/1/build.json");
+    assert_eq!(build["outcome"], "rejected", "{build}");
+    assert_eq!(build["files"], serde_json::json!([]));
+    assert!(!r.round_dir().join("nodes/build/bob/1/files").exists());
+    let gate = r.output("nodes/gate/bob/1/gate.json");
+    assert_eq!(gate["passed"], false, "{gate}");
+    assert_eq!(gate["ran"], false, "{gate}");
+    // ann's build is untouched by bob's answer.
+    assert_eq!(
+        r.output("nodes/build/ann/1/build.json")["outcome"],
+        "completed"
+    );
+    assert!(r.round_dir().join("report.md").is_file());
+    assert!(r.status().values().all(|(state, _)| state == "done"));
+    assert_nothing_lost(&before, &r.records(), s, None);
+
+    r.scrub(build["reason"].as_str().expect("a rejected build says why"))
+}
+
+#[test]
+fn build_answer_of_ten_megabytes() {
+    // A correct `adder.py`, then a 10 MB data file.
+    let mut answer = String::from(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path=blob.py\n",
+    );
+    let line = format!("DATA = \"{}\"\n", "x".repeat(1000));
+    while answer.len() < 10 * 1024 * 1024 {
+        answer.push_str(&line);
+    }
+    answer.push_str("```\n");
+    let reason = rejected_build(&answer);
+    insta::assert_snapshot!("build_answer_10mb", reason);
+}
+
+#[test]
+fn build_answer_with_an_unclosed_fence() {
+    let reason = rejected_build(
+        "Here is the implementation.\n```python path=adder.py\ndef add(a, b):\n    return a + b\n",
+    );
+    insta::assert_snapshot!("build_answer_unclosed_fence", reason);
+}
+
+#[test]
+fn build_answer_whose_only_file_is_protected() {
+    let reason = rejected_build(
+        "```python path=test_adder.py\nimport adder\n\ndef test_small():\n    assert True\n```\n",
+    );
+    insta::assert_snapshot!("build_answer_only_protected_file", reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JUnit: a task whose gate runs its own command, which must write JUnit XML to `$PIPE_JUNIT`.
+// A report that is malformed, lists no test, or is missing fails the gate with its reason; it
+// never passes.
+
+/// Switches the task of a finished round to `runner = "command"` running `script` with `sh -c`
+/// (with `report` as `hidden/report.xml`, for the script to copy), runs the round again, and
+/// returns the reason of ann's gate.
+fn failed_gate(script: &str, report: Option<&str>) -> String {
+    let r = Round::finished();
+    let before = r.records();
+    if let Some(xml) = report {
+        r.write("task/hidden/report.xml", xml.as_bytes());
+    }
+    r.edit(
+        "task/task.toml",
+        "[gate]\nrunner = \"pytest\"",
+        &format!("[gate]\nrunner = \"command\"\ncommand = [\"sh\", \"-c\", '{script}']"),
+    );
+
+    // The task changed, so both gates run again (no `--force` needed), and what follows them.
+    let run = r.run(&[]);
+    assert_eq!(run.code, EXIT_OK, "{}\n{}", run.summary, run.stderr);
+    let s = &run.summary;
+    assert_eq!(s["failed"], 0, "a failed gate is a result: {s}");
+    for id in ["gate:ann#1", "gate:bob#1", "publish"] {
+        assert_eq!(outcome(s, id).0, "executed", "{id}: {s}");
+    }
+    let ann = r.output("nodes/gate/ann/1/gate.json");
+    let bob = r.output("nodes/gate/bob/1/gate.json");
+    for gate in [&ann, &bob] {
+        assert_eq!(gate["passed"], false, "{gate}");
+        assert_eq!(gate["tests_total"], 0, "{gate}");
+    }
+    // The reason is about the report, not the build: both builds get the same.
+    assert_eq!(ann["reason"], bob["reason"]);
+    assert!(r.status().values().all(|(state, _)| state == "done"));
+    assert_nothing_lost(&before, &r.records(), s, None);
+
+    r.scrub(ann["reason"].as_str().expect("a failed gate says why"))
+}
+
+const COPY_REPORT: &str = r#"cp "$PIPE_HIDDEN_DIR/report.xml" "$PIPE_JUNIT""#;
+
+#[test]
+fn gate_with_malformed_junit() {
+    let reason = failed_gate(
+        COPY_REPORT,
+        Some(
+            "<testsuite name=\"adder\" tests=\"1\">\n  <testcase name=\"test_small\">\n</testsuite>\n",
+        ),
+    );
+    insta::assert_snapshot!("gate_junit_malformed", reason);
+}
+
+#[test]
+fn gate_with_junit_listing_no_test() {
+    let reason = failed_gate(
+        COPY_REPORT,
+        Some("<?xml version=\"1.0\"?>\n<testsuite name=\"adder\" tests=\"0\">\n</testsuite>\n"),
+    );
+    insta::assert_snapshot!("gate_junit_no_testcase", reason);
+}
+
+#[test]
+fn gate_without_junit() {
+    let reason = failed_gate("echo all good", None);
+    insta::assert_snapshot!("gate_junit_missing", reason);
+}

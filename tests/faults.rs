@@ -1,0 +1,347 @@
+//! A flaky endpoint seen from a whole round: the real `pipe` binary runs the mini fixture with one
+//! model (bob) moved to a local OpenAI-compatible server that builds normally, answers one
+//! judgment with prose instead of the JSON the rubric asks for (a dropout after the repair turn)
+//! and fails the other with 503 until it "recovers". The failed judgment must fail its node only:
+//! aggregate and publish still run, the report labels the hole as the infrastructure's, `status`
+//! names the failure, and the next run redoes that node and what follows it, nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// bob's implementation; its docstring tells the server which implementation a judge reviews.
+const BOB_MARKER: &str = "Sum of a and b.";
+
+/// The mock endpoint: what it was asked, and whether it has recovered.
+#[derive(Default)]
+struct Endpoint {
+    recovered: AtomicBool,
+    /// `(kind, turn)` per request: `build`, `judge-bob` (bob's own implementation), `judge-ann`.
+    seen: Mutex<Vec<(String, usize)>>,
+}
+
+impl Endpoint {
+    fn seen(&self) -> Vec<(String, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn completion(content: &str) -> Json<Value> {
+    Json(json!({
+        "choices": [{ "message": { "role": "assistant", "content": content } }],
+        "usage": { "prompt_tokens": 200, "completion_tokens": 20 },
+    }))
+}
+
+async fn chat(
+    State(endpoint): State<Arc<Endpoint>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let first = messages
+        .first()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    // A repair turn resends the first prompt, the answer, and the complaint.
+    let turn = messages.len() / 2;
+    let kind = if first.contains("You are implementing a task") {
+        "build"
+    } else if first.contains("You are reviewing an implementation") && first.contains(BOB_MARKER) {
+        "judge-bob"
+    } else if first.contains("You are reviewing an implementation") {
+        "judge-ann"
+    } else {
+        "unknown"
+    };
+    endpoint.seen.lock().unwrap().push((kind.to_string(), turn));
+    match kind {
+        "build" => (
+            StatusCode::OK,
+            completion(&format!(
+                "Here it is.\n```python path=adder.py\ndef add(a, b):\n    \"\"\"{BOB_MARKER}\"\"\"\n    return a + b\n```\n"
+            )),
+        ),
+        "judge-bob" => (
+            StatusCode::OK,
+            completion("Looks good to me, I would give it a nine out of ten."),
+        ),
+        "judge-ann" if endpoint.recovered.load(Ordering::SeqCst) => (
+            StatusCode::OK,
+            completion(
+                r#"{"scores": {"spec": 8, "quality": 15}, "checks": {"core-behaviour": "pass", "no-test-gaming": "pass", "no-unsafe-side-effects": "pass"}, "verdict": "ship", "note": "after the outage"}"#,
+            ),
+        ),
+        "judge-ann" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": { "message": "overloaded, try later" } })),
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": { "message": "unexpected prompt" } })),
+        ),
+    }
+}
+
+/// Starts the endpoint on 127.0.0.1 in a thread of its own (the test itself is synchronous);
+/// returns its state and base URL. The server lives as long as the test process.
+fn start_endpoint() -> (Arc<Endpoint>, String) {
+    let endpoint = Arc::new(Endpoint::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .with_state(Arc::clone(&endpoint));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (endpoint, format!("http://{addr}/v1"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from:?}", file.display());
+    std::fs::write(file, text.replacen(from, to, 1)).unwrap();
+}
+
+fn pipe(root: &Path, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(root)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+fn ids_with(summary: &Value, outcome: &str) -> Vec<String> {
+    let mut ids: Vec<String> = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["outcome"] == outcome)
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// The report's table row of a judge, in the section about the implementation `model`
+/// (`### ann (...)` under "Per implementation").
+fn report_row<'a>(report: &'a str, model: &str, judge: &str) -> &'a str {
+    let section = report
+        .split("\n#")
+        .find(|s| s.starts_with(&format!("## {model} (")))
+        .unwrap_or_else(|| panic!("no section about {model} in:\n{report}"));
+    section
+        .lines()
+        .find(|l| l.starts_with(&format!("| {judge} |")))
+        .unwrap_or_else(|| panic!("no row of {judge} about {model} in:\n{section}"))
+}
+
+#[test]
+fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery() {
+    let (endpoint, base_url) = start_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("mini");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini"),
+        &root,
+    );
+    let pipeline = root.join("pipeline.toml");
+    edit(
+        &pipeline,
+        "[[models]]",
+        &format!(
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmax_concurrency = 2\n\
+             timeout_secs = 10\nmax_retries = 2\nretry_base_ms = 5\nretry_max_ms = 20\n\n[[models]]"
+        ),
+    );
+    edit(
+        &pipeline,
+        "id = \"bob\"\nprovider = \"replay\"",
+        "id = \"bob\"\nprovider = \"local\"",
+    );
+
+    // First run: the endpoint fails bob's judgment of ann's implementation with 503 throughout.
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    assert_eq!(code, 1, "{summary} {stderr}");
+    assert_eq!(
+        ids_with(&summary, "failed"),
+        ["judge:bob->ann#1"],
+        "{summary}"
+    );
+    assert_eq!(summary["skipped"], 0, "{summary}");
+    let executed = ids_with(&summary, "executed");
+    for id in ["aggregate", "publish", "build:bob#1", "judge:bob->bob#1"] {
+        assert!(executed.iter().any(|e| e == id), "{id} not run: {summary}");
+    }
+    assert_eq!(executed.len(), 11, "{summary}");
+    let mut seen = endpoint.seen();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("build".to_string(), 0),
+            // Three attempts: the first and max_retries = 2 more.
+            ("judge-ann".to_string(), 0),
+            ("judge-ann".to_string(), 0),
+            ("judge-ann".to_string(), 0),
+            // The prose answer, and the repair turn's.
+            ("judge-bob".to_string(), 0),
+            ("judge-bob".to_string(), 1),
+        ]
+    );
+
+    let round = root.join("out/mini-2026-01-02");
+    let build = read_json(&round.join("nodes/build/bob/1/build.json"));
+    assert_eq!(build["outcome"], "completed", "{build}");
+    // bob's own implementation, judged by bob: a dropout (a result), not a failure.
+    let judgments: Vec<Value> = walk(&round.join("nodes/judge"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "judgment.json"))
+        .map(|p| read_json(&p))
+        .collect();
+    let own = judgments
+        .iter()
+        .find(|j| j["judge"] == "bob" && j["impl"] == "bob")
+        .expect("bob's judgment of bob");
+    assert_eq!(own["turns"], 2, "{own}");
+    assert!(
+        own["dropout"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("invalid answer after a repair turn")),
+        "{own}"
+    );
+    assert!(
+        !judgments
+            .iter()
+            .any(|j| j["judge"] == "bob" && j["impl"] == "ann"),
+        "a failed node leaves no judgment"
+    );
+
+    let data = read_json(&round.join("nodes/aggregate/round-data.json"));
+    let hole = data["judgments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["judge"] == "bob" && j["model"] == "ann")
+        .unwrap_or_else(|| panic!("no record of the failed judgment: {data}"));
+    assert_eq!(hole["infrastructure"], true, "{hole}");
+
+    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
+    let row = report_row(&report, "ann", "bob");
+    assert!(row.contains("(infrastructure: "), "{row}");
+    let row = report_row(&report, "bob", "bob");
+    assert!(row.contains("(dropout: invalid answer"), "{row}");
+    assert!(report.contains("## Infrastructure problems"), "{report}");
+    assert!(report.contains("judge:bob->ann#1"), "{report}");
+
+    let (code, status, _) = pipe(&root, &["status", "pipeline.toml", "--json"]);
+    assert_eq!(code, 0);
+    let node = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "judge:bob->ann#1")
+        .unwrap()
+        .clone();
+    assert_eq!(node["state"], "failed", "{node}");
+    let why = node["why"].as_str().unwrap();
+    assert!(why.starts_with("infrastructure: "), "{why}");
+    assert!(
+        why.contains("after 3 attempt(s)") && why.contains("503"),
+        "{why}"
+    );
+    // What follows the failed node waits to be redone; the rest is done.
+    let mut not_done: Vec<(&str, &str)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] != "done")
+        .map(|n| (n["id"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    not_done.sort_unstable();
+    assert_eq!(
+        not_done,
+        [
+            ("aggregate", "stale"),
+            ("judge:bob->ann#1", "failed"),
+            ("publish", "stale")
+        ],
+        "{status}"
+    );
+
+    // Second run, the endpoint recovered: that judgment, and what follows it, only.
+    endpoint.recovered.store(true, Ordering::SeqCst);
+    let before = endpoint.seen().len();
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    assert_eq!(code, 0, "{summary} {stderr}");
+    assert_eq!(
+        ids_with(&summary, "executed"),
+        ["aggregate", "judge:bob->ann#1", "publish"],
+        "{summary}"
+    );
+    assert_eq!(summary["cached"], 9, "{summary}");
+    assert_eq!(endpoint.seen()[before..], [("judge-ann".to_string(), 0)]);
+    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
+    assert!(!report.contains("(infrastructure: "), "{report}");
+    assert!(!report.contains("## Infrastructure problems"), "{report}");
+    assert!(
+        report_row(&report, "ann", "bob").contains("after the outage"),
+        "{report}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
