@@ -87,25 +87,6 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
     Ok(value)
 }
 
-fn rubric_info(r: &Rubric) -> RubricInfo {
-    RubricInfo {
-        name: r.name.clone(),
-        aggregation: r.aggregation,
-        criteria: r
-            .criteria
-            .iter()
-            .map(|c| CriterionInfo {
-                id: c.id.clone(),
-                label: c.label.clone(),
-                min: c.min,
-                max: c.max,
-                weight: c.weight,
-            })
-            .collect(),
-        verdicts: r.verdicts.clone(),
-    }
-}
-
 /// `rubrics/<name>.toml` under the current directory when present, else `builtin`.
 fn rubric_or(name: &str, builtin: RubricInfo) -> Result<RubricInfo, ImportError> {
     let file = Path::new("rubrics").join(format!("{name}.toml"));
@@ -113,7 +94,7 @@ fn rubric_or(name: &str, builtin: RubricInfo) -> Result<RubricInfo, ImportError>
         return Ok(builtin);
     }
     Rubric::load(&file)
-        .map(|r| rubric_info(&r))
+        .map(|r| RubricInfo::from(&r))
         .map_err(|diags| {
             input(crate::diag::render_all(
                 &diags,
@@ -738,7 +719,7 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("rubrics")
             .join(format!("{name}.toml"));
-        rubric_info(&Rubric::load(&file).unwrap_or_else(|d| panic!("{name}: {d:?}")))
+        RubricInfo::from(&Rubric::load(&file).unwrap_or_else(|d| panic!("{name}: {d:?}")))
     }
 
     #[test]

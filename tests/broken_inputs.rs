@@ -13,6 +13,8 @@
 //! Regenerate after an intended change: `INSTA_UPDATE=always cargo test --test broken_inputs`,
 //! then read every changed `tests/snapshots/broken_inputs__*.snap`.
 
+mod common;
+use common::{all_files, copy_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,33 +158,6 @@ impl Round {
 
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readable dir") {
-        let entry = entry.expect("readable entry");
-        let dest = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
-}
-
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(all_files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 /// The outcome of `id` in a run summary (`executed`, `cached`, `failed`, `skipped`) and its reason.

@@ -5,6 +5,8 @@
 //! aggregate and publish still run, the report labels the hole as the infrastructure's, `status`
 //! names the failure, and the next run redoes that node and what follows it, nothing else.
 
+mod common;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,19 +114,6 @@ fn start_endpoint() -> (Arc<Endpoint>, String) {
         });
     });
     (endpoint, format!("http://{addr}/v1"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 fn edit(file: &Path, from: &str, to: &str) {

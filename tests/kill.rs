@@ -2,6 +2,8 @@
 //! store consistent, no node recorded as done may run again, and the round finished in pieces
 //! must publish exactly what an uninterrupted run publishes.
 
+mod common;
+use common::{all_files, copy_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,19 +12,6 @@ use std::time::{Duration, Instant};
 const SAMPLES: u32 = 4;
 /// 8 builds, 8 gates, 8 commands, 16 judgments, the aggregate and the publish.
 const NODES: usize = 42;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
 
 /// The mini round with four samples per model and a slow command stage: 42 nodes.
 fn slow_round(dir: &Path) -> PathBuf {
@@ -77,23 +66,9 @@ fn pipe(root: &Path) -> Command {
     c
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                out.extend(files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 /// Records of nodes that are done: id -> (finished_at, key).
 fn done(round: &Path) -> BTreeMap<String, (String, String)> {
-    files(round)
+    all_files(round)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "node.json"))
         .filter_map(|p| {
@@ -191,7 +166,7 @@ fn twenty_kills_lose_nothing_and_redo_nothing() {
         );
     }
     // No temp file left behind.
-    let temps: Vec<_> = files(&round)
+    let temps: Vec<_> = all_files(&round)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".pipe-tmp."))
         .collect();

@@ -2,6 +2,8 @@
 //! caching, targeted re-runs, resume after SIGKILL, the round lock, the gate's refusal of a run
 //! that reports no tests, and a sentinel API key that must not leak.
 
+mod common;
+use common::{all_files, copy_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,19 +68,6 @@ impl Round {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 fn ids_with(summary: &Value, outcome: &str) -> Vec<String> {
     let mut ids: Vec<String> = summary["nodes"]
         .as_array()
@@ -89,20 +78,6 @@ fn ids_with(summary: &Value, outcome: &str) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                out.extend(all_files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[test]

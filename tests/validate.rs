@@ -6,6 +6,8 @@
 //! Regenerate after an intended change: `INSTA_UPDATE=always cargo test --test validate`, then
 //! read every changed `tests/snapshots/validate__*.snap`.
 
+mod common;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -83,19 +85,6 @@ fn broken(case: &str, file: &str) {
 }
 
 const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readable dir") {
-        let entry = entry.expect("readable entry");
-        let dest = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
-}
 
 /// Every case directory of `tests/broken/`, with its pipeline file.
 const CASES: &[(&str, &str)] = &[

@@ -30,6 +30,27 @@ pub struct RubricInfo {
     pub verdicts: Vec<String>,
 }
 
+impl From<&crate::rubric::Rubric> for RubricInfo {
+    fn from(r: &crate::rubric::Rubric) -> Self {
+        Self {
+            name: r.name.clone(),
+            aggregation: r.aggregation,
+            criteria: r
+                .criteria
+                .iter()
+                .map(|c| CriterionInfo {
+                    id: c.id.clone(),
+                    label: c.label.clone(),
+                    min: c.min,
+                    max: c.max,
+                    weight: c.weight,
+                })
+                .collect(),
+            verdicts: r.verdicts.clone(),
+        }
+    }
+}
+
 impl RubricInfo {
     pub fn composite_max(&self) -> f64 {
         self.criteria.iter().map(|c| c.weight * c.max).sum()

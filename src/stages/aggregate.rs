@@ -10,8 +10,8 @@ use super::gate::GateReport;
 use super::judge::Judgment;
 use super::{NodeCtx, NodeError, write_output};
 use crate::aggregate::{
-    self, BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo,
-    Problem, RoundData, RubricInfo, TestRecord, Tier,
+    self, BootstrapConfig, BuildRecord, GateRecord, JudgmentRecord, ModelInfo, Problem, RoundData,
+    RubricInfo, TestRecord, Tier,
 };
 use crate::config::{ProviderKind, StageKind};
 use crate::plan::Subject;
@@ -46,22 +46,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                 criteria: Vec::new(),
                 verdicts: Vec::new(),
             },
-            |r| RubricInfo {
-                name: r.name.clone(),
-                aggregation: r.aggregation,
-                criteria: r
-                    .criteria
-                    .iter()
-                    .map(|c| CriterionInfo {
-                        id: c.id.clone(),
-                        label: c.label.clone(),
-                        min: c.min,
-                        max: c.max,
-                        weight: c.weight,
-                    })
-                    .collect(),
-                verdicts: r.verdicts.clone(),
-            },
+            RubricInfo::from,
         ),
         models: p
             .models
