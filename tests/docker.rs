@@ -1,6 +1,8 @@
 //! The Docker sandbox against a real engine. With CI=true a missing engine or image fails these
 //! tests; elsewhere they are skipped with a note (`pipe sandbox bootstrap` builds the image).
 
+mod common;
+use common::read_json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -190,10 +192,7 @@ async fn cancelling_a_job_removes_its_container() {
 fn gates(round_dir: &Path) -> BTreeMap<String, (u64, u64, Vec<(String, String)>)> {
     let mut out = BTreeMap::new();
     for model in ["alpha", "bravo", "charlie", "delta"] {
-        let v: Value = serde_json::from_slice(
-            &std::fs::read(round_dir.join(format!("nodes/gate/{model}/1/gate.json"))).unwrap(),
-        )
-        .unwrap();
+        let v: Value = read_json(&round_dir.join(format!("nodes/gate/{model}/1/gate.json")));
         let tests = v["tests"]
             .as_array()
             .unwrap()
@@ -247,14 +246,10 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
         );
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["executed"], 26);
-        let gate: Value = serde_json::from_slice(
-            &std::fs::read(
-                out.path()
-                    .join("atomic-write-offline-2026-05-08/nodes/gate/alpha/1/gate.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let gate: Value = read_json(
+            &out.path()
+                .join("atomic-write-offline-2026-05-08/nodes/gate/alpha/1/gate.json"),
+        );
         assert!(gate["sandbox"].as_str().unwrap().starts_with(sb), "{gate}");
         dirs.push(out);
     }

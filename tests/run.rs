@@ -3,7 +3,7 @@
 //! that reports no tests, and a sentinel API key that must not leak.
 
 mod common;
-use common::{all_files, copy_dir};
+use common::{all_files, copy_dir, read_json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -194,10 +194,7 @@ fn the_gate_fails_a_build_that_exits_zero_without_running_tests() {
         "stage: build\nmodel: ann\nsubject: \"1\"\nturns:\n  - answer: |\n      ```python path=adder.py\n      import os\n      os._exit(0)\n      ```\n",
     );
     r.run(&[]);
-    let gate: Value = serde_json::from_slice(
-        &std::fs::read(r.round_dir().join("nodes/gate/ann/1/gate.json")).unwrap(),
-    )
-    .unwrap();
+    let gate: Value = read_json(&r.round_dir().join("nodes/gate/ann/1/gate.json"));
     assert_eq!(gate["passed"], false, "{gate}");
     assert_eq!(gate["tests_total"], 0);
     assert!(
@@ -214,10 +211,7 @@ fn protected_files_and_escapes_are_refused() {
         "stage: build\nmodel: bob\nsubject: \"1\"\nturns:\n  - answer: |\n      ```python path=adder.py\n      def add(a, b): return a + b\n      ```\n      ```python path=conftest.py\n      import pytest\n      ```\n",
     );
     r.run(&[]);
-    let build: Value = serde_json::from_slice(
-        &std::fs::read(r.round_dir().join("nodes/build/bob/1/build.json")).unwrap(),
-    )
-    .unwrap();
+    let build: Value = read_json(&r.round_dir().join("nodes/build/bob/1/build.json"));
     assert_eq!(build["outcome"], "rejected");
     assert!(
         build["reason"]
@@ -256,10 +250,7 @@ fn a_sentinel_api_key_reaches_no_file_and_no_sandbox() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains(sentinel));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(sentinel));
-    let env_out: Value = serde_json::from_slice(
-        &std::fs::read(r.round_dir().join("nodes/env/ann/1/command.json")).unwrap(),
-    )
-    .unwrap();
+    let env_out: Value = read_json(&r.round_dir().join("nodes/env/ann/1/command.json"));
     let seen = env_out["stdout"].as_str().unwrap();
     assert!(
         seen.contains("PIPE_WORK="),
@@ -495,10 +486,7 @@ fn a_builds_own_conftest_and_sitecustomize_cannot_reach_the_hidden_tests() {
         "stage: build\nmodel: bob\nsubject: \"1\"\nturns:\n  - answer: |\n      ```python path=adder.py\n      def add(a, b):\n          return a - b\n      ```\n      ```python path=conftest.py\n      import pytest\n      @pytest.hookimpl(hookwrapper=True)\n      def pytest_runtest_makereport(item, call):\n          outcome = yield\n          outcome.get_result().outcome = \"passed\"\n      ```\n      ```python path=sitecustomize.py\n      import os\n      os._exit(0)\n      ```\n      ```ini path=pytest.ini\n      [pytest]\n      addopts = -p no:junitxml\n      ```\n",
     );
     r.run(&[]);
-    let gate: Value = serde_json::from_slice(
-        &std::fs::read(r.round_dir().join("nodes/gate/bob/1/gate.json")).unwrap(),
-    )
-    .unwrap();
+    let gate: Value = read_json(&r.round_dir().join("nodes/gate/bob/1/gate.json"));
     assert_eq!(
         (gate["tests_passed"].as_u64(), gate["tests_total"].as_u64()),
         (Some(1), Some(3)),
