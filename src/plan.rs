@@ -66,6 +66,7 @@ pub struct PlanBuilder {
 pub struct Plan {
     graph: DiGraph<Node, ()>,
     order: Vec<NodeIndex>,
+    by_id: std::collections::HashMap<String, NodeIndex>,
 }
 
 impl Plan {
@@ -122,12 +123,12 @@ impl Plan {
     }
 
     pub fn node(&self, id: &str) -> Option<&Node> {
-        self.nodes().find(|n| n.id == id)
+        self.by_id.get(id).map(|ix| &self.graph[*ix])
     }
 
     /// Direct dependencies of a node, sorted by id.
     pub fn deps(&self, id: &str) -> Vec<&Node> {
-        let Some(ix) = self.order.iter().find(|i| self.graph[**i].id == id) else {
+        let Some(ix) = self.by_id.get(id) else {
             return Vec::new();
         };
         let mut d: Vec<&Node> = self
@@ -275,9 +276,14 @@ impl PlanBuilder {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
             a < b
         }));
+        let by_id = order
+            .iter()
+            .map(|ix| (self.graph[*ix].id.clone(), *ix))
+            .collect();
         Plan {
             graph: self.graph,
             order,
+            by_id,
         }
     }
 }
