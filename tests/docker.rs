@@ -53,21 +53,7 @@ async fn run(s: &DockerSandbox, j: &Job) -> JobResult {
 }
 
 async fn leftover(s: &DockerSandbox) -> usize {
-    use bollard::query_parameters::ListContainersOptionsBuilder;
-    let filters = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("pipe.round={}", s.round)],
-    )]);
-    s.docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len()
+    docker::list(&s.docker, Some(&s.round)).await.unwrap().len()
 }
 
 #[tokio::test]

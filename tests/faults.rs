@@ -6,7 +6,7 @@
 //! names the failure, and the next run redoes that node and what follows it, nothing else.
 
 mod common;
-use common::copy_dir;
+use common::{copy_dir, ids_with, read_json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,25 +133,6 @@ fn pipe(root: &Path, args: &[&str]) -> (i32, Value, String) {
     let v: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
     (out.status.code().unwrap_or(-1), v, stderr)
-}
-
-fn ids_with(summary: &Value, outcome: &str) -> Vec<String> {
-    let mut ids: Vec<String> = summary["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["outcome"] == outcome)
-        .map(|n| n["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
 }
 
 /// The report's table row of a judge, in the section about the implementation `model`

@@ -3,7 +3,7 @@
 //! that reports no tests, and a sentinel API key that must not leak.
 
 mod common;
-use common::{all_files, copy_dir, read_json};
+use common::{all_files, copy_dir, ids_with, read_json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,18 +66,6 @@ impl Round {
     fn round_dir(&self) -> PathBuf {
         self.root.join("out/mini-2026-01-02")
     }
-}
-
-fn ids_with(summary: &Value, outcome: &str) -> Vec<String> {
-    let mut ids: Vec<String> = summary["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["outcome"] == outcome)
-        .map(|n| n["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[test]

@@ -72,8 +72,8 @@ pub async fn has_image(docker: &Docker, image: &str) -> bool {
     docker.inspect_image(image).await.is_ok()
 }
 
-/// Removes every container pipe left behind: of one round, or all of them. Returns how many.
-pub async fn sweep(docker: &Docker, round: Option<&str>) -> Result<usize, String> {
+/// The ids of pipe's containers: of one round, or all of them.
+pub async fn list(docker: &Docker, round: Option<&str>) -> Result<Vec<String>, String> {
     let label = match round {
         Some(r) => format!("{LABEL_ROUND}={r}"),
         None => format!("{LABEL_MANAGED}=true"),
@@ -88,14 +88,16 @@ pub async fn sweep(docker: &Docker, round: Option<&str>) -> Result<usize, String
         ))
         .await
         .map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for c in list {
-        if let Some(id) = c.id {
-            remove(docker, &id).await;
-            n += 1;
-        }
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
+/// Removes every container pipe left behind: of one round, or all of them. Returns how many.
+pub async fn sweep(docker: &Docker, round: Option<&str>) -> Result<usize, String> {
+    let ids = list(docker, round).await?;
+    for id in &ids {
+        remove(docker, id).await;
     }
-    Ok(n)
+    Ok(ids.len())
 }
 
 async fn remove(docker: &Docker, id: &str) {

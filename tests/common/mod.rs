@@ -37,3 +37,16 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// The ids of the nodes with `outcome` in a `pipe run --json` summary, sorted.
+pub fn ids_with(summary: &serde_json::Value, outcome: &str) -> Vec<String> {
+    let mut ids: Vec<String> = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["outcome"] == outcome)
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
