@@ -54,7 +54,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
-    let workspace = match &p.task.workspace_dir {
+    let workspace = match &ctx.task().workspace_dir {
         Some(w) => fsutil::list_files(w)
             .map_err(io(w))?
             .into_iter()
@@ -70,11 +70,11 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     };
     let bctx = BuildCtx {
         task: TaskCtx {
-            name: p.task.name.clone(),
-            spec: p.task.spec.clone(),
+            name: ctx.task().name.clone(),
+            spec: ctx.task().spec.clone(),
         },
         workspace,
-        protected: p.task.protected_patterns.clone(),
+        protected: ctx.task().protected_patterns.clone(),
         model: model.clone(),
         sample: *sample,
     };
@@ -102,7 +102,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let wall_ms = t.elapsed().as_millis() as u64;
     outputs.push(write_text(dir, "answer.md", &response.content)?);
 
-    let task = &p.task;
+    let task = ctx.task();
     let parsed = answer::parse(&response.content, &|rel: &Path| task.is_protected(rel));
     let (outcome, reason) = if !parsed.rejected.is_empty() {
         let list: Vec<String> = parsed

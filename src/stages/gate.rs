@@ -296,7 +296,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     else {
         unreachable!("dispatched by kind")
     };
-    let task = &ctx.pipeline().task;
+    let task = ctx.task();
     let build = ctx
         .upstream_of_kind("build")
         .ok_or_else(|| NodeError::Internal("gate node without its build".into()))?;

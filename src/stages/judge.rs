@@ -313,8 +313,8 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         listing(&files, &format!("{}\0{judge}", p.round.id), *max_impl_bytes);
     let jctx = JudgeCtx {
         task: TaskCtx {
-            name: p.task.name.clone(),
-            spec: p.task.spec.clone(),
+            name: ctx.task().name.clone(),
+            spec: ctx.task().spec.clone(),
         },
         rubric: (**rubric).clone(),
         implementation: ImplCtx {

@@ -115,6 +115,11 @@ impl NodeCtx {
         &self.services.pipeline
     }
 
+    /// The task this node works on.
+    pub fn task(&self) -> &crate::task::Task {
+        &self.pipeline().task
+    }
+
     pub fn stage_kind(&self) -> &StageKind {
         &self
             .pipeline()
