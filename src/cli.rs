@@ -65,7 +65,8 @@ pub enum Command {
         /// Where round directories go.
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Nodes run at once (default: the number of cores).
+        /// Nodes in flight at once (default 16). Model calls are bounded further by each
+        /// provider's `max_concurrency`, sandbox runs by the number of cores.
         #[arg(long)]
         jobs: Option<usize>,
         /// Re-run a stage and everything downstream (repeatable).
@@ -590,6 +591,10 @@ pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
     o
 }
 
+/// Nodes in flight by default: enough to keep a round's model calls overlapping; the providers
+/// and the sandbox bound their own share.
+const DEFAULT_JOBS: usize = 16;
+
 #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
 async fn run(
     p: Pipeline,
@@ -620,7 +625,7 @@ async fn run(
         }
     }
     let round_id = p.round.id.clone();
-    let sandbox = match Sandbox::select(p.round.sandbox, &p.task.image, &round_id).await {
+    let sandbox = match Sandbox::select(p.round.sandbox, &p.task(None).image, &round_id).await {
         Ok((s, warning)) => {
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
@@ -649,21 +654,22 @@ async fn run(
         }
     });
     let opts = RunOptions {
-        jobs: jobs
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-            })
-            .max(1),
+        jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
         force: force.into_iter().collect::<BTreeSet<_>>(),
         cancel_deadline: Duration::from_secs(10),
     };
-    let summary = match exec::run(plan, Arc::new(store), services, &opts, cancel, &round_id).await {
+    let store = Arc::new(store);
+    let summary = match exec::run(plan, store.clone(), services, &opts, cancel, &round_id).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_FAILED;
         }
     };
+    if let Err(e) = store.finished() {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
     drop(lock);
     if json {
         println!(

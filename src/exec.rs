@@ -17,7 +17,8 @@ use crate::plan::{Node, Plan};
 use crate::progress::Progress;
 use crate::stages::{self, NodeCtx, NodeError, Services};
 use crate::store::{
-    Failure, FailureKind, NodeRecord, RECORD_FORMAT, RoundStore, Status, StoreError,
+    Committer, Failure, FailureKind, NodeRecord, PendingRecord, RECORD_FORMAT, RoundStore, Status,
+    StoreError,
 };
 
 #[derive(Debug, Clone)]
@@ -170,8 +171,16 @@ pub async fn run(
     let mut ready: BTreeSet<usize> = (0..nodes.len())
         .filter(|i| states[*i] == State::Waiting && remaining[*i] == 0)
         .collect();
-    let mut set: JoinSet<(Result<Vec<PathBuf>, NodeError>, u64)> = JoinSet::new();
+    type Ran = (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, u64);
+    let mut set: JoinSet<Ran> = JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
+    // A node that ran is finished once the committer has written its record; until then it
+    // holds no --jobs slot but its dependents wait.
+    type Tag = (usize, Outcome, Option<String>, u64);
+    let (ack_tx, mut acks) =
+        tokio::sync::mpsc::unbounded_channel::<(Tag, Result<(), StoreError>)>();
+    let committer: Committer<Tag> = Committer::start(&store.root, ack_tx);
+    let mut committing = 0usize;
     let mut interrupted = false;
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
@@ -212,16 +221,23 @@ pub async fn run(
             };
             let handle = set.spawn(async move {
                 let t = Instant::now();
-                let result = execute(ctx).await;
-                (result, t.elapsed().as_millis() as u64)
+                let (result, record) = execute(ctx).await;
+                (result, record, t.elapsed().as_millis() as u64)
             });
             tasks.insert(handle.id(), i);
         }
-        if tasks.is_empty() {
+        if tasks.is_empty() && committing == 0 {
             break;
         }
         let joined = tokio::select! {
-            j = set.join_next_with_id() => j,
+            j = set.join_next_with_id(), if !tasks.is_empty() => j,
+            Some(((i, outcome, reason, ms), written)) = acks.recv(), if committing > 0 => {
+                committing -= 1;
+                written?;
+                conclude(i, outcome, reason, ms, &nodes, &progress, &mut states, &mut reports);
+                release(i, &dependents, &mut remaining, &states, &mut ready);
+                continue;
+            }
             () = cancel.cancelled(), if !interrupted => {
                 interrupted = true;
                 progress.note(&format!(
@@ -234,23 +250,23 @@ pub async fn run(
             }
             () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
                 // Running nodes had their deadline: abort them; their records stay uncommitted.
+                // Records already queued are still written.
                 set.abort_all();
                 while set.join_next().await.is_some() {}
-                break;
+                tasks.clear();
+                deadline = None;
+                continue;
             }
         };
-        let Some(joined) = joined else { break };
-        let (i, result, ms) = match joined {
-            Ok((id, (result, ms))) => (tasks.remove(&id).expect("spawned"), result, ms),
+        let Some(joined) = joined else { continue };
+        let (i, result, record, ms) = match joined {
+            Ok((id, (result, record, ms))) => {
+                (tasks.remove(&id).expect("spawned"), result, record, ms)
+            }
             Err(e) => {
                 let i = tasks.remove(&e.id()).expect("spawned");
-                (
-                    i,
-                    Err(NodeError::Internal(format!(
-                        "the node's task panicked: {e}"
-                    ))),
-                    0,
-                )
+                let e = NodeError::Internal(format!("the node's task panicked: {e}"));
+                (i, Err(e), None, 0)
             }
         };
         let (outcome, reason) = match result {
@@ -259,20 +275,24 @@ pub async fn run(
             Err(NodeError::Store(e)) => return Err(e),
             Err(e) => (Outcome::Failed, Some(e.to_string())),
         };
-        let label = match outcome {
-            Outcome::Executed => "done",
-            Outcome::Failed => "failed",
-            _ => "stopped",
-        };
-        progress.finished(
-            &nodes[i].stage,
-            &nodes[i].id,
-            label,
-            reason.as_deref().unwrap_or(""),
-        );
-        finish(i, outcome, reason, ms, &nodes, &mut states, &mut reports);
-        release(i, &dependents, &mut remaining, &states, &mut ready);
+        if let Some(record) = record {
+            committer.submit((i, outcome, reason, ms), record);
+            committing += 1;
+        } else {
+            conclude(
+                i,
+                outcome,
+                reason,
+                ms,
+                &nodes,
+                &progress,
+                &mut states,
+                &mut reports,
+            );
+            release(i, &dependents, &mut remaining, &states, &mut ready);
+        }
     }
+    committer.finish()?;
     progress.finish();
     let nodes_out: Vec<NodeReport> = reports
         .into_iter()
@@ -299,6 +319,32 @@ pub async fn run(
         wall_ms: start.elapsed().as_millis() as u64,
         nodes: nodes_out,
     })
+}
+
+/// A node is over: say so and keep its report.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    i: usize,
+    outcome: Outcome,
+    reason: Option<String>,
+    ms: u64,
+    nodes: &[Node],
+    progress: &Progress,
+    states: &mut [State],
+    reports: &mut [Option<NodeReport>],
+) {
+    let label = match outcome {
+        Outcome::Executed => "done",
+        Outcome::Failed => "failed",
+        _ => "stopped",
+    };
+    progress.finished(
+        &nodes[i].stage,
+        &nodes[i].id,
+        label,
+        reason.as_deref().unwrap_or(""),
+    );
+    finish(i, outcome, reason, ms, nodes, states, reports);
 }
 
 fn finish(
@@ -336,11 +382,15 @@ fn release(
     }
 }
 
-/// Runs one node against the store: forget the old record, produce outputs, commit the record.
-async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
+/// Runs one node against the store: forget the old record, produce outputs, prepare the record
+/// the committer writes (none when interrupted: the node simply runs again).
+async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>) {
     let started_at = jiff::Timestamp::now();
     let t = Instant::now();
-    let dir = ctx.store.begin(&ctx.node).map_err(NodeError::Store)?;
+    let dir = match ctx.store.begin(&ctx.node) {
+        Ok(d) => d,
+        Err(e) => return (Err(NodeError::Store(e)), None),
+    };
     let result = stages::run(&ctx, &dir).await;
     let finished_at = jiff::Timestamp::now();
     let mut record = NodeRecord {
@@ -356,28 +406,24 @@ async fn execute(ctx: NodeCtx) -> Result<Vec<PathBuf>, NodeError> {
         usage: None,
         outputs: Vec::new(),
     };
-    match result {
-        Ok(outputs) => {
-            ctx.store
-                .commit(&ctx.node, record, &outputs)
-                .map_err(NodeError::Store)?;
-            Ok(outputs)
-        }
-        Err(NodeError::Cancelled) => Err(NodeError::Cancelled),
+    let outputs = match &result {
+        Ok(outputs) => outputs.as_slice(),
+        Err(NodeError::Cancelled | NodeError::Store(_)) => return (result, None),
         Err(e) => {
             record.status = Status::Failed;
-            if let NodeError::Endpoint { usage, .. } = &e {
+            if let NodeError::Endpoint { usage, .. } = e {
                 record.usage = Some(*usage);
             }
             record.failure = Some(Failure {
                 kind: e.kind(),
                 message: e.to_string(),
             });
-            ctx.store
-                .commit(&ctx.node, record, &[])
-                .map_err(NodeError::Store)?;
-            Err(e)
+            &[]
         }
+    };
+    match ctx.store.prepare(&ctx.node, record, outputs) {
+        Ok(pending) => (result, Some(pending)),
+        Err(e) => (Err(NodeError::Store(e)), None),
     }
 }
 

@@ -1,4 +1,6 @@
-//! Durable file writes: every file pipe writes goes through [`write_atomic`].
+//! Atomic file writes: every file pipe writes goes through [`write_atomic`] (atomic and durable
+//! on return) or, for a node's outputs, [`write_replace`] (atomic now, durable at the store's
+//! next group commit, which [`sync_filesystem`]s before any record names them).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -40,11 +42,78 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Serialises `value` as pretty JSON (with a final newline) and writes it atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+/// Writes `bytes` to `path` atomically but without waiting for the disk: a temp file in the same
+/// directory renamed over the target. A reader sees the old content or the new, never a mix; a
+/// crash may lose the write (or leave a temp file that [`sweep_temp_files`] removes). Node outputs
+/// are written this way: the store's commit makes them durable, in one [`sync_filesystem`] for
+/// many nodes, before their record is written.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        "{}{}{}",
+        name.to_string_lossy(),
+        TMP_MARKER,
+        std::process::id()
+    ));
+    let create = |tmp: &Path| -> io::Result<File> {
+        match File::create(tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                File::create(tmp)
+            }
+            other => other,
+        }
+    };
+    let result = (|| {
+        let mut file = create(&tmp)?;
+        file.write_all(bytes)?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes every write so far to the filesystem holding `path` durable: one `syncfs(2)` on Linux
+/// (`sync(2)` elsewhere), which costs about what one `fsync` does however many files are dirty.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(path)?;
+        // SAFETY: `dir` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        Ok(())
+    }
+}
+
+/// Pretty JSON with a final newline.
+pub fn json_bytes<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    Ok(bytes)
+}
+
+/// Serialises `value` as pretty JSON (with a final newline) and writes it atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic(path, &json_bytes(value)?)
 }
 
 /// Fsyncs a directory so a rename or removal in it is durable.
@@ -145,6 +214,20 @@ mod tests {
         assert_eq!(
             list_files(dir.path()).unwrap(),
             vec![PathBuf::from("a/b.json")]
+        );
+    }
+
+    #[test]
+    fn replace_creates_parents_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x/y/z.txt");
+        write_replace(&path, b"one").unwrap();
+        write_replace(&path, b"two").unwrap();
+        sync_filesystem(dir.path()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            list_files(dir.path()).unwrap(),
+            vec![PathBuf::from("x/y/z.txt")]
         );
     }
 

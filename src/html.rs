@@ -1704,6 +1704,7 @@ mod tests {
             bootstrap: BootstrapConfig::default(),
             avg_score: None,
             problems: Vec::new(),
+            suite: None,
         }
     }
 

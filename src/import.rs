@@ -278,6 +278,7 @@ pub fn round_data_from_dataset(
                 .map(|d| d.run_path.clone())
                 .filter(|p| p != DASH),
             test_exit_code: s.test_exit_code,
+            task: None,
         });
     }
     let mut gates = Vec::new();
@@ -310,6 +311,7 @@ pub fn round_data_from_dataset(
                 .is_empty()
                 .then(|| "no hidden tests in the dataset".to_string()),
             tests,
+            task: None,
         });
         for (k, j) in d.scores.iter().enumerate() {
             let place = format!("{at}.perImplDetail[{i}].scores[{k}]");
@@ -642,6 +644,7 @@ pub fn round_data_from_multivac(
             loc: None,
             run_path: None,
             test_exit_code: None,
+            task: None,
         })
         .collect();
     Ok(RoundData {

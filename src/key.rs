@@ -77,7 +77,7 @@ pub fn input_for(
         StageKind::Build { prompt, harness } => {
             input.config = serde_json::json!({"harness": harness});
             input.template = Some(digest(&prompt.text));
-            input.task.clone_from(&p.task.digests.build);
+            input.task.clone_from(&p.task(subject.task()).digests.build);
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
             }
@@ -88,8 +88,8 @@ pub fn input_for(
         } => {
             // The sandbox is where a gate runs, not what it computes: local and docker give the
             // same per-test results, so switching does not re-run finished gates.
-            input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task.gate});
-            input.task.clone_from(&p.task.digests.gate);
+            input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task(subject.task()).gate});
+            input.task.clone_from(&p.task(subject.task()).digests.gate);
         }
         StageKind::Judge {
             prompt,
@@ -100,12 +100,20 @@ pub fn input_for(
                 serde_json::json!({"max_impl_bytes": max_impl_bytes, "round": p.round.id});
             input.template = Some(digest(&prompt.text));
             input.rubric = Some(rubric.digest.clone());
-            input.task.insert("spec".into(), digest(&p.task.spec));
+            input
+                .task
+                .insert("spec".into(), digest(&p.task(subject.task()).spec));
             if let Subject::Judgment { judge, .. } = subject {
                 input.model = model_part(p, judge);
             }
         }
         StageKind::Aggregate => {
+            // One task keeps its name here (and so its keys); a suite lists every task.
+            let tasks = if p.is_suite() {
+                serde_json::json!(p.tasks.iter().map(|t| &t.name).collect::<Vec<_>>())
+            } else {
+                serde_json::json!(p.task(None).name)
+            };
             let prices: BTreeMap<&str, _> =
                 p.models.iter().map(|m| (m.id.as_str(), m.price)).collect();
             let slugs: BTreeMap<&str, &str> = p
@@ -114,7 +122,7 @@ pub fn input_for(
                 .map(|m| (m.id.as_str(), m.model.as_str()))
                 .collect();
             input.config = serde_json::json!({
-                "prices": prices, "slugs": slugs, "round": p.round, "task": p.task.name,
+                "prices": prices, "slugs": slugs, "round": p.round, "task": tasks,
                 "representative_sample": p.round.representative_sample,
             });
         }

@@ -15,8 +15,13 @@ use crate::key::{self, KeyInput};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Subject {
-    /// One implementation: a model's build sample.
-    Impl { model: String, sample: u32 },
+    /// One implementation: a model's build sample (of one task, in a round of several).
+    Impl {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        model: String,
+        sample: u32,
+    },
     /// A model judging an implementation.
     Judgment {
         judge: String,
@@ -28,20 +33,32 @@ pub enum Subject {
 }
 
 impl Subject {
-    /// The implementation a node is about, if any.
-    pub fn implementation(&self) -> Option<(&str, u32)> {
+    /// The implementation a node is about, if any: (task in a suite, model, sample).
+    pub fn implementation(&self) -> Option<(Option<&str>, &str, u32)> {
         match self {
-            Self::Impl { model, sample } | Self::Judgment { model, sample, .. } => {
-                Some((model, *sample))
-            }
+            Self::Impl {
+                task,
+                model,
+                sample,
+            } => Some((task.as_deref(), model, *sample)),
+            Self::Judgment { model, sample, .. } => Some((None, model, *sample)),
             Self::Round => None,
+        }
+    }
+
+    /// The task a node works on, in a round of several; none means the round's only task.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Self::Impl { task, .. } => task.as_deref(),
+            _ => None,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
-    /// Readable and unique: `build:alpha#1`, `judge:glm->alpha#1`, `aggregate`.
+    /// Readable and unique: `build:alpha#1` (`build:humaneval-0/alpha#1` in a suite),
+    /// `judge:glm->alpha#1`, `aggregate`.
     pub id: String,
     pub stage: String,
     pub kind: &'static str,
@@ -59,7 +76,13 @@ pub struct Node {
 pub struct PlanBuilder {
     graph: DiGraph<Node, ()>,
     by_stage: BTreeMap<String, Vec<NodeIndex>>,
+    /// Per-implementation nodes by (stage, implementation), and round nodes by stage.
+    by_impl: std::collections::HashMap<(String, Impl), Vec<NodeIndex>>,
+    rounds: BTreeMap<String, NodeIndex>,
 }
+
+/// (task in a suite, model, sample).
+type Impl = (Option<String>, String, u32);
 
 /// The sealed plan: nodes in a DAG, a topological order, and cache keys computed.
 #[derive(Debug)]
@@ -75,11 +98,22 @@ impl Plan {
         let mut b = PlanBuilder {
             graph: DiGraph::new(),
             by_stage: BTreeMap::new(),
+            by_impl: std::collections::HashMap::new(),
+            rounds: BTreeMap::new(),
         };
-        let impls: Vec<(String, u32)> = p
-            .models
+        // A suite expands task by task; a round of one task keeps ids without the task.
+        let tasks: Vec<Option<String>> = if p.is_suite() {
+            p.tasks.iter().map(|t| Some(t.name.clone())).collect()
+        } else {
+            vec![None]
+        };
+        let impls: Vec<Impl> = tasks
             .iter()
-            .flat_map(|m| (1..=p.round.samples).map(move |s| (m.id.clone(), s)))
+            .flat_map(|t| {
+                p.models.iter().flat_map(move |m| {
+                    (1..=p.round.samples).map(move |s| (t.clone(), m.id.clone(), s))
+                })
+            })
             .collect();
         for stage in &p.stages {
             b.expand(p, stage, &impls);
@@ -149,6 +183,19 @@ impl PlanBuilder {
         upstream.sort();
         let key = key::node_key(&KeyInput::new(p, stage, &subject, upstream));
         let tolerant = matches!(stage.kind, StageKind::Aggregate);
+        let next = NodeIndex::new(self.graph.node_count());
+        match subject.implementation() {
+            Some((task, model, sample)) => {
+                let k = (
+                    stage.name.clone(),
+                    (task.map(str::to_string), model.to_string(), sample),
+                );
+                self.by_impl.entry(k).or_default().push(next);
+            }
+            None => {
+                self.rounds.insert(stage.name.clone(), next);
+            }
+        }
         let ix = self.graph.add_node(Node {
             id,
             stage: stage.name.clone(),
@@ -167,18 +214,13 @@ impl PlanBuilder {
             .push(ix);
     }
 
-    /// The node of `stage` about implementation (model, sample), for per-implementation stages.
-    fn impl_nodes(&self, stage: &str, model: &str, sample: u32) -> Vec<NodeIndex> {
-        self.by_stage
-            .get(stage)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|i| {
-                self.graph[*i].subject.implementation() == Some((model, sample))
-                    || self.graph[*i].subject == Subject::Round
-            })
-            .collect()
+    /// The node of `stage` about an implementation (or the stage's round node).
+    fn impl_nodes(&self, stage: &str, imp: &Impl) -> Vec<NodeIndex> {
+        let key = (stage.to_string(), imp.clone());
+        match self.by_impl.get(&key) {
+            Some(v) => v.clone(),
+            None => self.rounds.get(stage).copied().into_iter().collect(),
+        }
     }
 
     fn upstream_stages<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p Stage> {
@@ -195,16 +237,16 @@ impl PlanBuilder {
         seen
     }
 
-    fn expand(&mut self, p: &Pipeline, stage: &Stage, impls: &[(String, u32)]) {
+    fn expand(&mut self, p: &Pipeline, stage: &Stage, impls: &[Impl]) {
         let upstream = Self::upstream_stages(p, stage);
         let build = upstream
             .iter()
             .find(|s| matches!(s.kind, StageKind::Build { .. }))
             .map(|s| s.name.clone());
-        let per_impl_deps = |b: &Self, model: &str, sample: u32| {
+        let per_impl_deps = |b: &Self, imp: &Impl| {
             let mut deps: Vec<NodeIndex> = Vec::new();
             for n in stage.needs.iter().chain(build.iter()) {
-                for d in b.impl_nodes(n, model, sample) {
+                for d in b.impl_nodes(n, imp) {
                     if !deps.contains(&d) {
                         deps.push(d);
                     }
@@ -213,37 +255,27 @@ impl PlanBuilder {
             deps
         };
         match &stage.kind {
-            StageKind::Build { .. } => {
-                for (model, sample) in impls {
-                    self.add(
-                        p,
-                        stage,
-                        Subject::Impl {
-                            model: model.clone(),
-                            sample: *sample,
-                        },
-                        Vec::new(),
-                    );
-                }
-            }
-            StageKind::Gate { .. } | StageKind::Command { .. } => {
-                for (model, sample) in impls {
-                    let deps = per_impl_deps(self, model, *sample);
-                    self.add(
-                        p,
-                        stage,
-                        Subject::Impl {
-                            model: model.clone(),
-                            sample: *sample,
-                        },
-                        deps,
-                    );
+            StageKind::Build { .. } | StageKind::Gate { .. } | StageKind::Command { .. } => {
+                for imp in impls {
+                    let deps = if matches!(stage.kind, StageKind::Build { .. }) {
+                        Vec::new()
+                    } else {
+                        per_impl_deps(self, imp)
+                    };
+                    let (task, model, sample) = imp.clone();
+                    let subject = Subject::Impl {
+                        task,
+                        model,
+                        sample,
+                    };
+                    self.add(p, stage, subject, deps);
                 }
             }
             StageKind::Judge { .. } => {
                 for judge in &p.models {
-                    for (model, sample) in impls {
-                        let deps = per_impl_deps(self, model, *sample);
+                    for imp in impls {
+                        let deps = per_impl_deps(self, imp);
+                        let (_, model, sample) = imp;
                         let subject = Subject::Judgment {
                             judge: judge.id.clone(),
                             model: model.clone(),
@@ -290,7 +322,16 @@ impl PlanBuilder {
 
 pub fn node_id(stage: &str, subject: &Subject) -> String {
     match subject {
-        Subject::Impl { model, sample } => format!("{stage}:{model}#{sample}"),
+        Subject::Impl {
+            task: None,
+            model,
+            sample,
+        } => format!("{stage}:{model}#{sample}"),
+        Subject::Impl {
+            task: Some(task),
+            model,
+            sample,
+        } => format!("{stage}:{task}/{model}#{sample}"),
         Subject::Judgment {
             judge,
             model,
@@ -303,7 +344,16 @@ pub fn node_id(stage: &str, subject: &Subject) -> String {
 fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
     let base = PathBuf::from("nodes").join(stage);
     match subject {
-        Subject::Impl { model, sample } => base.join(model).join(sample.to_string()),
+        Subject::Impl {
+            task,
+            model,
+            sample,
+        } => match task {
+            Some(t) => base.join(t),
+            None => base,
+        }
+        .join(model)
+        .join(sample.to_string()),
         Subject::Judgment {
             judge,
             model,

@@ -103,11 +103,14 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
+    ("suite-with-judge", "pipeline.toml"),
     ("task-empty-hidden-tests", "pipeline.toml"),
     ("task-invalid-protected-glob", "pipeline.toml"),
     ("task-missing-hidden-tests", "pipeline.toml"),
     ("task-missing-spec", "pipeline.toml"),
     ("task-unknown-runner", "pipeline.toml"),
+    ("tasks-and-task", "pipeline.toml"),
+    ("tasks-glob-matches-nothing", "pipeline.toml"),
     ("template-syntax-error", "pipeline.toml"),
     ("template-undefined-variable", "pipeline.toml"),
     ("unknown-provider", "pipeline.toml"),
@@ -170,11 +173,14 @@ broken_case! {
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
+    suite_with_judge => "suite-with-judge", "pipeline.toml";
     task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
     task_invalid_protected_glob => "task-invalid-protected-glob", "pipeline.toml";
     task_missing_hidden_tests => "task-missing-hidden-tests", "pipeline.toml";
     task_missing_spec => "task-missing-spec", "pipeline.toml";
     task_unknown_runner => "task-unknown-runner", "pipeline.toml";
+    tasks_and_task => "tasks-and-task", "pipeline.toml";
+    tasks_glob_matches_nothing => "tasks-glob-matches-nothing", "pipeline.toml";
     template_syntax_error => "template-syntax-error", "pipeline.toml";
     template_undefined_variable => "template-undefined-variable", "pipeline.toml";
     unknown_provider => "unknown-provider", "pipeline.toml";

@@ -78,6 +78,9 @@ pub struct BuildRecord {
     pub run_path: Option<String>,
     #[serde(default)]
     pub test_exit_code: Option<i32>,
+    /// The task, in a round of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +100,9 @@ pub struct GateRecord {
     pub tests_total: usize,
     pub tests: Vec<TestRecord>,
     pub reason: Option<String>,
+    /// The task, in a round of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! published rounds lack (bootstrap intervals, Krippendorff's alpha, leniency, self-preference).
 
 pub mod data;
+pub mod suite;
 pub mod uncertainty;
 
 use std::collections::BTreeMap;
@@ -193,6 +194,9 @@ pub struct Aggregate {
     /// Mean aggregation: the mean of the implementations' average scores.
     pub avg_score: Option<f64>,
     pub problems: Vec<Problem>,
+    /// A round of several tasks: per-task results, pass rates, pass@k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<suite::Suite>,
 }
 
 /// `10` for whole numbers, `9.5` otherwise.
@@ -250,6 +254,17 @@ fn is_peer(j: &JudgmentRecord) -> bool {
 
 #[allow(clippy::too_many_lines)]
 pub fn compute(d: &RoundData) -> Aggregate {
+    if let Some(suite) = suite::compute(d) {
+        // A suite is scored by its gates; the per-implementation tables describe one task.
+        let mut bare = d.clone();
+        bare.builds.clear();
+        bare.gates.clear();
+        bare.judgments.clear();
+        let mut a = compute(&bare);
+        a.implementations.clear();
+        a.suite = Some(suite);
+        return a;
+    }
     let rubric = &d.rubric;
     let criteria = &rubric.criteria;
     let rep = d.representative_sample.unwrap_or(d.samples);
@@ -695,5 +710,6 @@ pub fn compute(d: &RoundData) -> Aggregate {
         bootstrap: d.bootstrap,
         avg_score,
         problems: d.problems.clone(),
+        suite: None,
     }
 }

@@ -27,11 +27,29 @@ pub struct Pipeline {
     pub models: Vec<ModelConfig>,
     /// In dependency order: a stage comes after everything it needs.
     pub stages: Vec<Stage>,
-    pub task: Task,
+    /// The round's tasks: one, or a suite (`tasks = [...]`) whose nodes expand per task.
+    pub tasks: Vec<Task>,
     pub warnings: Vec<Diag>,
 }
 
 impl Pipeline {
+    /// The task named `name`, or the round's only task when `name` is none.
+    pub fn task(&self, name: Option<&str>) -> &Task {
+        match name {
+            Some(n) => self
+                .tasks
+                .iter()
+                .find(|t| t.name == n)
+                .expect("plan tasks come from the pipeline"),
+            None => &self.tasks[0],
+        }
+    }
+
+    /// True when the round runs several tasks.
+    pub fn is_suite(&self) -> bool {
+        self.tasks.len() > 1
+    }
+
     pub fn model(&self, id: &str) -> Option<&ModelConfig> {
         self.models.iter().find(|m| m.id == id)
     }

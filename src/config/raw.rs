@@ -24,7 +24,10 @@ pub struct RawTop {
 pub struct RawRound {
     pub name: String,
     pub date: Option<String>,
-    pub task: String,
+    /// One task directory, relative to the pipeline file.
+    pub task: Option<String>,
+    /// Several: directories or globs (`../tasks/humaneval/*`), relative to the pipeline file.
+    pub tasks: Option<Vec<String>>,
     pub samples: Option<u32>,
     /// `local` (default for now) or `docker`/`auto` where supported.
     pub sandbox: Option<String>,

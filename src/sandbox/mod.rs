@@ -69,12 +69,38 @@ pub enum Sandbox {
     Docker(docker::DockerSandbox),
 }
 
+/// How many sandbox jobs run at once in this process: model code is CPU-bound, so more jobs than
+/// cores only make every one of them slower (and their timeouts likelier).
+static SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(default_slots()));
+
+/// One sandbox job per core.
+pub fn default_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+/// Sets how many sandbox jobs may run at once (at least one). Call before any job starts.
+pub fn set_slots(n: usize) {
+    let n = n.max(1);
+    let now = SLOTS.available_permits();
+    if n > now {
+        SLOTS.add_permits(n - now);
+    } else if n < now {
+        SLOTS.forget_permits(now - n);
+    }
+}
+
 impl Sandbox {
+    /// Runs a job once a slot is free (see [`set_slots`]).
     pub async fn run(
         &self,
         job: &Job,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<JobResult, SandboxError> {
+        let _slot = tokio::select! {
+            s = SLOTS.acquire() => s.map_err(|e| SandboxError::Setup(e.to_string()))?,
+            () = cancel.cancelled() => return Err(SandboxError::Cancelled),
+        };
         match self {
             Self::Local(l) => l.run(job, cancel).await,
             Self::Docker(d) => d.run(job, cancel).await,

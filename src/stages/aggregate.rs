@@ -18,6 +18,21 @@ use crate::plan::Subject;
 use crate::rubric::{Aggregation, Rubric};
 use crate::store::{FailureKind, Status};
 
+/// What a suite is called in reports: its tasks, the first few by name.
+fn suite_name(tasks: &[crate::task::Task]) -> String {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    if names.len() <= 3 {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, ... {} ({} tasks)",
+            names[..2].join(", "),
+            names[names.len() - 1],
+            names.len()
+        )
+    }
+}
+
 pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     let p = ctx.pipeline();
     let deps = ctx.plan.deps(&ctx.node.id);
@@ -33,7 +48,11 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
         round: p.round.id.clone(),
         name: p.round.name.clone(),
         date: p.round.date.clone(),
-        task: p.task.name.clone(),
+        task: if p.is_suite() {
+            suite_name(&p.tasks)
+        } else {
+            p.task(None).name.clone()
+        },
         replayed: p
             .providers
             .values()
@@ -126,7 +145,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             continue;
         }
         match (&d.subject, d.kind) {
-            (Subject::Impl { model, .. }, "build") => {
+            (Subject::Impl { model, task, .. }, "build") => {
                 let b: BuildReport = ctx.read_output(d, "build.json")?;
                 let price = p.model(model).map(|m| m.price).unwrap_or_default();
                 data.builds.push(BuildRecord {
@@ -141,14 +160,22 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     loc: (b.outcome == BuildOutcome::Completed).then_some(b.loc),
                     run_path: Some(d.dir.display().to_string()),
                     test_exit_code: None,
+                    task: task.clone(),
                 });
             }
-            (Subject::Impl { model, sample }, "gate") => {
+            (
+                Subject::Impl {
+                    model,
+                    sample,
+                    task,
+                },
+                "gate",
+            ) => {
                 let g: GateReport = ctx.read_output(d, "gate.json")?;
                 if let Some(b) = data
                     .builds
                     .iter_mut()
-                    .find(|b| &b.model == model && b.sample == *sample)
+                    .find(|b| &b.model == model && b.sample == *sample && &b.task == task)
                 {
                     b.test_exit_code = g.exit_codes.last().copied().flatten();
                 }
@@ -168,6 +195,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         })
                         .collect(),
                     reason: g.reason.clone(),
+                    task: task.clone(),
                 });
             }
             (Subject::Judgment { judge, .. }, "judge")

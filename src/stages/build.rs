@@ -50,7 +50,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let StageKind::Build { prompt, harness } = ctx.stage_kind() else {
         unreachable!("dispatched by kind")
     };
-    let Subject::Impl { model, sample } = &ctx.node.subject else {
+    let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
@@ -89,7 +89,11 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let site = CallSite {
         stage: ctx.node.stage.clone(),
         model: model.clone(),
-        subject: sample.to_string(),
+        // In a suite each task has its own recordings: `<model>/<task>/<sample>.yaml`.
+        subject: match ctx.node.subject.task() {
+            Some(t) => format!("{t}/{sample}"),
+            None => sample.to_string(),
+        },
         turn: 0,
     };
     let t = Instant::now();
@@ -128,7 +132,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         let root = dir.join(FILES_DIR);
         for f in &parsed.files {
             let path = root.join(&f.path);
-            fsutil::write_atomic(&path, f.content.as_bytes()).map_err(io(&path))?;
+            fsutil::write_replace(&path, f.content.as_bytes()).map_err(io(&path))?;
             let rel = Path::new(FILES_DIR).join(&f.path);
             outputs.push(rel);
             if task.is_source(&f.path) {

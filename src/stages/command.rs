@@ -51,7 +51,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         return Ok(vec![write_output(dir, "command.json", &report)?]);
     }
     let mut env = BTreeMap::new();
-    if let Some((model, sample)) = ctx.node.subject.implementation() {
+    if let Some((_, model, sample)) = ctx.node.subject.implementation() {
         env.insert("PIPE_MODEL".into(), model.to_string());
         env.insert("PIPE_SAMPLE".into(), sample.to_string());
     }

@@ -322,7 +322,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let mut outputs = Vec::new();
     for (name, bytes) in artifacts {
         let path = dir.join(&name);
-        crate::fsutil::write_atomic(&path, &bytes).map_err(super::io(&path))?;
+        crate::fsutil::write_replace(&path, &bytes).map_err(super::io(&path))?;
         outputs.push(PathBuf::from(name));
     }
     outputs.push(write_text(dir, "output.txt", &output)?);

@@ -117,7 +117,7 @@ impl NodeCtx {
 
     /// The task this node works on.
     pub fn task(&self) -> &crate::task::Task {
-        &self.pipeline().task
+        self.pipeline().task(self.node.subject.task())
     }
 
     pub fn stage_kind(&self) -> &StageKind {
@@ -159,20 +159,22 @@ impl NodeCtx {
     }
 }
 
-/// Writes a JSON output into a node directory and returns its relative path.
+/// Writes a JSON output into a node directory and returns its relative path. Node outputs are
+/// atomic on write and durable once the store commits the node.
 pub fn write_output<T: serde::Serialize>(
     dir: &Path,
     name: &str,
     value: &T,
 ) -> Result<PathBuf, NodeError> {
     let path = dir.join(name);
-    crate::fsutil::write_json(&path, value).map_err(io(&path))?;
+    let bytes = crate::fsutil::json_bytes(value).map_err(io(&path))?;
+    crate::fsutil::write_replace(&path, &bytes).map_err(io(&path))?;
     Ok(PathBuf::from(name))
 }
 
 pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<PathBuf, NodeError> {
     let path = dir.join(name);
-    crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+    crate::fsutil::write_replace(&path, text.as_bytes()).map_err(io(&path))?;
     Ok(PathBuf::from(name))
 }
 

@@ -59,13 +59,23 @@ pub fn markdown(a: &Aggregate) -> String {
     let max = num(a.composite_max);
     let mean_mode = a.aggregation == crate::rubric::Aggregation::Mean;
     let _ = writeln!(o, "# {} \u{b7} {}\n", a.name, a.date);
-    let _ = writeln!(
-        o,
-        "Task `{}` \u{b7} rubric `{}` \u{b7} {} aggregation",
-        a.task,
-        a.rubric,
-        if mean_mode { "mean" } else { "median" }
-    );
+    if let Some(suite) = &a.suite {
+        let _ = writeln!(
+            o,
+            "Suite of {} tasks (`{}`) \u{b7} {} sample(s) per task and model",
+            suite.tasks.len(),
+            a.task,
+            suite.samples
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Task `{}` \u{b7} rubric `{}` \u{b7} {} aggregation",
+            a.task,
+            a.rubric,
+            if mean_mode { "mean" } else { "median" }
+        );
+    }
     if let Some(src) = &a.source {
         let _ = writeln!(o, "\nImported from `{src}`.");
     }
@@ -76,6 +86,11 @@ pub fn markdown(a: &Aggregate) -> String {
         );
     }
     o.push('\n');
+    if let Some(suite) = &a.suite {
+        suite_markdown(&mut o, suite);
+        problems_markdown(&mut o, a);
+        return o;
+    }
     let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
     let judging: f64 = a.judging_cost.iter().map(|r| r.cost_usd).sum();
     let passing = a.implementations.iter().filter(|r| r.gate_passed).count();
@@ -500,6 +515,11 @@ pub fn markdown(a: &Aggregate) -> String {
         o,
         "\n<sub>measured per judge over its judgments, repair turns included; \u{2014} where the source did not measure it.</sub>\n"
     );
+    problems_markdown(&mut o, a);
+    o
+}
+
+fn problems_markdown(o: &mut String, a: &Aggregate) {
     if !a.problems.is_empty() {
         let _ = writeln!(o, "## Infrastructure problems\n");
         for p in &a.problems {
@@ -507,7 +527,80 @@ pub fn markdown(a: &Aggregate) -> String {
         }
         o.push('\n');
     }
-    o
+}
+
+/// A suite's sections: the models by pass rate with pass@k, then every task's results.
+fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    if let Some(top) = s.models.first() {
+        let _ = writeln!(
+            o,
+            "**{}** passes {} of {} implementations ({}) over {} tasks \u{d7} {} sample(s).\n",
+            top.model,
+            top.passed,
+            top.implementations,
+            pct(top.pass_rate),
+            s.tasks.len(),
+            s.samples
+        );
+    }
+    let _ = writeln!(o, "## Pass rates\n");
+    let ks: String = s.ks.iter().fold(String::new(), |mut o, k| {
+        let _ = write!(o, " pass@{k} |");
+        o
+    });
+    let _ = writeln!(
+        o,
+        "| model | slug | passed | pass rate |{ks} tasks solved | tests | failed builds | cost | $/pass |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|{}---|---|---|---|---|",
+        "---|".repeat(s.ks.len())
+    );
+    for m in &s.models {
+        let ks: String = s.ks.iter().fold(String::new(), |mut o, k| {
+            let v = m.pass_at.get(k).map_or(DASH.to_string(), |v| pct(*v));
+            let _ = write!(o, " {v} |");
+            o
+        });
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {}/{} | {} |{ks} {}/{} | {}/{} | {} | ${:.4} | {} |",
+            m.model,
+            m.slug,
+            m.passed,
+            m.implementations,
+            pct(m.pass_rate),
+            m.tasks_solved,
+            s.tasks.len(),
+            m.tests_passed,
+            m.tests_total,
+            m.builds_failed,
+            m.cost_usd,
+            m.cost_per_pass_usd
+                .map_or(DASH.to_string(), |c| format!("${c:.4}")),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>pass rate: implementations (task \u{d7} sample) whose hidden tests all passed; a failed build counts as a fail. pass@k: the unbiased estimator 1 \u{2212} C(n\u{2212}c, k) / C(n, k) of Chen et al. (2021) per task (n samples, c passing), averaged over tasks.</sub>\n"
+    );
+    let _ = writeln!(o, "## Per task\n");
+    let heads: String = s.model_order.iter().fold(String::new(), |mut o, m| {
+        let _ = write!(o, " {m} |");
+        o
+    });
+    let _ = writeln!(o, "| task |{heads}");
+    let _ = writeln!(o, "|---|{}", "---|".repeat(s.model_order.len()));
+    for r in &s.per_task {
+        let cells: String = r.passed.iter().fold(String::new(), |mut o, c| {
+            let _ = write!(o, " {c}/{} |", s.samples);
+            o
+        });
+        let _ = writeln!(o, "| {} |{cells}", r.task);
+    }
+    o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
 }
 
 fn short(s: &str, n: usize) -> String {
