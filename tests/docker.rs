@@ -45,6 +45,8 @@ fn job(script: &str) -> Job {
         output_limit: 64 * 1024,
         collect: vec![],
         python: vec![],
+        network: false,
+        collect_dir: None,
     }
 }
 

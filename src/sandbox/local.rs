@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, JobResult, SandboxError, python};
+use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError, python};
 use crate::fsutil;
 
 #[derive(Debug, Clone, Default)]
@@ -82,8 +82,10 @@ impl LocalSandbox {
 
         let mut cmd = if self.bwrap {
             let mut c = Command::new("bwrap");
+            if !job.network {
+                c.arg("--unshare-net");
+            }
             c.args([
-                "--unshare-net",
                 "--unshare-pid",
                 "--die-with-parent",
                 "--ro-bind",
@@ -147,6 +149,16 @@ impl LocalSandbox {
                 files.insert(rel.clone(), bytes);
             }
         }
+        let tree = match &job.collect_dir {
+            Some(spec) => {
+                let spec = spec.clone();
+                let root = work.join(&spec.dir);
+                tokio::task::spawn_blocking(move || collect_tree(&root, &spec))
+                    .await
+                    .map_err(|e| SandboxError::Setup(e.to_string()))?
+            }
+            None => None,
+        };
         use std::os::unix::process::ExitStatusExt;
         Ok(JobResult {
             exit_code: status.and_then(|s| s.code()),
@@ -159,6 +171,7 @@ impl LocalSandbox {
             stderr_dropped,
             duration_ms: start.elapsed().as_millis() as u64,
             files,
+            tree,
             sandbox: if self.bwrap {
                 "local+bwrap".into()
             } else {
@@ -176,6 +189,62 @@ fn read_inside(work: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other("not a regular file"));
     }
     std::fs::read(path)
+}
+
+/// Reads the directory `root` (absent: `None`) within the limits of `spec`, never following a
+/// symlink: walkdir reports a link as a link, and only regular files are read.
+fn collect_tree(root: &Path, spec: &CollectDir) -> Option<CollectedTree> {
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let mut tree = CollectedTree::default();
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir() && spec.skip.iter().any(|s| e.file_name() == s.as_str()))
+        });
+    for entry in walk {
+        let Ok(entry) = entry else { continue };
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().map(str::to_string) else {
+            tree.refused.push((
+                rel.to_string_lossy().into_owned(),
+                "the name is not UTF-8".into(),
+            ));
+            continue;
+        };
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            let what = if kind.is_symlink() {
+                "a symlink (not followed)"
+            } else {
+                "not a regular file"
+            };
+            tree.refused.push((rel, what.into()));
+            continue;
+        }
+        let size = entry.metadata().map_or(0, |m| m.len());
+        if tree.bytes + size > spec.max_bytes {
+            tree.overflow = Some(format!("more than {} bytes", spec.max_bytes));
+            break;
+        }
+        let Ok(bytes) = read_inside(root, Path::new(&rel)) else {
+            tree.refused.push((rel, "unreadable".into()));
+            continue;
+        };
+        if !tree.add(spec, rel, bytes) {
+            break;
+        }
+    }
+    Some(tree)
 }
 
 fn kill_group(pgid: Option<i32>) {
@@ -219,6 +288,8 @@ mod tests {
             output_limit: 1000,
             collect: vec![],
             python: vec![],
+            network: false,
+            collect_dir: None,
         }
     }
 

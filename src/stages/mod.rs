@@ -13,7 +13,9 @@
 pub mod aggregate;
 pub mod answer;
 pub mod build;
+pub mod build_command;
 pub mod command;
+pub mod command_usage;
 pub mod gate;
 pub mod judge;
 pub mod publish;
