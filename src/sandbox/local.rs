@@ -349,6 +349,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_network_switch_opens_the_network_only_when_asked() {
+        let sandbox = LocalSandbox::detect();
+        if !sandbox.bwrap {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs bubblewrap: it must be usable"
+            );
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut j = job(&format!(
+            "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' && echo CONNECTED"
+        ));
+        let off = sandbox.run(&j, &CancellationToken::new()).await.unwrap();
+        assert!(!off.stdout.contains("CONNECTED"), "{off:?}");
+        j.network = true;
+        let on = sandbox.run(&j, &CancellationToken::new()).await.unwrap();
+        assert!(on.stdout.contains("CONNECTED"), "{on:?}");
+    }
+
+    #[tokio::test]
+    async fn collects_a_directory_within_limits_without_following_links() {
+        let mut j = job(
+            "cd $PIPE_WORK && mkdir -p ws/sub ws/.git && echo a > ws/a.txt && echo b > ws/sub/b.txt \
+             && echo g > ws/.git/HEAD && ln -s /etc/passwd ws/leak",
+        );
+        let spec = CollectDir {
+            dir: "ws".into(),
+            skip: vec![".git".into()],
+            max_files: 10,
+            max_bytes: 1000,
+        };
+        j.collect_dir = Some(spec.clone());
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        let tree = r.tree.unwrap();
+        assert_eq!(
+            tree.files.keys().collect::<Vec<_>>(),
+            ["a.txt", "sub/b.txt"]
+        );
+        assert_eq!(tree.files["sub/b.txt"], b"b\n");
+        assert_eq!(tree.refused.len(), 1, "{:?}", tree.refused);
+        assert_eq!(tree.refused[0].0, "leak");
+        assert_eq!(tree.overflow, None);
+        for (max_files, max_bytes) in [(1, 1000), (10, 3)] {
+            j.collect_dir = Some(CollectDir {
+                max_files,
+                max_bytes,
+                ..spec.clone()
+            });
+            let r = LocalSandbox::default()
+                .run(&j, &CancellationToken::new())
+                .await
+                .unwrap();
+            let tree = r.tree.unwrap();
+            assert!(tree.overflow.is_some(), "{max_files} {max_bytes}");
+            assert!(tree.files.len() < 2);
+        }
+        // A directory that is not there is not collected.
+        j.collect_dir = Some(CollectDir {
+            dir: "absent".into(),
+            ..spec
+        });
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(r.tree.is_none());
+    }
+
+    #[tokio::test]
     async fn output_is_capped() {
         let r = LocalSandbox::default()
             .run(&job("yes | head -c 100000"), &CancellationToken::new())

@@ -7,7 +7,8 @@
 //!
 //! The sandbox has network only when the pipeline says `network = true`; the variables named in
 //! `env` are read from pipe's environment at run time and reach the sandbox only: their values
-//! are cut out of the recorded output and are never written to a file.
+//! (of 8 characters or more) are cut out of the recorded output, and a workspace file holding one
+//! is refused.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +46,8 @@ const SKIP_DIRS: [&str; 8] = [
 /// Limits on the collected workspace.
 pub const MAX_FILES: usize = 1000;
 pub const MAX_BYTES: u64 = 32 << 20;
+/// Passed-in values at least this long are cut out of the output and refused in files.
+const MIN_SECRET_LEN: usize = 8;
 /// Bytes of the agent's stdout and of its stderr kept in `agent-output.txt`.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
@@ -176,6 +179,8 @@ pub async fn run(
         }
     }
     let mut env: BTreeMap<String, String> = secrets.iter().cloned().collect();
+    // A value this short is no credential and would match by accident: not searched for.
+    secrets.retain(|(_, v)| v.len() >= MIN_SECRET_LEN);
     env.insert("PIPE_MODEL".into(), model.clone());
     env.insert("PIPE_MODEL_SLUG".into(), m.model.clone());
     env.insert("PIPE_SAMPLE".into(), sample.to_string());
@@ -291,6 +296,7 @@ pub async fn run(
             }
         }
     }
+    rejected.sort_by(|a, b| a.path.cmp(&b.path));
     let unchanged = !kept.is_empty()
         && kept.len() == starter.len()
         && kept
