@@ -101,7 +101,13 @@ fn the_stand_in_agent_builds_and_the_gate_runs_offline_on_its_files() {
     assert_eq!(ann["exit_code"], 0);
     assert_eq!(
         ann["files"],
-        serde_json::json!(["adder.py", "net.txt", "notes/plan.md", "port.txt"]),
+        serde_json::json!([
+            "adder.py",
+            "interfaces.txt",
+            "net.txt",
+            "notes/plan.md",
+            "port.txt"
+        ]),
         "{ann}"
     );
     let rejected = ann["rejected"].as_array().unwrap();
