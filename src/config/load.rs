@@ -1058,6 +1058,87 @@ mod tests {
     /// Loads the mini fixture with one extra `openai` provider whose body is `provider`;
     /// returns the pipeline's openai settings, or the errors.
     fn with_provider(provider: &str) -> Result<ProviderKind, Vec<Diag>> {
+        let (_dir, file) = mini_copy();
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "[[models]]",
+            &format!(
+                "[providers.api]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n{provider}\n\n[[models]]"
+            ),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        load(&file, Purpose::Validate).map(|p| p.providers["api"].kind.clone())
+    }
+
+    /// The mini fixture's build stage with `lines` added to its table; the build's kind.
+    fn with_build(lines: &str) -> Result<StageKind, Vec<Diag>> {
+        let (_dir, file) = mini_copy();
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "prompt = \"build.md.j2\"\n",
+            &format!("prompt = \"build.md.j2\"\n{lines}\n"),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        load(&file, Purpose::Validate).map(|p| p.stage("build").unwrap().kind.clone())
+    }
+
+    fn build_errors(lines: &str) -> Vec<(String, String)> {
+        with_build(lines)
+            .expect_err("the pipeline must be refused")
+            .into_iter()
+            .filter(Diag::is_error)
+            .map(|d| (d.path, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_table_goes_with_the_command_harness_only() {
+        let StageKind::Build {
+            harness, command, ..
+        } = with_build(
+            "harness = \"command\"\n[stages.build.command]\nrun = \"agent {{ model.slug }}\"\nnetwork = false",
+        )
+        .unwrap()
+        else {
+            panic!("not a build")
+        };
+        assert_eq!(harness, Harness::Command);
+        let command = command.unwrap();
+        assert!(!command.network);
+        assert_eq!(command.timeout_secs, CommandHarness::DEFAULT_TIMEOUT_SECS);
+        assert_eq!(
+            build_errors("harness = \"command\""),
+            [(
+                "stages.build.harness".to_string(),
+                "`harness = \"command\"` needs a `command` table saying what to run".to_string()
+            )]
+        );
+        assert_eq!(
+            build_errors("[stages.build.command]\nrun = \"agent\"\nnetwork = true"),
+            [(
+                "stages.build.command".to_string(),
+                "a `command` table is read only by the command harness".to_string()
+            )]
+        );
+        assert_eq!(
+            build_errors(
+                "harness = \"command\"\n[stages.build.command]\nrun = \" \"\nnetwork = true\ntimeout_secs = 0"
+            ),
+            [
+                (
+                    "stages.build.command.run".to_string(),
+                    "run is empty".to_string()
+                ),
+                (
+                    "stages.build.command.timeout_secs".to_string(),
+                    "timeout_secs must be at least 1".to_string()
+                ),
+            ]
+        );
+    }
+
+    /// A copy of the mini fixture round; returns its directory (kept alive) and pipeline file.
+    fn mini_copy() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini");
         for entry in walkdir::WalkDir::new(&fixture) {
@@ -1072,15 +1153,7 @@ mod tests {
             }
         }
         let file = dir.path().join("pipeline.toml");
-        let text = std::fs::read_to_string(&file).unwrap().replacen(
-            "[[models]]",
-            &format!(
-                "[providers.api]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n{provider}\n\n[[models]]"
-            ),
-            1,
-        );
-        std::fs::write(&file, text).unwrap();
-        load(&file, Purpose::Validate).map(|p| p.providers["api"].kind.clone())
+        (dir, file)
     }
 
     fn backoff_of(kind: &ProviderKind) -> (u64, u64) {
