@@ -1,5 +1,6 @@
 //! Build, `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
 //! files parsed out of it. A rejected answer is a result (outcome `rejected`), not a failure.
+//! A build stage with `harness = "command"` hands over to [`super::build_command`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
