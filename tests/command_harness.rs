@@ -263,3 +263,33 @@ fn an_unset_variable_is_a_warning_at_validate_and_an_error_at_run() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn an_agent_past_its_timeout_or_leaving_nothing_is_a_labelled_result() {
+    let r = Round::new();
+    r.edit(
+        "pipeline.toml",
+        "run = \"fake-agent {{ model.slug }} {{ sample }}\"",
+        "run = \"echo started; sleep 30\"",
+    );
+    r.edit("pipeline.toml", "timeout_secs = 60", "timeout_secs = 1");
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "timed-out", "{ann}");
+    assert!(
+        ann["reason"].as_str().unwrap().contains("timeout of 1s"),
+        "{ann}"
+    );
+    let output = std::fs::read_to_string(r.node("build/ann/1/agent-output.txt")).unwrap();
+    assert!(output.contains("started"), "{output}");
+
+    r.edit("pipeline.toml", "echo started; sleep 30", "true");
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "rejected", "{ann}");
+    assert_eq!(ann["reason"], "the agent left no files in the workspace");
+    let gate = read_json(&r.node("gate/ann/1/gate.json"));
+    assert_eq!(gate["ran"], false);
+}
