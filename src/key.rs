@@ -74,8 +74,24 @@ pub fn input_for(
         upstream,
     };
     match &stage.kind {
-        StageKind::Build { prompt, harness } => {
+        StageKind::Build {
+            prompt,
+            harness,
+            command,
+        } => {
             input.config = serde_json::json!({"harness": harness});
+            if let Some(c) = command {
+                // The command's settings and the names of the variables it gets, never their
+                // values; the tools by content.
+                input.config["command"] = serde_json::json!({
+                    "run": c.run.text,
+                    "network": c.network,
+                    "timeout_secs": c.timeout_secs,
+                    "env": c.env,
+                    "usage": c.usage,
+                    "tools": c.tools_digests,
+                });
+            }
             input.template = Some(digest(&prompt.text));
             input.task.clone_from(&p.task(subject.task()).digests.build);
             if let Subject::Impl { model, .. } = subject {

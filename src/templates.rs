@@ -35,6 +35,48 @@ pub struct BuildCtx {
     pub sample: u32,
 }
 
+/// The model as a command harness's `run` template sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandModelCtx {
+    /// The round's short id (`deepseek`).
+    pub id: String,
+    /// The endpoint's model name (`deepseek/deepseek-v4-pro`).
+    pub slug: String,
+    /// The provider's name in the pipeline, and its base URL (empty for a replay provider).
+    pub provider: String,
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandTaskCtx {
+    pub name: String,
+}
+
+/// What the `run` template of `harness = "command"` sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandCtx {
+    pub model: CommandModelCtx,
+    pub task: CommandTaskCtx,
+    pub sample: u32,
+}
+
+impl CommandCtx {
+    pub fn sample() -> Self {
+        Self {
+            model: CommandModelCtx {
+                id: "model".into(),
+                slug: "vendor/model".into(),
+                provider: "provider".into(),
+                base_url: "https://example.invalid/v1".into(),
+            },
+            task: CommandTaskCtx {
+                name: "task".into(),
+            },
+            sample: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GateCtx {
     pub passed: bool,

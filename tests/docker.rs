@@ -45,6 +45,8 @@ fn job(script: &str) -> Job {
         output_limit: 64 * 1024,
         collect: vec![],
         python: vec![],
+        network: false,
+        collect_dir: None,
     }
 }
 
@@ -300,5 +302,75 @@ async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// `harness = "command"` in Docker: the stand-in agent of `tests/fixtures/agent` runs as the
+/// sandbox user with its tools on PATH, its workspace comes out as a tar (links refused), and
+/// the build's container has the network the pipeline asked for, then none when it says no.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_harness_runs_its_agent_in_a_container() {
+    let Some(s) = sandbox("agent-2026-01-02").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("agent");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent"),
+        &root,
+    );
+    std::fs::set_permissions(
+        root.join("tools/fake-agent"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .current_dir(&root)
+            .env("AGENT_TEST_KEY", "sk-agent-sentinel-2718281828")
+            .env("AGENT_TEST_PORT", "9")
+            .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let node = |rel: &str| root.join("out/agent-2026-01-02/nodes").join(rel);
+    run();
+    let ann: Value = read_json(&node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "completed", "{ann}");
+    assert_eq!(ann["sandbox"], "docker");
+    assert_eq!(ann["usage_source"], "file");
+    let refused: Vec<&str> = ann["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["conftest.py", "leak", "secret.cfg"], "{ann}");
+    let files = node("build/ann/1/files");
+    assert!(files.join("notes/plan.md").is_file());
+    assert!(!files.join("__pycache__").exists());
+    let interfaces = std::fs::read_to_string(files.join("interfaces.txt")).unwrap();
+    assert!(
+        interfaces.lines().any(|l| l != "lo"),
+        "network = true gives the build a network: {interfaces}"
+    );
+    let bob: Value = read_json(&node("build/bob/1/build.json"));
+    assert_eq!(bob["usage_source"], "stdout", "{bob}");
+    let gate: Value = read_json(&node("gate/ann/1/gate.json"));
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["sandbox"], "docker");
+
+    let pipeline = root.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, text.replace("network = true", "network = false")).unwrap();
+    run();
+    let interfaces = std::fs::read_to_string(files.join("interfaces.txt")).unwrap();
+    assert_eq!(interfaces.trim(), "lo", "network = false: loopback only");
     assert_eq!(leftover(&s).await, 0);
 }

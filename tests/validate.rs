@@ -88,6 +88,7 @@ const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
 
 /// Every case directory of `tests/broken/`, with its pipeline file.
 const CASES: &[(&str, &str)] = &[
+    ("command-harness-bad-settings", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
     ("many-errors", "pipeline.toml"),
@@ -158,6 +159,7 @@ macro_rules! broken_case {
 }
 
 broken_case! {
+    command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
     many_errors => "many-errors", "pipeline.toml";

@@ -9,19 +9,19 @@ use petgraph::graph::DiGraph;
 use super::check::{kind_of, section};
 use super::fields::fields_of;
 use super::raw::{
-    RawAggregateStage, RawBuildStage, RawCommandStage, RawGateStage, RawJudgeStage, RawModel,
-    RawProvider, RawPublishStage, RawRound, RawStageKind, RawTop,
+    RawAggregateStage, RawBuildStage, RawCommandHarness, RawCommandStage, RawGateStage,
+    RawJudgeStage, RawModel, RawProvider, RawPublishStage, RawRound, RawStageKind, RawTop,
 };
 use super::{
-    Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat, Round,
-    SandboxChoice, Stage, StageKind, Template,
+    CommandHarness, Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat,
+    Round, SandboxChoice, Stage, StageKind, Template,
 };
 use crate::diag::{Diag, did_you_mean};
 use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
 use crate::source::{KeyPath, SourceDoc};
 use crate::task::Task;
-use crate::templates::{self, BuildCtx, JudgeCtx};
+use crate::templates::{self, BuildCtx, CommandCtx, JudgeCtx};
 
 /// Default first backoff ceiling of an openai provider, in milliseconds.
 pub const DEFAULT_RETRY_BASE_MS: u64 = 1000;
@@ -585,19 +585,22 @@ impl Loader<'_> {
                 let r: RawBuildStage = section(self.doc, p, &what, d)?;
                 let harness = match r.harness.as_deref() {
                     None | Some("single-shot") => Harness::SingleShot,
+                    Some("command") => Harness::Command,
                     Some(other) => {
-                        let help = did_you_mean(other, ["single-shot"]);
+                        let help = did_you_mean(other, ["single-shot", "command"]);
                         self.err(&p.key("harness"), format!("unknown harness `{other}`"))
                             .help = help;
                         return None;
                     }
                 };
                 let prompt = self.template(&p.key("prompt"), &r.prompt, &BuildCtx::sample());
+                let command = self.command_harness(p, harness);
                 (
                     r.needs,
                     StageKind::Build {
                         prompt: prompt?,
                         harness,
+                        command: command.ok()?,
                     },
                 )
             }
@@ -721,6 +724,191 @@ impl Loader<'_> {
             needs,
             kind,
         })
+    }
+
+    /// The `command` table of a build stage: required by `harness = "command"` (with an explicit
+    /// `network`), refused with any other harness. `None` when it is wrong (reported).
+    fn command_harness(
+        &mut self,
+        stage: &KeyPath,
+        harness: Harness,
+    ) -> Result<Option<Box<CommandHarness>>, ()> {
+        let at = stage.key("command");
+        let present = self.doc.get(&at).is_some();
+        if harness != Harness::Command {
+            if present {
+                self.err(&at, "a `command` table is read only by the command harness")
+                    .help =
+                    Some("set `harness = \"command\"` on this stage, or remove the table".into());
+                return Err(());
+            }
+            return Ok(None);
+        }
+        if !present {
+            self.err(
+                &stage.key("harness"),
+                "`harness = \"command\"` needs a `command` table saying what to run",
+            )
+            .help = Some(format!(
+                "add [{at}] with `run = \"...\"` (the agent CLI's command line) and `network = true`"
+            ));
+            return Err(());
+        }
+        let raw: RawCommandHarness =
+            section(self.doc, &at, "the command harness", &mut self.diags).ok_or(())?;
+        let mut ok = true;
+        let network = raw.network.unwrap_or_else(|| {
+            self.err(
+                &at,
+                "the command harness must say whether its command gets network: `network` is missing",
+            )
+            .help = Some(
+                "an agent CLI reaches its model over the network: add `network = true` to open the \
+                 build sandbox's network (the gate stays offline), or `network = false`"
+                    .into(),
+            );
+            ok = false;
+            false
+        });
+        let run = Template {
+            path: self.doc.file.clone(),
+            text: raw.run,
+        };
+        if run.text.trim().is_empty() {
+            self.err(&at.key("run"), "run is empty").help = Some(
+                "the agent CLI's command line, e.g. `opencode run \"$(cat $PIPE_PROMPT)\"`".into(),
+            );
+            ok = false;
+        } else if let Some(d) = templates::check(&run, &CommandCtx::sample()) {
+            self.err(
+                &at.key("run"),
+                format!("in the run template: {}", d.message),
+            )
+            .help = Some(d.help.unwrap_or_else(|| {
+                "the run template can use `model.id`, `model.slug`, `model.provider`, \
+                 `model.base_url`, `task.name` and `sample`"
+                    .into()
+            }));
+            ok = false;
+        }
+        if raw.timeout_secs == Some(0) {
+            self.err(&at.key("timeout_secs"), "timeout_secs must be at least 1")
+                .help = Some(format!(
+                "seconds the agent command may run; leave the key out for the default ({})",
+                CommandHarness::DEFAULT_TIMEOUT_SECS
+            ));
+            ok = false;
+        }
+        ok &= self.pass_through_env(&at.key("env"), &raw.env);
+        if let Some(usage) = &raw.usage
+            && !is_plain_relative(usage)
+        {
+            self.err(
+                &at.key("usage"),
+                format!("usage `{usage}` must be a path inside the workspace"),
+            )
+            .help = Some(
+                "a relative path without `..`, e.g. `usage.json`; the CLI writes it in its working directory"
+                    .into(),
+            );
+            ok = false;
+        }
+        let mut tools = None;
+        let mut tools_digests = BTreeMap::new();
+        if let Some(rel) = &raw.tools {
+            let dir = self.dir.join(rel);
+            let listed = if dir.is_dir() {
+                crate::fsutil::list_files(&dir).and_then(|files| {
+                    files
+                        .into_iter()
+                        .map(|f| {
+                            let digest = crate::fsutil::hash_file(&dir.join(&f))?;
+                            Ok((f.display().to_string(), digest))
+                        })
+                        .collect::<std::io::Result<BTreeMap<_, _>>>()
+                })
+            } else {
+                Err(std::io::Error::other("not a directory"))
+            };
+            match listed {
+                Ok(d) => {
+                    tools_digests = d;
+                    tools = Some(dir);
+                }
+                Err(e) => {
+                    self.err(
+                        &at.key("tools"),
+                        format!("tools directory `{rel}` cannot be read: {e}"),
+                    )
+                    .help = Some(
+                        "a directory relative to the pipeline file, copied to $PIPE_WORK/tools"
+                            .into(),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return Err(());
+        }
+        Ok(Some(Box::new(CommandHarness {
+            run,
+            network,
+            timeout_secs: raw
+                .timeout_secs
+                .unwrap_or(CommandHarness::DEFAULT_TIMEOUT_SECS),
+            env: raw.env,
+            usage: raw.usage,
+            tools,
+            tools_digests,
+        })))
+    }
+
+    /// The names of host variables a command harness passes into its sandbox: well-formed, not
+    /// one the sandbox sets itself, set on this host (a warning at `validate`, an error at `run`).
+    fn pass_through_env(&mut self, at: &KeyPath, names: &[String]) -> bool {
+        let mut ok = true;
+        for (i, name) in names.iter().enumerate() {
+            let here = at.index(i);
+            let well_formed = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !well_formed {
+                self.err(&here, format!("`{name}` is not a variable name"))
+                    .help = Some(
+                    "env lists the NAMES of host variables (letters, digits, `_`), e.g. \"OPENROUTER_API_KEY\""
+                        .into(),
+                );
+                ok = false;
+            } else if name.starts_with("PIPE_") || RESERVED_ENV.contains(&name.as_str()) {
+                self.err(&here, format!("`{name}` is set by the sandbox itself"))
+                    .help = Some(format!(
+                    "the sandbox sets {} and every PIPE_* variable; remove `{name}`",
+                    RESERVED_ENV.join(", ")
+                ));
+                ok = false;
+            } else if names[..i].contains(name) {
+                self.err(&here, format!("`{name}` is listed twice"));
+                ok = false;
+            } else if std::env::var_os(name).is_none_or(|v| v.is_empty()) {
+                let message =
+                    format!("the variable `{name}` (passed to the agent command) is not set");
+                let help = format!(
+                    "export {name}=... before `pipe run` (the value is read from the environment only)"
+                );
+                let d = match self.purpose {
+                    Purpose::Validate => self.doc.warning_at(&here, message, false),
+                    Purpose::Run => {
+                        ok = false;
+                        self.doc.error_at(&here, message, false)
+                    }
+                };
+                self.diags.push(d.help(help));
+            }
+        }
+        ok
     }
 
     /// Orders stages so each comes after its needs; names any cycle (`a -> b -> a`).
@@ -1061,6 +1249,17 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     ca.len().cmp(&cb.len())
 }
 
+/// Variables the sandbox sets for every job; a command harness cannot pass its own.
+const RESERVED_ENV: [&str; 4] = ["PATH", "HOME", "TMPDIR", "LANG"];
+
+/// A relative path of plain components (no root, no `..`, no `.`), not empty.
+fn is_plain_relative(path: &str) -> bool {
+    let p = Path::new(path);
+    !path.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// `build -> judge -> build` for the members of a strongly connected component, as stage
 /// indices: each stage is needed by the next.
 fn cycle_path(stages: &[Stage], members: &[usize]) -> Vec<usize> {
@@ -1094,6 +1293,87 @@ mod tests {
     /// Loads the mini fixture with one extra `openai` provider whose body is `provider`;
     /// returns the pipeline's openai settings, or the errors.
     fn with_provider(provider: &str) -> Result<ProviderKind, Vec<Diag>> {
+        let (_dir, file) = mini_copy();
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "[[models]]",
+            &format!(
+                "[providers.api]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n{provider}\n\n[[models]]"
+            ),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        load(&file, Purpose::Validate).map(|p| p.providers["api"].kind.clone())
+    }
+
+    /// The mini fixture's build stage with `lines` added to its table; the build's kind.
+    fn with_build(lines: &str) -> Result<StageKind, Vec<Diag>> {
+        let (_dir, file) = mini_copy();
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "prompt = \"build.md.j2\"\n",
+            &format!("prompt = \"build.md.j2\"\n{lines}\n"),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        load(&file, Purpose::Validate).map(|p| p.stage("build").unwrap().kind.clone())
+    }
+
+    fn build_errors(lines: &str) -> Vec<(String, String)> {
+        with_build(lines)
+            .expect_err("the pipeline must be refused")
+            .into_iter()
+            .filter(Diag::is_error)
+            .map(|d| (d.path, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_table_goes_with_the_command_harness_only() {
+        let StageKind::Build {
+            harness, command, ..
+        } = with_build(
+            "harness = \"command\"\n[stages.build.command]\nrun = \"agent {{ model.slug }}\"\nnetwork = false",
+        )
+        .unwrap()
+        else {
+            panic!("not a build")
+        };
+        assert_eq!(harness, Harness::Command);
+        let command = command.unwrap();
+        assert!(!command.network);
+        assert_eq!(command.timeout_secs, CommandHarness::DEFAULT_TIMEOUT_SECS);
+        assert_eq!(
+            build_errors("harness = \"command\""),
+            [(
+                "stages.build.harness".to_string(),
+                "`harness = \"command\"` needs a `command` table saying what to run".to_string()
+            )]
+        );
+        assert_eq!(
+            build_errors("[stages.build.command]\nrun = \"agent\"\nnetwork = true"),
+            [(
+                "stages.build.command".to_string(),
+                "a `command` table is read only by the command harness".to_string()
+            )]
+        );
+        assert_eq!(
+            build_errors(
+                "harness = \"command\"\n[stages.build.command]\nrun = \" \"\nnetwork = true\ntimeout_secs = 0"
+            ),
+            [
+                (
+                    "stages.build.command.run".to_string(),
+                    "run is empty".to_string()
+                ),
+                (
+                    "stages.build.command.timeout_secs".to_string(),
+                    "timeout_secs must be at least 1".to_string()
+                ),
+            ]
+        );
+    }
+
+    /// A copy of the mini fixture round; returns its directory (kept alive) and pipeline file.
+    fn mini_copy() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini");
         for entry in walkdir::WalkDir::new(&fixture) {
@@ -1108,15 +1388,7 @@ mod tests {
             }
         }
         let file = dir.path().join("pipeline.toml");
-        let text = std::fs::read_to_string(&file).unwrap().replacen(
-            "[[models]]",
-            &format!(
-                "[providers.api]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n{provider}\n\n[[models]]"
-            ),
-            1,
-        );
-        std::fs::write(&file, text).unwrap();
-        load(&file, Purpose::Validate).map(|p| p.providers["api"].kind.clone())
+        (dir, file)
     }
 
     fn backoff_of(kind: &ProviderKind) -> (u64, u64) {

@@ -139,6 +139,8 @@ pub enum StageKind {
     Build {
         prompt: Template,
         harness: Harness,
+        /// The settings of `harness = "command"`; `None` for the other harnesses.
+        command: Option<Box<CommandHarness>>,
     },
     Gate {
         timeout_secs: Option<u64>,
@@ -187,6 +189,34 @@ impl StageKind {
 #[serde(rename_all = "kebab-case")]
 pub enum Harness {
     SingleShot,
+    /// An external agent CLI run in the sandbox ([`CommandHarness`]).
+    Command,
+}
+
+/// `harness = "command"`: an agent CLI (opencode, aider, ...) run in the build's sandbox with the
+/// rendered build prompt in `$PIPE_PROMPT`, its cwd the workspace, which is collected afterwards.
+#[derive(Debug, Clone)]
+pub struct CommandHarness {
+    /// The command line: a minijinja template over [`crate::templates::CommandCtx`], run with
+    /// `sh -c` (the path is the pipeline file's, for messages).
+    pub run: Template,
+    /// The sandbox gives the command network (the gate never has any).
+    pub network: bool,
+    pub timeout_secs: u64,
+    /// Names of host variables whose values are passed into the sandbox; the values are read at
+    /// run time and never written anywhere.
+    pub env: Vec<String>,
+    /// A workspace-relative file the CLI writes its usage figures to (not collected).
+    pub usage: Option<String>,
+    /// A directory copied to `$PIPE_WORK/tools` and put first on `PATH` (wrappers, a CLI).
+    pub tools: Option<PathBuf>,
+    /// blake3 of every file under `tools`, by relative path, for cache keys.
+    pub tools_digests: BTreeMap<String, String>,
+}
+
+impl CommandHarness {
+    /// Default time an agent command may run, in seconds.
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -79,6 +79,26 @@ pub struct RawBuildStage {
     pub needs: Vec<String>,
     pub prompt: String,
     pub harness: Option<String>,
+    /// `harness = "command"`: the table of [`RawCommandHarness`], checked on its own.
+    pub command: Option<serde_json::Value>,
+}
+
+/// `[stages.<build>.command]`: an agent CLI run in the build's sandbox.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommandHarness {
+    /// The command line, a minijinja template.
+    pub run: String,
+    /// Required: whether the sandbox gives the command network (its own model calls need it).
+    pub network: Option<bool>,
+    pub timeout_secs: Option<u64>,
+    /// NAMES of host variables passed into the sandbox.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// A workspace-relative file the CLI writes its usage to.
+    pub usage: Option<String>,
+    /// A directory (relative to the pipeline file) copied to `$PIPE_WORK/tools`, first on PATH.
+    pub tools: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, JobResult, SandboxError};
+use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError};
 use crate::fsutil;
 
 /// The image pipe's own tasks use, built offline by `pipe sandbox bootstrap`.
@@ -140,7 +140,12 @@ fn input_tar(job: &Job) -> std::io::Result<Vec<u8>> {
             }
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
+            // Executables (a task's or a harness's tools) stay executable.
+            h.set_mode(if is_executable(&src.join(&rel)) {
+                0o755
+            } else {
+                0o644
+            });
             h.set_uid(USER);
             h.set_gid(USER);
             h.set_size(data.len() as u64);
@@ -148,6 +153,11 @@ fn input_tar(job: &Job) -> std::io::Result<Vec<u8>> {
         }
     }
     b.into_inner()
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 impl DockerSandbox {
@@ -176,10 +186,10 @@ impl DockerSandbox {
             user: Some(format!("{USER}:{USER}")),
             working_dir: Some("/work/scratch".into()),
             labels: Some(labels),
-            network_disabled: Some(true),
+            network_disabled: Some(!job.network),
             volumes: Some(vec!["/work".into()]),
             host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
+                network_mode: Some(if job.network { "bridge" } else { "none" }.into()),
                 memory: Some(self.limits.memory_bytes),
                 memory_swap: Some(self.limits.memory_bytes),
                 pids_limit: Some(self.limits.pids),
@@ -314,6 +324,10 @@ impl DockerSandbox {
                 files.insert(rel.clone(), bytes);
             }
         }
+        let tree = match &job.collect_dir {
+            Some(spec) => self.download_tree(id, spec).await,
+            None => None,
+        };
         let exit = state.exit_code.map(|c| c as i32);
         Ok(JobResult {
             // A killed container exits 137; report the signal like the local sandbox does.
@@ -335,6 +349,7 @@ impl DockerSandbox {
             stderr_dropped,
             duration_ms,
             files,
+            tree,
             sandbox: "docker".into(),
         })
     }
@@ -364,6 +379,82 @@ impl DockerSandbox {
         let mut data = Vec::new();
         entry.read_to_end(&mut data).ok()?;
         Some(data)
+    }
+}
+
+impl DockerSandbox {
+    /// A directory out of the container as one tar stream, within the limits of `spec`: regular
+    /// files only (links and special files refused), every path confined to the directory.
+    async fn download_tree(&self, id: &str, spec: &CollectDir) -> Option<CollectedTree> {
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(&format!("/work/{}", spec.dir))
+                    .build(),
+            ),
+        );
+        let mut tree = CollectedTree::default();
+        // Tar headers and padding add at most 1.5 KiB per entry over the content.
+        let stream_cap = spec.max_bytes + (spec.max_files as u64 + 16) * 1536;
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar_bytes.extend_from_slice(&chunk.ok()?);
+            if tar_bytes.len() as u64 > stream_cap {
+                tree.overflow = Some(format!("more than {} bytes", spec.max_bytes));
+                return Some(tree);
+            }
+        }
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        for entry in archive.entries().ok()? {
+            let Ok(mut entry) = entry else { break };
+            let Ok(path) = entry.path().map(std::borrow::Cow::into_owned) else {
+                continue;
+            };
+            // The archive's entries are `<dir>/...`: drop the first component, keep only plain
+            // names, so nothing can point outside the directory.
+            let mut parts = path.components();
+            parts.next();
+            let plain: Option<Vec<&str>> = parts
+                .map(|c| match c {
+                    std::path::Component::Normal(n) => n.to_str(),
+                    _ => None,
+                })
+                .collect();
+            let Some(plain) = plain else {
+                tree.refused.push((
+                    path.display().to_string(),
+                    "not a plain relative UTF-8 path".into(),
+                ));
+                continue;
+            };
+            if plain.is_empty() {
+                continue;
+            }
+            let rel = plain.join("/");
+            let kind = entry.header().entry_type();
+            if kind.is_dir() || CollectedTree::skipped(spec, &rel) {
+                continue;
+            }
+            if kind != tar::EntryType::Regular && kind != tar::EntryType::Continuous {
+                let what = if kind.is_symlink() || kind.is_hard_link() {
+                    "a link (not followed)"
+                } else {
+                    "not a regular file"
+                };
+                tree.refused.push((rel, what.into()));
+                continue;
+            }
+            let mut data = Vec::new();
+            if entry.read_to_end(&mut data).is_err() {
+                tree.refused.push((rel, "unreadable".into()));
+                continue;
+            }
+            if !tree.add(spec, rel, data) {
+                break;
+            }
+        }
+        Some(tree)
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, JobResult, SandboxError, python};
+use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError, python};
 use crate::fsutil;
 
 #[derive(Debug, Clone, Default)]
@@ -82,8 +82,10 @@ impl LocalSandbox {
 
         let mut cmd = if self.bwrap {
             let mut c = Command::new("bwrap");
+            if !job.network {
+                c.arg("--unshare-net");
+            }
             c.args([
-                "--unshare-net",
                 "--unshare-pid",
                 "--die-with-parent",
                 "--ro-bind",
@@ -147,6 +149,16 @@ impl LocalSandbox {
                 files.insert(rel.clone(), bytes);
             }
         }
+        let tree = match &job.collect_dir {
+            Some(spec) => {
+                let spec = spec.clone();
+                let root = work.join(&spec.dir);
+                tokio::task::spawn_blocking(move || collect_tree(&root, &spec))
+                    .await
+                    .map_err(|e| SandboxError::Setup(e.to_string()))?
+            }
+            None => None,
+        };
         use std::os::unix::process::ExitStatusExt;
         Ok(JobResult {
             exit_code: status.and_then(|s| s.code()),
@@ -159,6 +171,7 @@ impl LocalSandbox {
             stderr_dropped,
             duration_ms: start.elapsed().as_millis() as u64,
             files,
+            tree,
             sandbox: if self.bwrap {
                 "local+bwrap".into()
             } else {
@@ -176,6 +189,62 @@ fn read_inside(work: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other("not a regular file"));
     }
     std::fs::read(path)
+}
+
+/// Reads the directory `root` (absent: `None`) within the limits of `spec`, never following a
+/// symlink: walkdir reports a link as a link, and only regular files are read.
+fn collect_tree(root: &Path, spec: &CollectDir) -> Option<CollectedTree> {
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let mut tree = CollectedTree::default();
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir() && spec.skip.iter().any(|s| e.file_name() == s.as_str()))
+        });
+    for entry in walk {
+        let Ok(entry) = entry else { continue };
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().map(str::to_string) else {
+            tree.refused.push((
+                rel.to_string_lossy().into_owned(),
+                "the name is not UTF-8".into(),
+            ));
+            continue;
+        };
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            let what = if kind.is_symlink() {
+                "a symlink (not followed)"
+            } else {
+                "not a regular file"
+            };
+            tree.refused.push((rel, what.into()));
+            continue;
+        }
+        let size = entry.metadata().map_or(0, |m| m.len());
+        if tree.bytes + size > spec.max_bytes {
+            tree.overflow = Some(format!("more than {} bytes", spec.max_bytes));
+            break;
+        }
+        let Ok(bytes) = read_inside(root, Path::new(&rel)) else {
+            tree.refused.push((rel, "unreadable".into()));
+            continue;
+        };
+        if !tree.add(spec, rel, bytes) {
+            break;
+        }
+    }
+    Some(tree)
 }
 
 fn kill_group(pgid: Option<i32>) {
@@ -219,6 +288,8 @@ mod tests {
             output_limit: 1000,
             collect: vec![],
             python: vec![],
+            network: false,
+            collect_dir: None,
         }
     }
 
@@ -275,6 +346,80 @@ mod tests {
             .await
             .unwrap();
         assert!(plain.stdout.contains("CONNECTED"), "{plain:?}");
+    }
+
+    #[tokio::test]
+    async fn the_network_switch_opens_the_network_only_when_asked() {
+        let sandbox = LocalSandbox::detect();
+        if !sandbox.bwrap {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs bubblewrap: it must be usable"
+            );
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut j = job(&format!(
+            "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' && echo CONNECTED"
+        ));
+        let off = sandbox.run(&j, &CancellationToken::new()).await.unwrap();
+        assert!(!off.stdout.contains("CONNECTED"), "{off:?}");
+        j.network = true;
+        let on = sandbox.run(&j, &CancellationToken::new()).await.unwrap();
+        assert!(on.stdout.contains("CONNECTED"), "{on:?}");
+    }
+
+    #[tokio::test]
+    async fn collects_a_directory_within_limits_without_following_links() {
+        let mut j = job(
+            "cd $PIPE_WORK && mkdir -p ws/sub ws/.git && echo a > ws/a.txt && echo b > ws/sub/b.txt \
+             && echo g > ws/.git/HEAD && ln -s /etc/passwd ws/leak",
+        );
+        let spec = CollectDir {
+            dir: "ws".into(),
+            skip: vec![".git".into()],
+            max_files: 10,
+            max_bytes: 1000,
+        };
+        j.collect_dir = Some(spec.clone());
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        let tree = r.tree.unwrap();
+        assert_eq!(
+            tree.files.keys().collect::<Vec<_>>(),
+            ["a.txt", "sub/b.txt"]
+        );
+        assert_eq!(tree.files["sub/b.txt"], b"b\n");
+        assert_eq!(tree.refused.len(), 1, "{:?}", tree.refused);
+        assert_eq!(tree.refused[0].0, "leak");
+        assert_eq!(tree.overflow, None);
+        for (max_files, max_bytes) in [(1, 1000), (10, 3)] {
+            j.collect_dir = Some(CollectDir {
+                max_files,
+                max_bytes,
+                ..spec.clone()
+            });
+            let r = LocalSandbox::default()
+                .run(&j, &CancellationToken::new())
+                .await
+                .unwrap();
+            let tree = r.tree.unwrap();
+            assert!(tree.overflow.is_some(), "{max_files} {max_bytes}");
+            assert!(tree.files.len() < 2);
+        }
+        // A directory that is not there is not collected.
+        j.collect_dir = Some(CollectDir {
+            dir: "absent".into(),
+            ..spec
+        });
+        let r = LocalSandbox::default()
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(r.tree.is_none());
     }
 
     #[tokio::test]

@@ -31,6 +31,60 @@ pub struct Job {
     pub collect: Vec<String>,
     /// Python requirements the command needs (a cached venv on the local sandbox).
     pub python: Vec<String>,
+    /// Give the command network. Off for everything but a build whose pipeline asks for it
+    /// (`harness = "command"` with `network = true`); the gate never has it.
+    pub network: bool,
+    /// A directory (relative to `$PIPE_WORK`) read back whole after the run.
+    pub collect_dir: Option<CollectDir>,
+}
+
+/// A directory to read back after a job, within limits: regular files only (a symlink is never
+/// followed, it and any special file are listed as refused), paths confined to the directory.
+#[derive(Debug, Clone)]
+pub struct CollectDir {
+    /// Relative to `$PIPE_WORK`.
+    pub dir: String,
+    /// Directory names skipped wherever they appear (`.git`, `__pycache__`).
+    pub skip: Vec<String>,
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+/// What [`CollectDir`] read back.
+#[derive(Debug, Clone, Default)]
+pub struct CollectedTree {
+    /// Regular files by `/`-separated path relative to the directory.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Entries not read, with the reason (a symlink, a special file, a name that is not UTF-8).
+    pub refused: Vec<(String, String)>,
+    /// Set when the directory exceeded a limit; `files` is then incomplete.
+    pub overflow: Option<String>,
+    /// Bytes in `files`.
+    pub bytes: u64,
+}
+
+impl CollectedTree {
+    /// Adds one regular file, enforcing the limits; false once a limit is exceeded.
+    pub fn add(&mut self, spec: &CollectDir, path: String, bytes: Vec<u8>) -> bool {
+        if self.files.len() >= spec.max_files {
+            self.overflow = Some(format!("more than {} files", spec.max_files));
+            return false;
+        }
+        if self.bytes + bytes.len() as u64 > spec.max_bytes {
+            self.overflow = Some(format!("more than {} bytes", spec.max_bytes));
+            return false;
+        }
+        self.bytes += bytes.len() as u64;
+        self.files.insert(path, bytes);
+        true
+    }
+
+    /// True when `rel` (a path inside the collected directory) lies under a skipped directory.
+    pub fn skipped(spec: &CollectDir, rel: &str) -> bool {
+        let mut parts: Vec<&str> = rel.split('/').collect();
+        parts.pop();
+        parts.iter().any(|p| spec.skip.iter().any(|s| s == p))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +104,9 @@ pub struct JobResult {
     /// Collected files that existed.
     #[serde(skip)]
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The directory of [`Job::collect_dir`], when asked for and present.
+    #[serde(skip)]
+    pub tree: Option<CollectedTree>,
     /// Which sandbox ran it (`local`, `local+bwrap`, `docker`).
     pub sandbox: String,
 }

@@ -154,8 +154,9 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     ok: b.outcome == BuildOutcome::Completed,
                     reason: b.reason.clone(),
                     usage: b.usage,
-                    // Recomputed from the current price table: fixing a price needs no re-run.
-                    cost_usd: price.cost(b.usage),
+                    // Recomputed from the current price table: fixing a price needs no re-run
+                    // (a command harness's CLI-reported cost when its tokens are unknown).
+                    cost_usd: b.cost_at(price),
                     wall_ms: b.wall_ms,
                     loc: (b.outcome == BuildOutcome::Completed).then_some(b.loc),
                     run_path: Some(d.dir.display().to_string()),

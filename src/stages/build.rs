@@ -1,5 +1,6 @@
 //! Build, `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
 //! files parsed out of it. A rejected answer is a result (outcome `rejected`), not a failure.
+//! A build stage with `harness = "command"` hands over to [`super::build_command`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::{Harness, StageKind};
 use crate::fsutil;
 use crate::plan::Subject;
-use crate::provider::{CallSite, ChatRequest, Message, Usage};
+use crate::provider::{CallSite, ChatRequest, Message, Price, Usage};
 use crate::templates::{self, BuildCtx, FileCtx, TaskCtx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,10 @@ pub enum BuildOutcome {
     Completed,
     /// The answer was refused: a path outside the workspace, a protected file, or no files.
     Rejected,
+    /// Command harness: the agent command exited non-zero or was killed.
+    Failed,
+    /// Command harness: the agent command ran past its timeout.
+    TimedOut,
 }
 
 /// `build.json`.
@@ -41,44 +46,58 @@ pub struct BuildReport {
     pub rejected: Vec<Rejection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Command harness: the agent command's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Command harness: where `usage` came from (`file`, `stdout`), or `none`: the CLI reported
+    /// no tokens, and `usage` (zeros) means unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_source: Option<String>,
+    /// Command harness: the cost the CLI itself reported, in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_cost_usd: Option<f64>,
+    /// Command harness: which sandbox ran the agent (`local+bwrap`, `docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
+
+impl BuildReport {
+    /// The build's cost at `price`: tokens times price when the tokens are known and priced,
+    /// else what the CLI reported, else zero.
+    pub fn cost_at(&self, price: Price) -> f64 {
+        let tokens_known = self.usage_source.as_deref() != Some(NO_USAGE);
+        let priced = price.cost(self.usage);
+        match self.reported_cost_usd {
+            Some(reported) if !tokens_known || priced == 0.0 => reported,
+            _ => priced,
+        }
+    }
+}
+
+/// [`BuildReport::usage_source`] when the CLI reported no tokens.
+pub const NO_USAGE: &str = "none";
 
 pub const FILES_DIR: &str = "files";
 
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
-    let StageKind::Build { prompt, harness } = ctx.stage_kind() else {
+    let StageKind::Build {
+        prompt,
+        harness,
+        command,
+    } = ctx.stage_kind()
+    else {
         unreachable!("dispatched by kind")
     };
     let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
+    if let Some(command) = command {
+        return super::build_command::run(ctx, dir, prompt, command).await;
+    }
     let m = p.model(model).expect("plan models come from the pipeline");
-    let workspace = match &ctx.task().workspace_dir {
-        Some(w) => fsutil::list_files(w)
-            .map_err(io(w))?
-            .into_iter()
-            .map(|rel| {
-                let content = std::fs::read_to_string(w.join(&rel)).unwrap_or_default();
-                FileCtx {
-                    path: rel.display().to_string(),
-                    content,
-                }
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let bctx = BuildCtx {
-        task: TaskCtx {
-            name: ctx.task().name.clone(),
-            spec: ctx.task().spec.clone(),
-        },
-        workspace,
-        protected: ctx.task().protected_patterns.clone(),
-        model: model.clone(),
-        sample: *sample,
-    };
-    let text = templates::render(prompt, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+    let text = templates::render(prompt, &prompt_context(ctx, model, *sample)?)
+        .map_err(|d| NodeError::Internal(d.message))?;
     let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
     let request = ChatRequest {
         model: m.model.clone(),
@@ -160,7 +179,43 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         files,
         rejected: parsed.rejected,
         reason,
+        exit_code: None,
+        usage_source: None,
+        reported_cost_usd: None,
+        sandbox: None,
     };
     outputs.push(write_output(dir, "build.json", &report)?);
     Ok(outputs)
+}
+
+/// What the build prompt template sees: the task, its starter workspace, the protected globs.
+pub(super) fn prompt_context(
+    ctx: &NodeCtx,
+    model: &str,
+    sample: u32,
+) -> Result<BuildCtx, NodeError> {
+    let workspace = match &ctx.task().workspace_dir {
+        Some(w) => fsutil::list_files(w)
+            .map_err(io(w))?
+            .into_iter()
+            .map(|rel| {
+                let content = std::fs::read_to_string(w.join(&rel)).unwrap_or_default();
+                FileCtx {
+                    path: rel.display().to_string(),
+                    content,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(BuildCtx {
+        task: TaskCtx {
+            name: ctx.task().name.clone(),
+            spec: ctx.task().spec.clone(),
+        },
+        workspace,
+        protected: ctx.task().protected_patterns.clone(),
+        model: model.to_string(),
+        sample,
+    })
 }

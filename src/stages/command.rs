@@ -63,6 +63,8 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         output_limit: 64 * 1024,
         collect: vec![],
         python: vec![],
+        network: false,
+        collect_dir: None,
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
     let report = CommandReport {

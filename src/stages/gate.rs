@@ -154,6 +154,9 @@ pub async fn run_tests(
             } else {
                 Vec::new()
             },
+            // The hidden tests never get network, whatever the build had.
+            network: false,
+            collect_dir: None,
         };
         let r = ctx_sandbox.run(&job, cancel).await?;
         sandbox_name.clone_from(&r.sandbox);

@@ -4,6 +4,7 @@
 //! | kind      | reads                                   | writes                                  |
 //! |-----------|-----------------------------------------|-----------------------------------------|
 //! | build     | task spec, prompt template, the model   | `files/`, `answer.md`, `build.json`     |
+//! | build (command harness) | the same, an agent CLI in the sandbox | `files/`, `agent-output.txt`, `build.json` |
 //! | gate      | build `files/`, hidden tests            | `gate.json`, `junit-N.xml`, `output.txt`|
 //! | command   | build `files/`                          | `command.json`                          |
 //! | judge     | build `files/`, gate, rubric, template  | `judgment.json`, `prompt.md`, `answer.md`|
@@ -13,7 +14,9 @@
 pub mod aggregate;
 pub mod answer;
 pub mod build;
+pub mod build_command;
 pub mod command;
+pub mod command_usage;
 pub mod gate;
 pub mod judge;
 pub mod publish;

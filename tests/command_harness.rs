@@ -1,0 +1,295 @@
+//! `harness = "command"` end to end: the real `pipe` binary runs a round whose build drives a
+//! small shell script standing in for an agent CLI (`tests/fixtures/agent`), in the local
+//! sandbox. The stand-in reads `$PIPE_PROMPT`, writes its solution into its working directory,
+//! reports usage the ways real CLIs do, and tries the network, so the tests can check that the
+//! workspace is collected, protected files refused, usage parsed, secrets kept out of every file,
+//! the gate run offline on the collected files, and that a pipeline without `network` is refused.
+
+mod common;
+use common::{all_files, copy_dir, read_json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const SECRET: &str = "sk-agent-sentinel-2718281828";
+
+struct Round {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    /// Held open so the stand-in agent has something to connect to.
+    _listener: std::net::TcpListener,
+    port: u16,
+}
+
+impl Round {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("agent");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent"),
+            &root,
+        );
+        // Git does not keep the executable bit of a fixture reliably across checkouts.
+        let tool = root.join("tools/fake-agent");
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Self {
+            _dir: dir,
+            root,
+            _listener: listener,
+            port,
+        }
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.root.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+        c.current_dir(&self.root)
+            .env("NO_COLOR", "1")
+            .env("AGENT_TEST_KEY", SECRET)
+            .env("AGENT_TEST_PORT", self.port.to_string())
+            .args(args);
+        c
+    }
+
+    /// `pipe run --json --sandbox local`; returns (exit code, summary, stderr).
+    fn run(&self) -> (i32, Value, String) {
+        let out = self
+            .cmd(&["run", "pipeline.toml", "--json", "--sandbox", "local"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
+        (out.status.code().unwrap_or(-1), v, stderr)
+    }
+
+    fn node(&self, rel: &str) -> PathBuf {
+        self.root.join("out/agent-2026-01-02/nodes").join(rel)
+    }
+}
+
+fn bwrap() -> bool {
+    let ok = pipe::sandbox::local::LocalSandbox::detect().bwrap;
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI installs bubblewrap: it must be usable"
+    );
+    ok
+}
+
+#[test]
+fn the_stand_in_agent_builds_and_the_gate_runs_offline_on_its_files() {
+    let r = Round::new();
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+
+    // ann: a solution, a protected file (refused), usage in $PIPE_USAGE.
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["harness"], "command");
+    assert_eq!(ann["outcome"], "completed", "{ann}");
+    assert_eq!(ann["exit_code"], 0);
+    assert_eq!(
+        ann["files"],
+        serde_json::json!([
+            "adder.py",
+            "interfaces.txt",
+            "net.txt",
+            "notes/plan.md",
+            "port.txt"
+        ]),
+        "{ann}"
+    );
+    let rejected = ann["rejected"].as_array().unwrap();
+    let refused: Vec<&str> = rejected
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["conftest.py", "leak", "secret.cfg"], "{ann}");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("protected file")
+    );
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("symlink"));
+    assert!(
+        rejected[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AGENT_TEST_KEY")
+    );
+    assert_eq!(ann["usage_source"], "file");
+    assert_eq!(ann["usage"]["input_tokens"], 1000);
+    assert_eq!(ann["usage"]["output_tokens"], 500);
+    assert_eq!(ann["reported_cost_usd"], 0.5);
+    // Known tokens are priced by the pipeline (1 and 2 USD per million), like single-shot builds.
+    assert_eq!(ann["cost_usd"], 0.002);
+    let files = r.node("build/ann/1/files");
+    assert!(
+        std::fs::read_to_string(files.join("adder.py"))
+            .unwrap()
+            .contains("return a + b")
+    );
+    assert!(!files.join("conftest.py").exists());
+    assert!(!files.join("usage.json").exists());
+    let prompt = std::fs::read_to_string(r.node("build/ann/1/prompt.md")).unwrap();
+    assert!(prompt.contains("Write `adder.py`"), "{prompt}");
+    let output = std::fs::read_to_string(r.node("build/ann/1/agent-output.txt")).unwrap();
+    assert!(output.contains("$ fake-agent example/ann 1"), "{output}");
+    assert!(output.contains("key=[AGENT_TEST_KEY redacted]"), "{output}");
+
+    // bob: usage as the last JSON line of stdout, cost only (its price is zero).
+    let bob = read_json(&r.node("build/bob/1/build.json"));
+    assert_eq!(bob["outcome"], "completed", "{bob}");
+    assert_eq!(bob["usage_source"], "stdout");
+    assert_eq!(bob["usage"]["input_tokens"], 10);
+    assert_eq!(bob["usage"]["output_tokens"], 20);
+    assert_eq!(bob["cost_usd"], 0.01);
+
+    // cy: the agent fails; a result, not a node failure; its gate does not run.
+    let cy = read_json(&r.node("build/cy/1/build.json"));
+    assert_eq!(cy["outcome"], "failed", "{cy}");
+    assert_eq!(cy["exit_code"], 3);
+    assert_eq!(cy["usage_source"], "none");
+    assert!(cy["reason"].as_str().unwrap().contains("exited 3"), "{cy}");
+    assert!(!r.node("build/cy/1/files").exists());
+    let cy_gate = read_json(&r.node("gate/cy/1/gate.json"));
+    assert_eq!(cy_gate["ran"], false);
+
+    // The secret reached the agent (it printed it) but no file of the round.
+    for f in all_files(&r.root.join("out")) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(SECRET),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+
+    // The round's numbers take the cost the CLI reported when the price cannot.
+    let data = read_json(
+        &r.root
+            .join("out/agent-2026-01-02/nodes/aggregate/round-data.json"),
+    );
+    let bob_cost = data["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["model"] == "bob")
+        .map(|b| b["cost_usd"].clone());
+    assert_eq!(bob_cost, Some(serde_json::json!(0.01)), "{data}");
+
+    // The gate ran the hidden tests on the collected files; under bubblewrap the build had the
+    // network it asked for, and the gate none (its hidden test fails if it can connect).
+    let gate = read_json(&r.node("gate/ann/1/gate.json"));
+    if bwrap() {
+        let net = std::fs::read_to_string(files.join("net.txt")).unwrap();
+        assert_eq!(net.trim(), "connected", "the build had network");
+        assert_eq!(gate["passed"], true, "{gate}");
+        assert_eq!(gate["tests_total"], 4, "{gate}");
+        assert!(gate["sandbox"].as_str().unwrap().contains("bwrap"));
+    } else {
+        assert_eq!(gate["tests_total"], 4, "{gate}");
+    }
+}
+
+#[test]
+fn network_off_cuts_the_agent_off_and_the_command_is_in_the_cache_key() {
+    if !bwrap() {
+        return;
+    }
+    let r = Round::new();
+    let (code, first, stderr) = r.run();
+    assert_eq!(code, 0, "{first} {stderr}");
+    let (_, second, _) = r.run();
+    assert_eq!(second["executed"], 0, "{second}");
+    r.edit("pipeline.toml", "network = true", "network = false");
+    let (code, third, stderr) = r.run();
+    assert_eq!(code, 0, "{third} {stderr}");
+    let executed = common::ids_with(&third, "executed");
+    assert!(
+        executed.contains(&"build:ann#1".to_string()),
+        "{executed:?}"
+    );
+    let net = std::fs::read_to_string(r.node("build/ann/1/files/net.txt")).unwrap();
+    assert_eq!(net.trim(), "offline");
+}
+
+#[test]
+fn a_command_harness_without_network_is_refused_with_its_location() {
+    let r = Round::new();
+    r.edit("pipeline.toml", "network = true\n", "");
+    let out = r.cmd(&["validate", "pipeline.toml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pipeline.toml:34:1: error: the command harness must say whether its command gets network: `network` is missing (at `stages.build.command`)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("add `network = true`"), "{stderr}");
+}
+
+#[test]
+fn an_unset_variable_is_a_warning_at_validate_and_an_error_at_run() {
+    let r = Round::new();
+    let out = r
+        .cmd(&["validate", "pipeline.toml"])
+        .env_remove("AGENT_TEST_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: the variable `AGENT_TEST_KEY` (passed to the agent command) is not set"
+        ),
+        "{stderr}"
+    );
+    let out = r
+        .cmd(&["run", "pipeline.toml", "--sandbox", "local"])
+        .env_remove("AGENT_TEST_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn an_agent_past_its_timeout_or_leaving_nothing_is_a_labelled_result() {
+    let r = Round::new();
+    r.edit(
+        "pipeline.toml",
+        "run = \"fake-agent {{ model.slug }} {{ sample }}\"",
+        "run = \"echo started; sleep 30\"",
+    );
+    r.edit("pipeline.toml", "timeout_secs = 60", "timeout_secs = 1");
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "timed-out", "{ann}");
+    assert!(
+        ann["reason"].as_str().unwrap().contains("timeout of 1s"),
+        "{ann}"
+    );
+    let output = std::fs::read_to_string(r.node("build/ann/1/agent-output.txt")).unwrap();
+    assert!(output.contains("started"), "{output}");
+
+    r.edit("pipeline.toml", "echo started; sleep 30", "true");
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "rejected", "{ann}");
+    assert_eq!(ann["reason"], "the agent left no files in the workspace");
+    let gate = read_json(&r.node("gate/ann/1/gate.json"));
+    assert_eq!(gate["ran"], false);
+}
