@@ -140,7 +140,7 @@ pub async fn run(
 ) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
     let task = ctx.task();
-    let Subject::Impl { model, sample } = &ctx.node.subject else {
+    let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
