@@ -185,6 +185,33 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// The executor's own cost: a round of instant nodes, cold and fully cached.
+    Engine {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// A 7-model round with simulated model latency against its scheduling lower bound.
+    Concurrency {
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        jitter_ms: u64,
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// A round run cold, then re-run fully cached.
+    Resume {
+        #[arg(default_value = "pipelines/atomic-write-offline.toml")]
+        pipeline: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,18 +390,33 @@ async fn dispatch(cmd: Command) -> i32 {
             json,
             sandbox,
         } => crate::checktask::run(&dirs, json, sandbox).await,
-        Command::Bench {
-            command: BenchCommand::Sandbox { task, runs },
-        } => match crate::bench::sandbox(&task, runs).await {
-            Ok(text) => {
-                print!("{text}");
-                EXIT_OK
+        Command::Bench { command } => {
+            let result = match command {
+                BenchCommand::Sandbox { task, runs } => crate::bench::sandbox(&task, runs).await,
+                BenchCommand::Engine { nodes, runs, jobs } => {
+                    crate::bench::engine(nodes, runs.max(1), jobs)
+                }
+                BenchCommand::Concurrency {
+                    latency_ms,
+                    jitter_ms,
+                    jobs,
+                    runs,
+                } => crate::bench::concurrency(latency_ms, jitter_ms, jobs.max(1), runs.max(1)),
+                BenchCommand::Resume { pipeline, runs } => {
+                    crate::bench::resume(&pipeline, runs.max(1))
+                }
+            };
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_FAILED
-            }
-        },
+        }
         Command::Import { command } => import(&command),
         Command::Aggregate { round_dir, json } => aggregate_round(&round_dir, json),
         Command::Publish { dir, format, all } => publish(&dir, format, all),

@@ -252,6 +252,15 @@ impl Loader<'_> {
                     if let Some(var) = &raw.api_key_env {
                         self.check_key_var(&p.key("api_key_env"), var);
                     }
+                    for (key, set) in [
+                        ("delay_ms", raw.delay_ms.is_some()),
+                        ("delay_jitter_ms", raw.delay_jitter_ms.is_some()),
+                    ] {
+                        if set {
+                            self.err(&p.key(key), format!("`{key}` is for replay providers"))
+                                .help = Some("an openai provider's latency is the endpoint's own: remove the key".into());
+                        }
+                    }
                     let (retry_base_ms, retry_max_ms) = self.retry_backoff(&p, &raw);
                     ProviderKind::OpenAi {
                         base_url,
@@ -275,7 +284,23 @@ impl Loader<'_> {
                             format!("recordings directory `{rel}` not found"),
                         );
                     }
-                    ProviderKind::Replay { recordings: dir }
+                    let delay_ms = raw.delay_ms.unwrap_or(0);
+                    let jitter_ms = raw.delay_jitter_ms.unwrap_or(0);
+                    if jitter_ms > delay_ms {
+                        self.err(
+                            &p.key("delay_jitter_ms"),
+                            format!(
+                                "delay_jitter_ms {jitter_ms} is larger than delay_ms {delay_ms}"
+                            ),
+                        )
+                        .help =
+                            Some("a latency of delay_ms +- delay_jitter_ms must stay >= 0".into());
+                    }
+                    ProviderKind::Replay {
+                        recordings: dir,
+                        delay_ms,
+                        jitter_ms,
+                    }
                 }
                 other => {
                     let help = did_you_mean(other, ["openai", "replay"]);

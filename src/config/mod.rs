@@ -102,6 +102,9 @@ pub enum ProviderKind {
     },
     Replay {
         recordings: PathBuf,
+        /// Simulated latency: `delay_ms` +- `jitter_ms`, drawn per call site (reproducible).
+        delay_ms: u64,
+        jitter_ms: u64,
     },
 }
 

@@ -51,6 +51,10 @@ pub struct RawProvider {
     pub retry_max_ms: Option<u64>,
     /// Replay: the recordings directory, relative to the pipeline file.
     pub recordings: Option<String>,
+    /// Replay: simulated latency per answer, in milliseconds (for benchmarks and demos).
+    pub delay_ms: Option<u64>,
+    /// Replay: the simulated latency varies by up to this much either way, per call.
+    pub delay_jitter_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -187,12 +187,15 @@ impl Providers {
                     crate::config::ProviderKind::OpenAi { .. } => {
                         AnyProvider::OpenAi(openai::OpenAiProvider::new(cfg))
                     }
-                    crate::config::ProviderKind::Replay { recordings } => {
-                        AnyProvider::Replay(replay::ReplayProvider {
-                            dir: recordings.clone(),
-                            strict,
-                        })
-                    }
+                    crate::config::ProviderKind::Replay {
+                        recordings,
+                        delay_ms,
+                        jitter_ms,
+                    } => AnyProvider::Replay(replay::ReplayProvider {
+                        dir: recordings.clone(),
+                        strict,
+                        delay: (*delay_ms, *jitter_ms),
+                    }),
                 };
                 (name.clone(), p)
             })
@@ -219,7 +222,13 @@ impl Providers {
             })?;
         let response = match p {
             AnyProvider::OpenAi(o) => o.chat(site, request, notify).await?,
-            AnyProvider::Replay(r) => r.chat(site, request, notify)?,
+            AnyProvider::Replay(r) => {
+                let wait = r.latency(site);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                r.chat(site, request, notify)?
+            }
         };
         if let Some(rec) = &self.recorder
             && let Err(e) = rec.record(site, request, &response)

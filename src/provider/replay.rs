@@ -55,9 +55,30 @@ pub struct ReplayProvider {
     pub dir: PathBuf,
     /// A request that differs from the recorded one is an error instead of a warning.
     pub strict: bool,
+    /// Simulated latency (ms, jitter ms); (0, 0) answers at once.
+    pub delay: (u64, u64),
 }
 
 impl ReplayProvider {
+    /// How long this call waits before answering: `delay +- jitter`, the same for the same call
+    /// site on every run, so a benchmark is reproducible.
+    pub fn latency(&self, site: &CallSite) -> std::time::Duration {
+        let (delay, jitter) = self.delay;
+        if jitter == 0 {
+            return std::time::Duration::from_millis(delay);
+        }
+        let h = blake3::hash(
+            format!(
+                "{}\0{}\0{}\0{}",
+                site.stage, site.model, site.subject, site.turn
+            )
+            .as_bytes(),
+        );
+        let r = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        let offset = r % (2 * jitter + 1);
+        std::time::Duration::from_millis(delay - jitter + offset)
+    }
+
     pub fn chat(
         &self,
         site: &CallSite,
@@ -235,6 +256,7 @@ mod tests {
         let notes = std::sync::Mutex::new(Vec::new());
         let notify = |m: &str| notes.lock().unwrap().push(m.to_string());
         let replay = ReplayProvider {
+            delay: (0, 0),
             dir: dir.path().into(),
             strict: false,
         };
@@ -244,6 +266,7 @@ mod tests {
         replay.chat(&site(0), &req("changed"), &notify).unwrap();
         assert_eq!(notes.lock().unwrap().len(), 1);
         let strict = ReplayProvider {
+            delay: (0, 0),
             dir: dir.path().into(),
             strict: true,
         };
