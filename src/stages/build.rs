@@ -85,6 +85,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         messages: vec![Message::user(text)],
         sampling: m.sampling.clone(),
         json_schema: None,
+        tools: Vec::new(),
     };
     let site = CallSite {
         stage: ctx.node.stage.clone(),

@@ -342,6 +342,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
             messages: messages.clone(),
             sampling: jm.sampling.clone(),
             json_schema: Some(rubric.answer_schema()),
+            tools: Vec::new(),
         };
         if turn == 0 {
             judgment.prompt_digest = request.digest();
