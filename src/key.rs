@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{Pipeline, Stage, StageKind};
+use crate::config::{Harness, Pipeline, Stage, StageKind};
 use crate::plan::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
@@ -74,10 +74,38 @@ pub fn input_for(
         upstream,
     };
     match &stage.kind {
-        StageKind::Build { prompt, harness } => {
-            input.config = serde_json::json!({"harness": harness});
-            input.template = Some(digest(&prompt.text));
+        StageKind::Build {
+            prompt,
+            harness,
+            agent,
+            agent_prompt,
+        } => {
+            let model = match subject {
+                Subject::Impl { model, .. } => p.model(model),
+                _ => None,
+            };
+            let harness = model.map_or(*harness, |m| m.harness.unwrap_or(*harness));
             input.task.clone_from(&p.task.digests.build);
+            if harness == Harness::Agent {
+                // The agent's budgets, pipe's own tools and system text, the visible tests and
+                // the task's [agent] table all change what an agent build does.
+                input.config = serde_json::json!({
+                    "harness": harness,
+                    "agent": agent,
+                    "harness_digest": crate::stages::agent::harness_digest(&p.task, agent),
+                });
+                input.template = Some(digest(&agent_prompt.as_ref().unwrap_or(prompt).text));
+                input.task.extend(
+                    p.task
+                        .digests
+                        .agent
+                        .iter()
+                        .map(|(k, v)| (format!("agent/{k}"), v.clone())),
+                );
+            } else {
+                input.config = serde_json::json!({"harness": harness});
+                input.template = Some(digest(&prompt.text));
+            }
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
             }

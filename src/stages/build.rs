@@ -1,5 +1,7 @@
-//! Build, `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
+//! Build. `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
 //! files parsed out of it. A rejected answer is a result (outcome `rejected`), not a failure.
+//! `agent` harness: a tool-calling loop in the sandbox (`stages/agent/`). The harness is the
+//! model's own (`[[models]] harness`) or the build stage's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,6 +23,21 @@ pub enum BuildOutcome {
     Completed,
     /// The answer was refused: a path outside the workspace, a protected file, or no files.
     Rejected,
+    /// Agent: the workspace stopped changing for `stagnation_steps` steps.
+    Stagnated,
+    /// Agent: steps, wall time or context (in the last pass) ran out before a verified `done`.
+    Budget,
+    /// Agent: the endpoint failed after its retries; nothing was built.
+    Fault,
+}
+
+impl BuildOutcome {
+    /// The build left an implementation to test and judge: completed, or an agent build that
+    /// stagnated or ran out of budget (what it built is tested as it is). Rejected and faulted
+    /// builds leave none.
+    pub fn has_implementation(self) -> bool {
+        matches!(self, Self::Completed | Self::Stagnated | Self::Budget)
+    }
 }
 
 /// `build.json`.
@@ -41,19 +58,37 @@ pub struct BuildReport {
     pub rejected: Vec<Rejection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The agent harness's account: steps, `done` rejections, passes, tool calls, refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::agent::AgentReport>,
+}
+
+impl BuildReport {
+    /// There are files to test and judge.
+    pub fn has_implementation(&self) -> bool {
+        self.outcome.has_implementation() && !self.files.is_empty()
+    }
 }
 
 pub const FILES_DIR: &str = "files";
 
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
-    let StageKind::Build { prompt, harness } = ctx.stage_kind() else {
+    let kind = ctx.stage_kind();
+    let StageKind::Build {
+        prompt,
+        agent,
+        agent_prompt,
+        ..
+    } = kind
+    else {
         unreachable!("dispatched by kind")
     };
     let Subject::Impl { model, sample } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
+    let harness = kind.harness_for(m).expect("a build stage");
     let workspace = match &ctx.task().workspace_dir {
         Some(w) => fsutil::list_files(w)
             .map_err(io(w))?
@@ -78,6 +113,12 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         model: model.clone(),
         sample: *sample,
     };
+    if harness == Harness::Agent {
+        let template = agent_prompt.as_ref().unwrap_or(prompt);
+        let text =
+            templates::render(template, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+        return super::agent::run(ctx, dir, m, agent, text).await;
+    }
     let text = templates::render(prompt, &bctx).map_err(|d| NodeError::Internal(d.message))?;
     let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
     let request = ChatRequest {
@@ -139,7 +180,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         }
     }
     let report = BuildReport {
-        harness: *harness,
+        harness,
         outcome,
         model: model.clone(),
         model_slug: m.model.clone(),
@@ -157,6 +198,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         files,
         rejected: parsed.rejected,
         reason,
+        agent: None,
     };
     outputs.push(write_output(dir, "build.json", &report)?);
     Ok(outputs)

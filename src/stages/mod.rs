@@ -10,6 +10,7 @@
 //! | aggregate | every build, gate and judgment          | `aggregate.json`                        |
 //! | publish   | the aggregate                           | `report.md`, `dataset.json`, ...        |
 
+pub mod agent;
 pub mod aggregate;
 pub mod answer;
 pub mod build;
