@@ -725,7 +725,10 @@ impl Loop<'_> {
             .ctx
             .services
             .sandbox
-            .run(&self.job(&script, vec![junit_rel.clone()]), &self.ctx.cancel)
+            .run(
+                &self.job(&script, vec![junit_rel.clone()]),
+                &self.ctx.cancel,
+            )
             .await?;
         let cases = match r.files.get(&junit_rel).map(|x| junit::parse(x)) {
             Some(Ok(cases)) => Ok(cases),
