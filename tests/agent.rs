@@ -414,3 +414,74 @@ fn an_endpoint_that_fails_ends_the_build_as_fault_with_its_usage() {
     assert_eq!(g["ran"], false);
     assert!(r.node("build").join("transcript.jsonl").is_file());
 }
+
+#[test]
+fn a_pass_out_of_context_starts_fresh_on_the_same_workspace_with_the_notes() {
+    let turns = json!([
+        // Pass 1: only notes; the pass runs out of context (1000 + 50 tokens).
+        turn(&[(
+            "write_file",
+            json!({"path": "NOTES.md", "content": "next: write atomic_write.py\n"})
+        )]),
+        // Pass 2: a naive module; out of context again, and the probe finds it failing.
+        turn(&[(
+            "write_file",
+            json!({"path": "atomic_write.py", "content": NAIVE})
+        )]),
+    ]);
+    let r = Round::replayed(
+        &turns,
+        "max_context_tokens = 1000\npasses = 2\nstagnation_steps = 5",
+    );
+    let run = r.run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let b = r.build();
+    assert_eq!(b["outcome"], "budget", "{b}");
+    assert_eq!(b["agent"]["budget"], "context");
+    assert_eq!(b["agent"]["passes"], 2);
+    assert_eq!(b["agent"]["pass_ends"], json!(["context", "context"]));
+    assert_eq!(b["agent"]["last_verify"]["passed"], false, "the probe ran");
+    let t = r.transcript();
+    // Pass 2 starts over: its own system message, and a user message that points at the notes.
+    let pass2: Vec<&Value> = t
+        .iter()
+        .filter(|e| e["type"] == "message" && e["pass"] == 2)
+        .collect();
+    assert_eq!(pass2[0]["role"], "system");
+    let user = pass2[1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("pass 2 of 2") && user.contains("NOTES.md"),
+        "{user}"
+    );
+    // Pass 1 changed only the notes: no probe after it.
+    let probes = t
+        .iter()
+        .filter(|e| {
+            e["text"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("end-of-pass probe"))
+        })
+        .count();
+    assert_eq!(probes, 1);
+    // The notes are the agent's, not part of the implementation.
+    assert_eq!(b["files"], json!(["atomic_write.py"]));
+}
+
+#[test]
+fn the_end_of_pass_probe_completes_work_the_model_did_not_signal() {
+    let good = std::fs::read_to_string(repo().join("tasks/atomic-write/reference/atomic_write.py"))
+        .unwrap();
+    let turns = json!([turn(&[(
+        "write_file",
+        json!({"path": "atomic_write.py", "content": good})
+    )])]);
+    let r = Round::replayed(&turns, "max_context_tokens = 1000");
+    let run = r.run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let b = r.build();
+    assert_eq!(b["outcome"], "completed", "{b}");
+    assert_eq!(b["agent"]["completed_by"], "probe");
+    assert_eq!(b["agent"]["pass_ends"], json!(["probe"]));
+    assert_eq!(b["agent"]["done_rejections"], 0);
+    assert_eq!(r.gate()["passed"], true);
+}

@@ -217,6 +217,45 @@ pub fn harness_digest(task: &Task, settings: &AgentSettings) -> String {
         .to_string()
 }
 
+/// Stagnation: how many steps in a row left the workspace fingerprint as it was.
+#[derive(Debug)]
+pub struct Stagnation {
+    last: String,
+    unchanged: u32,
+    limit: u32,
+}
+
+impl Stagnation {
+    pub fn new(start: String, limit: u32) -> Self {
+        Self {
+            last: start,
+            unchanged: 0,
+            limit,
+        }
+    }
+
+    /// Observes the fingerprint after a step; true when the build has stagnated.
+    pub fn step(&mut self, fingerprint: String) -> bool {
+        if fingerprint == self.last {
+            self.unchanged += 1;
+        } else {
+            self.unchanged = 0;
+            self.last = fingerprint;
+        }
+        self.unchanged >= self.limit
+    }
+}
+
+/// The context a step used: the endpoint's count of its input and output, or, when it reports
+/// none, an estimate over the conversation.
+pub fn context_tokens(usage: Usage, messages: &[Message]) -> u64 {
+    if usage.input_tokens > 0 {
+        usage.input_tokens + usage.output_tokens
+    } else {
+        estimate_tokens(messages)
+    }
+}
+
 /// What ended the build.
 enum End {
     Completed(&'static str),
@@ -392,8 +431,7 @@ impl Loop<'_> {
         let system = system_prompt(self.ctx.task(), self.agent, self.settings);
         let tools = tool_specs();
         let wall = Duration::from_secs(self.settings.wall_secs);
-        let mut last_fp = self.ws.fingerprint();
-        let mut unchanged = 0u32;
+        let mut stagnation = Stagnation::new(self.ws.fingerprint(), self.settings.stagnation_steps);
         loop {
             self.pass += 1;
             self.report.passes = self.pass;
@@ -506,23 +544,10 @@ impl Loop<'_> {
                 if completed {
                     break PassEnd::Stop(End::Completed("done"), "done");
                 }
-                // Stagnation: the work did not move.
-                let fp = self.ws.fingerprint();
-                if fp == last_fp {
-                    unchanged += 1;
-                } else {
-                    unchanged = 0;
-                    last_fp = fp;
-                }
-                if unchanged >= self.settings.stagnation_steps {
+                if stagnation.step(self.ws.fingerprint()) {
                     break PassEnd::Stop(End::Stagnated, "stagnated");
                 }
-                // Context: what the endpoint reported for this step, or an estimate.
-                let context = if response.usage.input_tokens > 0 {
-                    response.usage.input_tokens + response.usage.output_tokens
-                } else {
-                    estimate_tokens(&messages)
-                };
+                let context = context_tokens(response.usage, &messages);
                 self.report.context_peak = self.report.context_peak.max(context);
                 if context >= self.settings.max_context_tokens {
                     break PassEnd::Context;
@@ -856,6 +881,30 @@ mod tests {
             Message::assistant_calls("", vec![ToolCall::new("c", "run", "y".repeat(397))]),
         ];
         assert_eq!(estimate_tokens(&m), 200);
+    }
+
+    #[test]
+    fn stagnation_counts_unchanged_steps_in_a_row() {
+        let mut s = Stagnation::new("a".into(), 2);
+        assert!(!s.step("a".into()));
+        assert!(!s.step("b".into()), "a change resets the count");
+        assert!(!s.step("b".into()));
+        assert!(s.step("b".into()));
+        let mut one = Stagnation::new("a".into(), 1);
+        assert!(one.step("a".into()));
+    }
+
+    #[test]
+    fn context_is_the_reported_usage_or_an_estimate() {
+        let m = vec![Message::user("x".repeat(4000))];
+        let reported = Usage {
+            input_tokens: 900,
+            output_tokens: 100,
+            cache_read_tokens: 800,
+        };
+        assert_eq!(context_tokens(reported, &m), 1000);
+        assert_eq!(context_tokens(Usage::default(), &m), 1000);
+        assert_eq!(context_tokens(Usage::default(), &[]), 0);
     }
 
     #[test]
