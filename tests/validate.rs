@@ -88,6 +88,8 @@ const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
 
 /// Every case directory of `tests/broken/`, with its pipeline file.
 const CASES: &[(&str, &str)] = &[
+    ("agent-bad-settings", "pipeline.toml"),
+    ("agent-task-without-agent", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
     ("many-errors", "pipeline.toml"),
@@ -103,6 +105,7 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
+    ("task-bad-agent-table", "pipeline.toml"),
     ("task-empty-hidden-tests", "pipeline.toml"),
     ("task-invalid-protected-glob", "pipeline.toml"),
     ("task-missing-hidden-tests", "pipeline.toml"),
@@ -155,6 +158,8 @@ macro_rules! broken_case {
 }
 
 broken_case! {
+    agent_bad_settings => "agent-bad-settings", "pipeline.toml";
+    agent_task_without_agent => "agent-task-without-agent", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
     many_errors => "many-errors", "pipeline.toml";
@@ -170,6 +175,7 @@ broken_case! {
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
+    task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";
     task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
     task_invalid_protected_glob => "task-invalid-protected-glob", "pipeline.toml";
     task_missing_hidden_tests => "task-missing-hidden-tests", "pipeline.toml";
