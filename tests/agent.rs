@@ -485,3 +485,58 @@ fn the_end_of_pass_probe_completes_work_the_model_did_not_signal() {
     assert_eq!(b["agent"]["done_rejections"], 0);
     assert_eq!(r.gate()["passed"], true);
 }
+
+#[test]
+fn agent_settings_are_in_the_agent_builds_key_only() {
+    let turns = json!([
+        turn(&[(
+            "write_file",
+            json!({"path": "atomic_write.py", "content": NAIVE})
+        )]),
+        turn(&[("done", json!({}))]),
+    ]);
+    let r = Round::replayed(&turns, "max_steps = 2\nstagnation_steps = 8");
+    // A second model builds in one shot under the same stage.
+    let p = r.root.join("pipeline.toml");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "[stages.build]",
+        "[[models]]\nid = \"s\"\nprovider = \"p\"\nmodel = \"example/s\"\n\n[stages.build]",
+    );
+    std::fs::write(&p, text).unwrap();
+    let single = json!({"stage": "build", "model": "s", "subject": "1", "turns": [
+        {"answer": format!("```python path=atomic_write.py\n{NAIVE}```\n")}
+    ]});
+    std::fs::create_dir_all(r.root.join("rec/build/s")).unwrap();
+    std::fs::write(
+        r.root.join("rec/build/s/1.yaml"),
+        serde_yaml::to_string(&single).unwrap(),
+    )
+    .unwrap();
+    let first = r.run();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.summary["executed"], 4, "{}", first.summary);
+    let single_build = read_json(
+        &r.root
+            .join("out/agent-2026-01-02/nodes/build/s/1/build.json"),
+    );
+    assert_eq!(single_build["harness"], "single-shot");
+    assert!(
+        single_build.get("agent").is_none(),
+        "single-shot build.json is unchanged"
+    );
+
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("stagnation_steps = 8", "stagnation_steps = 9");
+    std::fs::write(&p, text).unwrap();
+    let second = r.run();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(
+        common::ids_with(&second.summary, "executed"),
+        ["build:m#1", "gate:m#1"]
+    );
+    assert_eq!(
+        common::ids_with(&second.summary, "cached"),
+        ["build:s#1", "gate:s#1"]
+    );
+}
