@@ -4,6 +4,7 @@
 //! | kind      | reads                                   | writes                                  |
 //! |-----------|-----------------------------------------|-----------------------------------------|
 //! | build     | task spec, prompt template, the model   | `files/`, `answer.md`, `build.json`     |
+//! |           | (agent: visible tests, `[agent]`, sandbox) | (agent: `transcript.jsonl`, no answer) |
 //! | gate      | build `files/`, hidden tests            | `gate.json`, `junit-N.xml`, `output.txt`|
 //! | command   | build `files/`                          | `command.json`                          |
 //! | judge     | build `files/`, gate, rubric, template  | `judgment.json`, `prompt.md`, `answer.md`|
