@@ -278,6 +278,7 @@ pub fn round_data_from_dataset(
                 .map(|d| d.run_path.clone())
                 .filter(|p| p != DASH),
             test_exit_code: s.test_exit_code,
+            agent: None,
         });
     }
     let mut gates = Vec::new();
@@ -642,6 +643,7 @@ pub fn round_data_from_multivac(
             loc: None,
             run_path: None,
             test_exit_code: None,
+            agent: None,
         })
         .collect();
     Ok(RoundData {

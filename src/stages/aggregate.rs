@@ -141,6 +141,15 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     loc: b.has_implementation().then_some(b.loc),
                     run_path: Some(d.dir.display().to_string()),
                     test_exit_code: None,
+                    agent: b.agent.as_ref().map(|a| crate::aggregate::AgentNote {
+                        outcome: serde_json::to_value(b.outcome)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        steps: a.steps,
+                        done_rejections: a.done_rejections,
+                        passes: a.passes,
+                    }),
                 });
             }
             (Subject::Impl { model, sample }, "gate") => {
