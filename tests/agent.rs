@@ -372,15 +372,11 @@ async fn failing(
     )
 }
 
-#[test]
-fn an_endpoint_that_fails_ends_the_build_as_fault_with_its_usage() {
-    let count = Arc::new(AtomicUsize::new(0));
+/// Serves `app` on 127.0.0.1 in a thread of its own; returns the address.
+fn serve(app: Router) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/v1/chat/completions", post(failing))
-        .with_state(Arc::clone(&count));
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -391,6 +387,17 @@ fn an_endpoint_that_fails_ends_the_build_as_fault_with_its_usage() {
             axum::serve(listener, app).await.unwrap();
         });
     });
+    addr
+}
+
+#[test]
+fn an_endpoint_that_fails_ends_the_build_as_fault_with_its_usage() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let addr = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(failing))
+            .with_state(Arc::clone(&count)),
+    );
     let r = Round::new(
         &format!(
             "kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmax_retries = 1\nretry_base_ms = 1\nretry_max_ms = 5"
@@ -539,4 +546,101 @@ fn agent_settings_are_in_the_agent_builds_key_only() {
         common::ids_with(&second.summary, "cached"),
         ["build:s#1", "gate:s#1"]
     );
+}
+
+/// A live agent: writes the reference solution (arguments spelt with spaces, as endpoints do),
+/// runs the visible tests, then calls `done`.
+async fn live_agent(
+    State(n): State<Arc<AtomicUsize>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let reference =
+        std::fs::read_to_string(repo().join("tasks/atomic-write/reference/atomic_write.py"))
+            .unwrap();
+    let (name, args) = match n.fetch_add(1, Ordering::SeqCst) {
+        0 => (
+            "write_file",
+            json!({"path": "atomic_write.py", "content": reference}),
+        ),
+        1 => (
+            "run",
+            json!({"command": ["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "visible"]}),
+        ),
+        _ => ("done", json!({})),
+    };
+    // The last request carries the real result of the previous call.
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    let arguments = serde_json::to_string_pretty(&args).unwrap();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "choices": [{"message": {"role": "assistant", "content": format!("after: {}", last["role"]), "tool_calls": [
+                {"id": format!("live_{}", n.load(Ordering::SeqCst)), "type": "function",
+                 "function": {"name": name, "arguments": arguments}}
+            ]}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 500, "completion_tokens": 60},
+        })),
+    )
+}
+
+#[test]
+fn a_recorded_live_agent_build_replays_strictly_by_executing_its_tool_calls_again() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let addr = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(live_agent))
+            .with_state(Arc::clone(&count)),
+    );
+    let live = Round::new(
+        &format!("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmax_retries = 0"),
+        "",
+    );
+    let rec = live.root.join("recorded");
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&live.root)
+        .args(["run", "pipeline.toml", "--sandbox", "local", "--record"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = live.build();
+    assert_eq!(b["outcome"], "completed", "{b}");
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    let recording = std::fs::read_to_string(rec.join("build/m/1.yaml")).unwrap();
+    assert_eq!(
+        recording.matches("request_digest").count(),
+        3,
+        "{recording}"
+    );
+    assert!(recording.contains("name: write_file"), "{recording}");
+
+    // Replayed under --strict: every request matches its recorded digest although the tool
+    // results (pytest's timings, temp paths) come from a new execution.
+    let replay = Round::new(
+        &format!("kind = \"replay\"\nrecordings = \"{}\"", rec.display()),
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&replay.root)
+        .args(["run", "pipeline.toml", "--sandbox", "local", "--strict"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = replay.build();
+    assert_eq!(again["outcome"], "completed");
+    assert_eq!(again["agent"]["steps"], 3);
+    assert_eq!(again["usage"], b["usage"]);
+    assert_eq!(
+        std::fs::read(replay.node("build").join("files/atomic_write.py")).unwrap(),
+        std::fs::read(live.node("build").join("files/atomic_write.py")).unwrap()
+    );
+    assert_eq!(replay.gate()["passed"], true);
 }

@@ -127,13 +127,26 @@ impl ChatRequest {
     ///
     /// The text of tool results is left out: a replay executes the recorded tool calls again, and
     /// what they print (a test run's timings, temp paths) differs from run to run although the
-    /// conversation is the same. What the model asked for stays in: the assistant messages.
+    /// conversation is the same. What the model asked for stays in: the assistant messages, with
+    /// tool arguments in one JSON spelling (a recording keeps them as data, not as the text the
+    /// endpoint sent).
     pub fn digest(&self) -> String {
-        let bytes = if self.messages.iter().any(|m| m.tool_call_id.is_some()) {
+        let with_tools = self
+            .messages
+            .iter()
+            .any(|m| m.tool_call_id.is_some() || m.tool_calls.is_some());
+        let bytes = if with_tools {
             let mut stable = self.clone();
             for m in &mut stable.messages {
                 if m.tool_call_id.is_some() {
                     m.content.clear();
+                }
+                for call in m.tool_calls.iter_mut().flatten() {
+                    if let Ok(v) =
+                        serde_json::from_str::<serde_json::Value>(&call.function.arguments)
+                    {
+                        call.function.arguments = v.to_string();
+                    }
                 }
             }
             serde_json::to_vec(&stable)

@@ -364,6 +364,11 @@ mod tests {
             with("1 passed in 0.02s", "{}").digest()
         );
         assert_ne!(with("x", "{}").digest(), with("x", r#"{"a":1}"#).digest());
+        assert_eq!(
+            with("x", r#"{"a": 1}"#).digest(),
+            with("x", r#"{"a":1}"#).digest(),
+            "one spelling of the arguments"
+        );
         // A request without tool messages digests as it always did.
         assert_eq!(req("go").digest(), {
             let bytes = serde_json::to_vec(&req("go")).unwrap();

@@ -273,6 +273,9 @@ struct Loop<'a> {
     transcript: Vec<Entry>,
     report: AgentReport,
     usage: Usage,
+    /// Model-call latency and attempts, summed over the steps.
+    latency_ms: u64,
+    attempts: u32,
     pass: u32,
     step: u32,
 }
@@ -325,6 +328,8 @@ pub async fn run(
         transcript: Vec::new(),
         report: AgentReport::default(),
         usage: Usage::default(),
+        latency_ms: 0,
+        attempts: 0,
         pass: 0,
         step: 0,
     };
@@ -389,8 +394,8 @@ pub async fn run(
         usage: l.usage,
         cost_usd: model.price.cost(l.usage),
         wall_ms,
-        latency_ms: wall_ms,
-        attempts: l.report.steps,
+        latency_ms: l.latency_ms,
+        attempts: l.attempts,
         loc,
         files,
         rejected: Vec::new(),
@@ -501,6 +506,8 @@ impl Loop<'_> {
                 self.step += 1;
                 self.report.steps = self.step;
                 self.usage.add(response.usage);
+                self.latency_ms += response.latency_ms;
+                self.attempts += response.attempts;
                 let assistant =
                     Message::assistant_calls(response.content.clone(), response.tool_calls.clone());
                 self.transcript.push(Entry::Message {
