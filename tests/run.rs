@@ -499,6 +499,9 @@ fn check_task_passes_the_shipped_reference() {
     assert_eq!(t["passed"], true);
     assert!(t["tests_total"].as_u64().unwrap() >= 15);
     assert_eq!(t["tests_passed"], t["tests_total"]);
+    // The task has an [agent] table: the reference passes the visible verification too.
+    assert_eq!(t["visible"]["passed"], true, "{t}");
+    assert_eq!(t["visible"]["tests_total"], 5);
 }
 
 #[test]

@@ -692,20 +692,13 @@ impl Loop<'_> {
 
     /// A sandbox job over a copy of the workspace.
     fn job(&self, script: &str, collect: Vec<String>) -> Job {
-        let mut env = BTreeMap::new();
-        env.insert("PYTEST_DISABLE_PLUGIN_AUTOLOAD".into(), "1".into());
-        env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
-        Job {
-            inputs: vec![("ws".into(), self.ws.root.clone())],
-            script: format!(
-                "mkdir -p \"$PIPE_WORK/out\" && export PIPE_JUNIT=\"$PIPE_WORK/out/junit.xml\" && cd \"$PIPE_WORK/ws\" && {script}"
-            ),
-            env,
-            timeout: Duration::from_secs(self.settings.run_timeout_secs),
-            output_limit: 8 * 1024,
+        workspace_job(
+            self.ctx.task(),
+            &self.ws.root,
+            script,
+            Duration::from_secs(self.settings.run_timeout_secs),
             collect,
-            python: self.ctx.task().python_requirements.clone(),
-        }
+        )
     }
 
     async fn run_command(&self, argv: &[String]) -> Result<Result<String, ToolError>, NodeError> {
@@ -742,91 +735,135 @@ impl Loop<'_> {
         Ok(Ok(text))
     }
 
-    /// Runs the task's visible verification on the workspace. Passes only when its JUnit report
-    /// lists at least one test, every test passed, and the command exited 0.
+    /// Runs the task's visible verification on the workspace.
     async fn verify(&self) -> Result<Verification, NodeError> {
-        let script = self
-            .agent
-            .verify
-            .iter()
-            .map(|a| super::gate::shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let junit_rel = "out/junit.xml".to_string();
-        let r = self
-            .ctx
-            .services
-            .sandbox
-            .run(
-                &self.job(&script, vec![junit_rel.clone()]),
-                &self.ctx.cancel,
-            )
-            .await?;
-        let cases = match r.files.get(&junit_rel).map(|x| junit::parse(x)) {
-            Some(Ok(cases)) => Ok(cases),
-            Some(Err(e)) => Err(format!("its JUnit report is unreadable: {e}")),
-            None if r.timed_out => Err(format!(
-                "it timed out after {}s before reporting",
-                self.settings.run_timeout_secs
-            )),
-            None => Err(format!(
-                "it exited {:?} without writing a JUnit report (no test ran)",
-                r.exit_code
-            )),
-        };
-        let mut v = Verification {
+        Ok(verify(
+            &self.ctx.services.sandbox,
+            self.ctx.task(),
+            &self.ws.root,
+            Duration::from_secs(self.settings.run_timeout_secs),
+            &self.ctx.cancel,
+        )
+        .await?)
+    }
+}
+
+/// A sandbox job over a copy of the workspace `root`, run from its top, with `$PIPE_JUNIT` set.
+fn workspace_job(
+    task: &Task,
+    root: &Path,
+    script: &str,
+    timeout: Duration,
+    collect: Vec<String>,
+) -> Job {
+    let mut env = BTreeMap::new();
+    env.insert("PYTEST_DISABLE_PLUGIN_AUTOLOAD".into(), "1".into());
+    env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    Job {
+        inputs: vec![("ws".into(), root.to_path_buf())],
+        script: format!(
+            "mkdir -p \"$PIPE_WORK/out\" && export PIPE_JUNIT=\"$PIPE_WORK/out/junit.xml\" && cd \"$PIPE_WORK/ws\" && {script}"
+        ),
+        env,
+        timeout,
+        output_limit: 8 * 1024,
+        collect,
+        python: task.python_requirements.clone(),
+    }
+}
+
+/// Runs the task's visible verification (`[agent] verify`) on the workspace `root` in the
+/// sandbox. Passes only when its JUnit report lists at least one test, every test passed, and
+/// the command exited 0. (`pipe check-task` runs it on the reference solution too.)
+pub async fn verify(
+    sandbox: &crate::sandbox::Sandbox,
+    task: &Task,
+    root: &Path,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Verification, crate::sandbox::SandboxError> {
+    let Some(agent) = &task.agent else {
+        return Ok(Verification {
             passed: false,
             tests_passed: 0,
             tests_total: 0,
-            exit_code: r.exit_code,
-            reason: None,
-        };
-        match cases {
-            Err(why) => v.reason = Some(why),
-            Ok(cases) => {
-                v.tests_total = cases.len();
-                v.tests_passed = cases
-                    .iter()
-                    .filter(|c| c.outcome == TestOutcome::Passed)
-                    .count();
-                let failing: Vec<String> = cases
-                    .iter()
-                    .filter(|c| c.outcome != TestOutcome::Passed)
-                    .map(|c| {
-                        let msg = c.message.lines().next().unwrap_or("").trim().to_string();
-                        if msg.is_empty() {
-                            c.id.clone()
-                        } else {
-                            format!("{} ({msg})", c.id)
-                        }
-                    })
-                    .collect();
-                if cases.is_empty() {
-                    v.reason = Some("its JUnit report lists no test: nothing ran".into());
-                } else if !failing.is_empty() {
-                    let mut why = format!(
-                        "{} of {} tests did not pass: {}",
-                        failing.len(),
-                        cases.len(),
-                        failing.join("; ")
-                    );
-                    let tail: String = tail_lines(&r.stdout, 30);
-                    if !tail.is_empty() {
-                        let _ = write!(why, "\n--- output (end) ---\n{tail}");
+            exit_code: None,
+            reason: Some(format!("task `{}` declares no [agent] verify", task.name)),
+        });
+    };
+    let script = agent
+        .verify
+        .iter()
+        .map(|a| super::gate::shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let junit_rel = "out/junit.xml".to_string();
+    let job = workspace_job(task, root, &script, timeout, vec![junit_rel.clone()]);
+    let r = sandbox.run(&job, cancel).await?;
+    let cases = match r.files.get(&junit_rel).map(|x| junit::parse(x)) {
+        Some(Ok(cases)) => Ok(cases),
+        Some(Err(e)) => Err(format!("its JUnit report is unreadable: {e}")),
+        None if r.timed_out => Err(format!(
+            "it timed out after {}s before reporting",
+            timeout.as_secs()
+        )),
+        None => Err(format!(
+            "it exited {:?} without writing a JUnit report (no test ran)",
+            r.exit_code
+        )),
+    };
+    let mut v = Verification {
+        passed: false,
+        tests_passed: 0,
+        tests_total: 0,
+        exit_code: r.exit_code,
+        reason: None,
+    };
+    match cases {
+        Err(why) => v.reason = Some(why),
+        Ok(cases) => {
+            v.tests_total = cases.len();
+            v.tests_passed = cases
+                .iter()
+                .filter(|c| c.outcome == TestOutcome::Passed)
+                .count();
+            let failing: Vec<String> = cases
+                .iter()
+                .filter(|c| c.outcome != TestOutcome::Passed)
+                .map(|c| {
+                    let msg = c.message.lines().next().unwrap_or("").trim().to_string();
+                    if msg.is_empty() {
+                        c.id.clone()
+                    } else {
+                        format!("{} ({msg})", c.id)
                     }
-                    v.reason = Some(why);
-                } else if r.exit_code != Some(0) {
-                    v.reason = Some(format!(
-                        "every test passed but the command exited {:?}",
-                        r.exit_code
-                    ));
-                } else {
-                    v.passed = true;
+                })
+                .collect();
+            if cases.is_empty() {
+                v.reason = Some("its JUnit report lists no test: nothing ran".into());
+            } else if !failing.is_empty() {
+                let mut why = format!(
+                    "{} of {} tests did not pass: {}",
+                    failing.len(),
+                    cases.len(),
+                    failing.join("; ")
+                );
+                let tail: String = tail_lines(&r.stdout, 30);
+                if !tail.is_empty() {
+                    let _ = write!(why, "\n--- output (end) ---\n{tail}");
                 }
+                v.reason = Some(why);
+            } else if r.exit_code != Some(0) {
+                v.reason = Some(format!(
+                    "every test passed but the command exited {:?}",
+                    r.exit_code
+                ));
+            } else {
+                v.passed = true;
             }
         }
-        Ok(v)
     }
+    Ok(v)
 }
 
 enum PassEnd {
