@@ -201,6 +201,9 @@ fn a_build_past_its_step_budget_ends_as_budget() {
     assert_eq!(b["agent"]["budget"], "steps");
     assert_eq!(b["agent"]["steps"], 3);
     assert_eq!(b["agent"]["tool_calls"]["write_file"], 3);
+    // The pass changed the workspace: the end-of-pass probe verified it, and it failed.
+    assert_eq!(b["agent"]["last_verify"]["passed"], false, "{b}");
+    assert_eq!(b["agent"]["pass_ends"], json!(["steps"]));
     // The file is the one the third step wrote, by real execution of the replayed calls.
     let built = std::fs::read_to_string(r.node("build").join("files/atomic_write.py")).unwrap();
     assert!(built.ends_with("# step 2\n"), "{built}");
@@ -488,7 +491,7 @@ fn the_end_of_pass_probe_completes_work_the_model_did_not_signal() {
     let b = r.build();
     assert_eq!(b["outcome"], "completed", "{b}");
     assert_eq!(b["agent"]["completed_by"], "probe");
-    assert_eq!(b["agent"]["pass_ends"], json!(["probe"]));
+    assert_eq!(b["agent"]["pass_ends"], json!(["context, then probe"]));
     assert_eq!(b["agent"]["done_rejections"], 0);
     assert_eq!(r.gate()["passed"], true);
 }

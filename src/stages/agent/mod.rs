@@ -5,7 +5,8 @@
 //! tools on the workspace, strictly confined; `run` and `done` as sandbox jobs); the model never
 //! touches the host.
 //!
-//! Outcomes: `completed` (a `done` accepted, or the end-of-pass probe passed), `stagnated` (the
+//! Outcomes: `completed` (a `done` accepted, or the end-of-pass probe passed: a pass that changed
+//! the workspace and ran out of context or steps is verified), `stagnated` (the
 //! workspace fingerprint did not change for `stagnation_steps` steps), `budget` (steps, wall
 //! time, or context in the last pass ran out), `fault` (the endpoint failed after its retries).
 //! A pass that runs out of context starts again with a fresh context on the same workspace when
@@ -42,7 +43,8 @@ pub struct AgentReport {
     pub done_rejections: u32,
     /// Passes started (fresh contexts).
     pub passes: u32,
-    /// How each pass ended: `done`, `probe`, `context`, `stagnated`, `steps`, `wall`, `fault`.
+    /// How each pass ended: `done`, `context`, `stagnated`, `steps`, `wall`, `fault`; `context,
+    /// then probe` or `steps, then probe` when the end-of-pass verification passed.
     pub pass_ends: Vec<String>,
     /// What ran out, for outcome `budget`: `steps`, `wall` or `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -560,29 +562,33 @@ impl Loop<'_> {
                     break PassEnd::Context;
                 }
             };
+            // The end-of-pass probe: a pass that changed the workspace but ran out of context or
+            // steps without a verified `done` is verified now; passing completes the build.
+            let probe = matches!(
+                pass_end,
+                PassEnd::Context | PassEnd::Stop(End::Budget("steps"), _)
+            ) && self.ws.fingerprint() != pass_start_fp;
+            let how = match &pass_end {
+                PassEnd::Stop(_, how) => *how,
+                PassEnd::Context => "context",
+            };
+            if probe {
+                let v = self.verify().await?;
+                self.event(format!("end-of-pass probe: {}", verification_text(&v)));
+                let passed = v.passed;
+                self.report.last_verify = Some(v);
+                if passed {
+                    self.end_pass(&format!("{how}, then probe"));
+                    return Ok(End::Completed("probe"));
+                }
+            }
+            self.end_pass(how);
             match pass_end {
-                PassEnd::Stop(end, how) => {
-                    self.end_pass(how);
-                    return Ok(end);
+                PassEnd::Stop(end, _) => return Ok(end),
+                PassEnd::Context if self.pass >= self.settings.passes => {
+                    return Ok(End::Budget("context"));
                 }
-                PassEnd::Context => {
-                    self.end_pass("context");
-                    // The end-of-pass probe: work was done but not signalled; verify it.
-                    if self.ws.fingerprint() != pass_start_fp {
-                        let v = self.verify().await?;
-                        self.event(format!("end-of-pass probe: {}", verification_text(&v)));
-                        let passed = v.passed;
-                        self.report.last_verify = Some(v);
-                        if passed {
-                            self.report.pass_ends.pop();
-                            self.report.pass_ends.push("probe".into());
-                            return Ok(End::Completed("probe"));
-                        }
-                    }
-                    if self.pass >= self.settings.passes {
-                        return Ok(End::Budget("context"));
-                    }
-                }
+                PassEnd::Context => {}
             }
         }
     }
