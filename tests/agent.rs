@@ -647,3 +647,28 @@ fn a_recorded_live_agent_build_replays_strictly_by_executing_its_tool_calls_agai
     );
     assert_eq!(replay.gate()["passed"], true);
 }
+
+#[test]
+fn a_build_past_its_wall_time_ends_as_budget() {
+    let slow = "import time\ntime.sleep(2)\n\ndef atomic_write(path, data, *, mode=None, encoding='utf-8'):\n    pass\n";
+    let turns = json!([
+        turn(&[(
+            "write_file",
+            json!({"path": "atomic_write.py", "content": slow})
+        )]),
+        // The visible tests import the module: this run alone outlasts the wall budget.
+        turn(&[(
+            "run",
+            json!({"command": ["python3", "-m", "pytest", "-q", "visible"]})
+        )]),
+        turn(&[("done", json!({}))]),
+    ]);
+    let r = Round::replayed(&turns, "wall_secs = 1");
+    let run = r.run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let b = r.build();
+    assert_eq!(b["outcome"], "budget", "{b}");
+    assert_eq!(b["agent"]["budget"], "wall");
+    assert_eq!(b["agent"]["steps"], 2, "the third call was never made");
+    assert!(b["agent"]["wall_secs"].as_f64().unwrap() >= 2.0, "{b}");
+}
