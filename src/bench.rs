@@ -155,13 +155,13 @@ fn build_recording(model: &str, subject: &str) -> String {
 }
 
 fn models_toml(n: usize, provider: &str) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "[[models]]\nid = \"m{i:03}\"\nprovider = \"{provider}\"\nmodel = \"bench/m{i:03}\"\nprice = {{ input = 1.0, output = 2.0 }}\n\n"
-            )
-        })
-        .collect()
+    (0..n).fold(String::new(), |mut o, i| {
+        let _ = write!(
+            o,
+            "[[models]]\nid = \"m{i:03}\"\nprovider = \"{provider}\"\nmodel = \"bench/m{i:03}\"\nprice = {{ input = 1.0, output = 2.0 }}\n\n"
+        );
+        o
+    })
 }
 
 /// One `pipe run` of the real binary: wall time and the summary it prints.

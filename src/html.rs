@@ -1598,6 +1598,7 @@ mod tests {
             samples: 1,
             run_path: None,
             build_ok: composite.is_some(),
+            agent: None,
             build_reason: composite.is_none().then(|| "refused <path>".to_string()),
             gate_passed: false,
             gate_reason: None,

@@ -279,6 +279,7 @@ pub fn round_data_from_dataset(
                 .filter(|p| p != DASH),
             test_exit_code: s.test_exit_code,
             task: None,
+            agent: None,
         });
     }
     let mut gates = Vec::new();
@@ -645,6 +646,7 @@ pub fn round_data_from_multivac(
             run_path: None,
             test_exit_code: None,
             task: None,
+            agent: None,
         })
         .collect();
     Ok(RoundData {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{Pipeline, Stage, StageKind};
+use crate::config::{Harness, Pipeline, Stage, StageKind};
 use crate::plan::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
@@ -77,23 +77,48 @@ pub fn input_for(
         StageKind::Build {
             prompt,
             harness,
+            agent,
+            agent_prompt,
             command,
         } => {
-            input.config = serde_json::json!({"harness": harness});
-            if let Some(c) = command {
-                // The command's settings and the names of the variables it gets, never their
-                // values; the tools by content.
-                input.config["command"] = serde_json::json!({
-                    "run": c.run.text,
-                    "network": c.network,
-                    "timeout_secs": c.timeout_secs,
-                    "env": c.env,
-                    "usage": c.usage,
-                    "tools": c.tools_digests,
-                });
-            }
-            input.template = Some(digest(&prompt.text));
+            let model = match subject {
+                Subject::Impl { model, .. } => p.model(model),
+                _ => None,
+            };
+            let harness = model.map_or(*harness, |m| m.harness.unwrap_or(*harness));
             input.task.clone_from(&p.task(subject.task()).digests.build);
+            if harness == Harness::Agent {
+                // The agent's budgets, pipe's own tools and system text, the visible tests and
+                // the task's [agent] table all change what an agent build does.
+                input.config = serde_json::json!({
+                    "harness": harness,
+                    "agent": agent,
+                    "harness_digest": crate::stages::agent::harness_digest(p.task(subject.task()), agent),
+                });
+                input.template = Some(digest(&agent_prompt.as_ref().unwrap_or(prompt).text));
+                input.task.extend(
+                    p.task(subject.task())
+                        .digests
+                        .agent
+                        .iter()
+                        .map(|(k, v)| (format!("agent/{k}"), v.clone())),
+                );
+            } else {
+                input.config = serde_json::json!({"harness": harness});
+                if let Some(c) = command {
+                    // The command's settings and the names of the variables it gets, never their
+                    // values; the tools by content.
+                    input.config["command"] = serde_json::json!({
+                        "run": c.run.text,
+                        "network": c.network,
+                        "timeout_secs": c.timeout_secs,
+                        "env": c.env,
+                        "usage": c.usage,
+                        "tools": c.tools_digests,
+                    });
+                }
+                input.template = Some(digest(&prompt.text));
+            }
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
             }

@@ -27,6 +27,32 @@ struct RawTask {
     gate: Option<serde_json::Value>,
     python: Option<serde_json::Value>,
     sandbox: Option<serde_json::Value>,
+    agent: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    visible_tests: Option<String>,
+    verify: Vec<String>,
+    #[serde(default)]
+    allow: Vec<Vec<String>>,
+}
+
+/// What an agent build may run and how its `done` is verified (`[agent]` in task.toml).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentTask {
+    /// Tests the agent sees: this task directory, copied into the workspace under `visible_name`
+    /// and protected from writes.
+    #[serde(skip)]
+    pub visible_dir: Option<PathBuf>,
+    pub visible_name: Option<String>,
+    /// The `done` gate: run from the workspace root, it must write JUnit XML to `$PIPE_JUNIT`;
+    /// `done` passes only when that report lists at least one test and every test passed, and
+    /// the command exited 0.
+    pub verify: Vec<String>,
+    /// Argument-vector prefixes the `run` tool accepts; `verify` is always among them.
+    pub allow: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +111,8 @@ pub struct Task {
     pub python_requirements: Vec<String>,
     /// The Docker image the task's gate runs in.
     pub image: String,
+    /// How agent builds verify `done` (none: the task supports single-shot builds only).
+    pub agent: Option<AgentTask>,
     /// blake3 of every file the task holds, by role, for cache keys.
     pub digests: TaskDigests,
 }
@@ -95,12 +123,25 @@ pub struct TaskDigests {
     pub build: BTreeMap<String, String>,
     /// What a gate reads: the hidden tests and how they run.
     pub gate: BTreeMap<String, String>,
+    /// What an agent build reads besides `build`: the visible tests and the `[agent]` table.
+    pub agent: BTreeMap<String, String>,
 }
 
 impl Task {
     /// True when a build may not write `rel` (a test file, a conftest, anything pytest auto-loads).
     pub fn is_protected(&self, rel: &Path) -> bool {
         self.protected.is_match(rel)
+    }
+
+    /// True when an agent may not write `rel`: a protected file, or anything under the visible
+    /// tests.
+    pub fn is_protected_for_agent(&self, rel: &Path) -> bool {
+        self.is_protected(rel)
+            || self
+                .agent
+                .as_ref()
+                .and_then(|a| a.visible_name.as_ref())
+                .is_some_and(|v| rel.starts_with(v))
     }
 
     /// True when `rel` counts as source for lines-of-code figures.
@@ -133,6 +174,11 @@ impl Task {
             .python
             .as_ref()
             .and_then(|_| section::<RawPython>(&doc, &root.key("python"), "[python]", &mut diags));
+        let agent_raw = raw
+            .agent
+            .as_ref()
+            .and_then(|_| section::<RawAgent>(&doc, &root.key("agent"), "[agent]", &mut diags));
+        let agent = agent_raw.map(|a| agent_task(&doc, dir, &a, &mut diags));
 
         let spec_path = dir.join(&raw.spec);
         let spec = match std::fs::read_to_string(&spec_path) {
@@ -272,6 +318,15 @@ impl Task {
         if let Some(w) = &workspace_dir {
             add_dir(&mut digests.build, "workspace", w)?;
         }
+        if let Some(a) = &agent {
+            let table = serde_json::to_vec(a).expect("the agent table serialises");
+            digests
+                .agent
+                .insert("[agent]".into(), blake3::hash(&table).to_hex().to_string());
+            if let Some(v) = &a.visible_dir {
+                add_dir(&mut digests.agent, "visible", v)?;
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
@@ -288,8 +343,71 @@ impl Task {
             image: sandbox
                 .and_then(|s| s.image)
                 .unwrap_or_else(|| crate::sandbox::docker::DEFAULT_IMAGE.to_string()),
+            agent,
             digests,
         })
+    }
+}
+
+/// Checks `[agent]`: the visible tests directory exists and has a plain relative name, `verify`
+/// and every `allow` entry are non-empty argument vectors.
+fn agent_task(doc: &SourceDoc, dir: &Path, raw: &RawAgent, diags: &mut Vec<Diag>) -> AgentTask {
+    let at = KeyPath::root().key("agent");
+    let visible_dir = raw.visible_tests.as_ref().and_then(|rel| {
+        let plain = !rel.is_empty()
+            && Path::new(rel)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        let path = dir.join(rel);
+        if !plain {
+            diags.push(
+                doc.error_at(
+                    &at.key("visible_tests"),
+                    format!("`visible_tests` `{rel}` is not a plain relative directory"),
+                    false,
+                )
+                .help("name a directory of the task, like `visible`: no `/` at the start, no `..`"),
+            );
+            None
+        } else if !path.is_dir() {
+            diags.push(
+                doc.error_at(
+                    &at.key("visible_tests"),
+                    format!("visible tests directory `{rel}` not found"),
+                    false,
+                )
+                .help("`visible_tests` is relative to the task directory (where task.toml is)"),
+            );
+            None
+        } else {
+            Some(path)
+        }
+    });
+    if raw.verify.is_empty() || raw.verify[0].is_empty() {
+        diags.push(
+            doc.error_at(&at.key("verify"), "`verify` is empty", false)
+                .help("give the command as an argument vector, e.g. [\"python3\", \"-m\", \"pytest\", \"--junitxml=$PIPE_JUNIT\", \"visible\"]"),
+        );
+    }
+    for (i, prefix) in raw.allow.iter().enumerate() {
+        if prefix.is_empty() || prefix[0].is_empty() {
+            diags.push(
+                doc.error_at(
+                    &at.key("allow").index(i),
+                    "an empty command prefix would allow every command",
+                    false,
+                )
+                .help("name at least the program, e.g. [\"python3\", \"-m\", \"pytest\"]"),
+            );
+        }
+    }
+    let mut allow = vec![raw.verify.clone()];
+    allow.extend(raw.allow.iter().cloned());
+    AgentTask {
+        visible_dir,
+        visible_name: raw.visible_tests.clone(),
+        verify: raw.verify.clone(),
+        allow,
     }
 }
 

@@ -179,7 +179,7 @@ async fn cancelling_a_job_removes_its_container() {
 
 fn gates(round_dir: &Path) -> BTreeMap<String, (u64, u64, Vec<(String, String)>)> {
     let mut out = BTreeMap::new();
-    for model in ["alpha", "bravo", "charlie", "delta"] {
+    for model in ["alpha", "bravo", "charlie", "delta", "echo"] {
         let v: Value = read_json(&round_dir.join(format!("nodes/gate/{model}/1/gate.json")));
         let tests = v["tests"]
             .as_array()
@@ -233,7 +233,14 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
             String::from_utf8_lossy(&o.stderr)
         );
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["executed"], 26);
+        assert_eq!(v["executed"], 37);
+        // echo builds through the agent loop: its tool calls ran in this sandbox too.
+        let echo: Value = read_json(
+            &out.path()
+                .join("atomic-write-offline-2026-05-08/nodes/build/echo/1/build.json"),
+        );
+        assert_eq!(echo["outcome"], "completed", "{sb}: {echo}");
+        assert_eq!(echo["agent"]["done_rejections"], 1, "{sb}: {echo}");
         let gate: Value = read_json(
             &out.path()
                 .join("atomic-write-offline-2026-05-08/nodes/gate/alpha/1/gate.json"),
@@ -245,6 +252,7 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
     let docker = gates(&dirs[1].path().join("atomic-write-offline-2026-05-08"));
     assert_eq!(local, docker);
     assert_eq!(local["alpha"].0, 22);
+    assert_eq!(local["echo"].0, 21);
     assert_eq!(leftover(&s).await, 0, "no container of the round is left");
 }
 

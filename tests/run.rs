@@ -382,12 +382,14 @@ fn the_shipped_offline_round_runs_all_five_stages() {
         serde_json::from_slice::<Value>(&o.stdout).unwrap()
     };
     let first = run();
-    assert_eq!(first["executed"], 26);
+    assert_eq!(first["executed"], 37);
     let report =
         std::fs::read_to_string(out.path().join("atomic-write-offline-2026-05-08/report.md"))
             .unwrap();
-    // Real pytest runs of the hidden tests: one correct build, two failing some tests, one refused.
+    // Real pytest runs of the hidden tests: one correct build, two failing some tests, one refused,
+    // and echo's, built by the agent harness, failing one.
     assert!(report.contains("| pass | 22/22 |"), "{report}");
+    assert!(report.contains("| pass | 21/22 |"), "{report}");
     assert!(report.contains("| pass | 19/22 |"), "{report}");
     assert!(report.contains("| pass | 14/22 |"), "{report}");
     assert!(report.contains("| fail | 0/0 |"), "{report}");
@@ -398,12 +400,51 @@ fn the_shipped_offline_round_runs_all_five_stages() {
         report.contains("| delta | peer | \u{2014} | \u{2014} | \u{2014} | \u{2014} | \u{2014} |"),
         "{report}"
     );
-    insta::assert_snapshot!("offline_round_report", report);
+    // echo built through the agent loop: its first `done` was refused, then it completed.
+    let echo = read_json(
+        &out.path()
+            .join("atomic-write-offline-2026-05-08/nodes/build/echo/1/build.json"),
+    );
+    assert_eq!(
+        (echo["harness"].as_str(), echo["outcome"].as_str()),
+        (Some("agent"), Some("completed"))
+    );
+    assert_eq!(echo["agent"]["done_rejections"], 1);
+    // An agent build's wall time is measured (the replayed tool calls really run): mask it.
+    insta::assert_snapshot!("offline_round_report", mask_measured_wall(&report, "echo"));
     let second = run();
     assert_eq!(
         (second["executed"].as_u64(), second["cached"].as_u64()),
-        (Some(0), Some(26))
+        (Some(0), Some(37))
     );
+}
+
+/// The report with the `NmSSs` durations of `model`'s own rows replaced by `(measured)`.
+fn mask_measured_wall(report: &str, model: &str) -> String {
+    let row = format!("| {model} | `");
+    report
+        .lines()
+        .map(|line| {
+            if !line.starts_with(&row) {
+                return line.to_string();
+            }
+            line.split(" | ")
+                .map(|cell| {
+                    let is_wall = cell.split_once('m').is_some_and(|(m, s)| {
+                        !m.is_empty()
+                            && m.chars().all(|c| c.is_ascii_digit())
+                            && s.strip_suffix('s').is_some_and(|s| {
+                                s.len() == 2 && s.chars().all(|c| c.is_ascii_digit())
+                            })
+                    });
+                    if is_wall { "(measured)" } else { cell }
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if report.ends_with('\n') { "\n" } else { "" }
 }
 
 #[test]
@@ -458,6 +499,9 @@ fn check_task_passes_the_shipped_reference() {
     assert_eq!(t["passed"], true);
     assert!(t["tests_total"].as_u64().unwrap() >= 15);
     assert_eq!(t["tests_passed"], t["tests_total"]);
+    // The task has an [agent] table: the reference passes the visible verification too.
+    assert_eq!(t["visible"]["passed"], true, "{t}");
+    assert_eq!(t["visible"]["tests_total"], 5);
 }
 
 #[test]

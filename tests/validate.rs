@@ -88,6 +88,8 @@ const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
 
 /// Every case directory of `tests/broken/`, with its pipeline file.
 const CASES: &[(&str, &str)] = &[
+    ("agent-bad-settings", "pipeline.toml"),
+    ("agent-task-without-agent", "pipeline.toml"),
     ("command-harness-bad-settings", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
@@ -105,6 +107,7 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
     ("suite-with-judge", "pipeline.toml"),
+    ("task-bad-agent-table", "pipeline.toml"),
     ("task-empty-hidden-tests", "pipeline.toml"),
     ("task-invalid-protected-glob", "pipeline.toml"),
     ("task-missing-hidden-tests", "pipeline.toml"),
@@ -159,6 +162,8 @@ macro_rules! broken_case {
 }
 
 broken_case! {
+    agent_bad_settings => "agent-bad-settings", "pipeline.toml";
+    agent_task_without_agent => "agent-task-without-agent", "pipeline.toml";
     command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
@@ -176,6 +181,7 @@ broken_case! {
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
     suite_with_judge => "suite-with-judge", "pipeline.toml";
+    task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";
     task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
     task_invalid_protected_glob => "task-invalid-protected-glob", "pipeline.toml";
     task_missing_hidden_tests => "task-missing-hidden-tests", "pipeline.toml";

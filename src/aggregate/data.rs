@@ -81,6 +81,18 @@ pub struct BuildRecord {
     /// The task, in a round of several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// How an agent build went (none for single-shot builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentNote>,
+}
+
+/// An agent build in a line: its outcome, steps, rejected `done` calls and passes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentNote {
+    pub outcome: String,
+    pub steps: u32,
+    pub done_rejections: u32,
+    pub passes: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use data::{
-    BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo, Problem,
-    RoundData, RubricInfo, TestRecord, Tier,
+    AgentNote, BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo,
+    Problem, RoundData, RubricInfo, TestRecord, Tier,
 };
 
 use crate::junit::TestOutcome;
@@ -63,6 +63,9 @@ pub struct ImplRow {
     pub run_path: Option<String>,
     pub build_ok: bool,
     pub build_reason: Option<String>,
+    /// How the representative build went, when an agent built it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<data::AgentNote>,
     pub gate_passed: bool,
     pub gate_reason: Option<String>,
     pub tests_passed: usize,
@@ -360,6 +363,7 @@ pub fn compute(d: &RoundData) -> Aggregate {
             samples: samples.len() as u32,
             run_path: build.and_then(|b| b.run_path.clone()),
             build_ok,
+            agent: build.and_then(|b| b.agent.clone()),
             build_reason: match build {
                 None => Some("the build did not finish".to_string()),
                 Some(b) => b.reason.clone(),

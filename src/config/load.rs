@@ -9,12 +9,13 @@ use petgraph::graph::DiGraph;
 use super::check::{kind_of, section};
 use super::fields::fields_of;
 use super::raw::{
-    RawAggregateStage, RawBuildStage, RawCommandHarness, RawCommandStage, RawGateStage,
-    RawJudgeStage, RawModel, RawProvider, RawPublishStage, RawRound, RawStageKind, RawTop,
+    RawAgentSettings, RawAggregateStage, RawBuildStage, RawCommandHarness, RawCommandStage,
+    RawGateStage, RawJudgeStage, RawModel, RawProvider, RawPublishStage, RawRound, RawStageKind,
+    RawTop,
 };
 use super::{
-    CommandHarness, Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat,
-    Round, SandboxChoice, Stage, StageKind, Template,
+    AgentSettings, CommandHarness, Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind,
+    PublishFormat, Round, SandboxChoice, Stage, StageKind, Template,
 };
 use crate::diag::{Diag, did_you_mean};
 use crate::provider::{Price, Sampling};
@@ -87,6 +88,11 @@ impl Loader<'_> {
         let models = self.models(&providers);
         let stages = self.stages();
         let tasks = round.as_ref().and_then(|(_, dirs)| self.tasks(dirs));
+        if let (Some(stages), Some(tasks)) = (&stages, &tasks) {
+            for task in tasks {
+                self.check_agent(&models, stages, task);
+            }
+        }
         let (round, _) = round?;
         let mut stages = stages?;
         let tasks = tasks?;
@@ -468,6 +474,10 @@ impl Loader<'_> {
                     format!("temperature {t} is outside the range 0 to 2"),
                 );
             }
+            let harness = raw
+                .harness
+                .as_deref()
+                .and_then(|h| self.harness(&p.key("harness"), h));
             out.push(ModelConfig {
                 id: raw.id,
                 provider: raw.provider,
@@ -478,6 +488,7 @@ impl Loader<'_> {
                     seed: raw.seed,
                     max_tokens: raw.max_tokens,
                 },
+                harness,
             });
         }
         if items.is_empty() {
@@ -609,23 +620,20 @@ impl Loader<'_> {
             "build" => {
                 let r: RawBuildStage = section(self.doc, p, &what, d)?;
                 let harness = match r.harness.as_deref() {
-                    None | Some("single-shot") => Harness::SingleShot,
-                    Some("command") => Harness::Command,
-                    Some(other) => {
-                        let help = did_you_mean(other, ["single-shot", "command"]);
-                        self.err(&p.key("harness"), format!("unknown harness `{other}`"))
-                            .help = help;
-                        return None;
-                    }
+                    None => Some(Harness::SingleShot),
+                    Some(h) => self.harness(&p.key("harness"), h),
                 };
+                let agent = self.agent_settings(&p.key("agent"), r.agent.is_some());
                 let prompt = self.template(&p.key("prompt"), &r.prompt, &BuildCtx::sample());
-                let command = self.command_harness(p, harness);
+                let command = harness.map(|h| self.command_harness(p, h));
                 (
                     r.needs,
                     StageKind::Build {
                         prompt: prompt?,
-                        harness,
-                        command: command.ok()?,
+                        harness: harness?,
+                        command: command?.ok()?,
+                        agent: agent.as_ref()?.0.clone(),
+                        agent_prompt: agent?.1,
                     },
                 )
             }
@@ -1058,6 +1066,148 @@ impl Loader<'_> {
                 _ => {}
             }
         }
+    }
+
+    fn harness(&mut self, at: &KeyPath, name: &str) -> Option<Harness> {
+        let h = Harness::parse(name);
+        if h.is_none() {
+            let help = did_you_mean(name, Harness::NAMES)
+                .unwrap_or_else(|| format!("the harnesses are {}", Harness::NAMES.join(", ")));
+            self.err(at, format!("unknown harness `{name}`")).help = Some(help);
+        }
+        h
+    }
+
+    /// `[stages.<build>.agent]`: the settings and the agent's prompt template (when set). Every
+    /// bad value is its own located error; `None` when any is bad.
+    fn agent_settings(
+        &mut self,
+        at: &KeyPath,
+        present: bool,
+    ) -> Option<(AgentSettings, Option<Template>)> {
+        let mut settings = AgentSettings::default();
+        if !present {
+            return Some((settings, None));
+        }
+        let what = "the agent settings";
+        let raw = section::<RawAgentSettings>(self.doc, at, what, &mut self.diags)?;
+        let mut ok = true;
+        let mut int = |l: &mut Self, key: &str, v: Option<i64>, min: i64, max: i64, unit: &str| {
+            let v = v?;
+            if (min..=max).contains(&v) {
+                Some(v)
+            } else {
+                l.err(
+                    &at.key(key),
+                    format!("`{key}` is {v}; it must be between {min} and {max}{unit}"),
+                )
+                .help = Some(format!(
+                    "set `{key}` in the range, or remove it for the default"
+                ));
+                ok = false;
+                None
+            }
+        };
+        if let Some(v) = int(self, "max_steps", raw.max_steps, 1, 10_000, " model calls") {
+            settings.max_steps = v as u32;
+        }
+        if let Some(v) = int(
+            self,
+            "max_context_tokens",
+            raw.max_context_tokens,
+            1_000,
+            10_000_000,
+            " tokens",
+        ) {
+            settings.max_context_tokens = v as u64;
+        }
+        if let Some(v) = int(self, "wall_secs", raw.wall_secs, 1, 86_400, " seconds") {
+            settings.wall_secs = v as u64;
+        }
+        if let Some(v) = int(
+            self,
+            "stagnation_steps",
+            raw.stagnation_steps,
+            1,
+            10_000,
+            " steps",
+        ) {
+            settings.stagnation_steps = v as u32;
+        }
+        if let Some(v) = int(self, "passes", raw.passes, 1, 100, "") {
+            settings.passes = v as u32;
+        }
+        if let Some(v) = int(
+            self,
+            "run_timeout_secs",
+            raw.run_timeout_secs,
+            1,
+            3_600,
+            " seconds",
+        ) {
+            settings.run_timeout_secs = v as u64;
+        }
+        if let Some(n) = raw.notes_file {
+            let path = Path::new(&n);
+            let plain = !n.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if plain {
+                settings.notes_file = n;
+            } else {
+                self.err(
+                    &at.key("notes_file"),
+                    format!("`notes_file` `{n}` is not a plain relative path in the workspace"),
+                )
+                .help = Some("name a file like `NOTES.md`: no `/` at the start, no `..`".into());
+                ok = false;
+            }
+        }
+        let prompt = match raw.prompt {
+            None => None,
+            Some(rel) => {
+                let t = self.template(&at.key("prompt"), &rel, &BuildCtx::sample());
+                ok &= t.is_some();
+                t
+            }
+        };
+        ok.then_some((settings, prompt))
+    }
+
+    /// A model that builds with the agent harness needs a task that says how `done` verifies.
+    fn check_agent(&mut self, models: &[ModelConfig], stages: &[Stage], task: &Task) {
+        if task.agent.is_some() {
+            return;
+        }
+        let mut any_build = false;
+        for s in stages {
+            let StageKind::Build { harness, .. } = &s.kind else {
+                continue;
+            };
+            any_build = true;
+            if *harness == Harness::Agent {
+                let at = root().key("stages").key(&s.name).key("harness");
+                self.no_agent_task(&at, &format!("build stage `{}`", s.name), task);
+            }
+        }
+        for (i, m) in models.iter().enumerate() {
+            if any_build && m.harness == Some(Harness::Agent) {
+                let at = root().key("models").index(i).key("harness");
+                self.no_agent_task(&at, &format!("model `{}`", m.id), task);
+            }
+        }
+    }
+
+    fn no_agent_task(&mut self, at: &KeyPath, who: &str, task: &Task) {
+        let msg = format!(
+            "{who} builds with harness `agent`, but task `{}` declares no [agent] table",
+            task.name
+        );
+        self.err(at, msg).help = Some(format!(
+            "add `[agent]` with `verify = [...]` (a command writing JUnit XML to $PIPE_JUNIT) to {}",
+            task.file.display()
+        ));
     }
 
     /// Every task the round names, globs expanded, in a stable order.

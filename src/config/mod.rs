@@ -115,6 +115,8 @@ pub struct ModelConfig {
     pub model: String,
     pub price: Price,
     pub sampling: Sampling,
+    /// Builds with this harness instead of the build stage's.
+    pub harness: Option<Harness>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +146,10 @@ pub enum StageKind {
         harness: Harness,
         /// The settings of `harness = "command"`; `None` for the other harnesses.
         command: Option<Box<CommandHarness>>,
+        /// Settings of the `agent` harness (defaults when the stage has no `[agent]` table).
+        agent: AgentSettings,
+        /// The agent's first user message; the stage's `prompt` when not set.
+        agent_prompt: Option<Template>,
     },
     Gate {
         timeout_secs: Option<u64>,
@@ -191,9 +197,68 @@ impl StageKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Harness {
+    /// One prompt, one answer, files parsed out of it.
     SingleShot,
     /// An external agent CLI run in the sandbox ([`CommandHarness`]).
     Command,
+    /// A tool-calling loop in the sandbox, ended by a verified `done` (`stages/agent/`).
+    Agent,
+}
+
+impl Harness {
+    pub const NAMES: [&'static str; 3] = ["single-shot", "agent", "command"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "single-shot" => Some(Self::SingleShot),
+            "agent" => Some(Self::Agent),
+            "command" => Some(Self::Command),
+            _ => None,
+        }
+    }
+}
+
+/// Budgets and memory of the `agent` harness (`[stages.build.agent]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentSettings {
+    /// Model calls in the whole build, over every pass.
+    pub max_steps: u32,
+    /// Context tokens of one pass (the last call's input plus output); past it the pass ends.
+    pub max_context_tokens: u64,
+    /// Wall time of the whole build.
+    pub wall_secs: u64,
+    /// Steps in a row that leave the workspace unchanged before the build ends as stagnated.
+    pub stagnation_steps: u32,
+    /// Fresh-context passes: a pass that runs out of context starts again on the same workspace.
+    pub passes: u32,
+    /// The agent's notes, kept across passes and left out of the stagnation fingerprint.
+    pub notes_file: String,
+    /// Timeout of one `run` or `done` command in the sandbox.
+    pub run_timeout_secs: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            max_steps: 40,
+            max_context_tokens: 60_000,
+            wall_secs: 1800,
+            stagnation_steps: 8,
+            passes: 1,
+            notes_file: "NOTES.md".into(),
+            run_timeout_secs: 120,
+        }
+    }
+}
+
+impl StageKind {
+    /// The harness a model builds with under this build stage (its own, else the stage's).
+    pub fn harness_for(&self, model: &ModelConfig) -> Option<Harness> {
+        match self {
+            Self::Build { harness, .. } => Some(model.harness.unwrap_or(*harness)),
+            _ => None,
+        }
+    }
 }
 
 /// `harness = "command"`: an agent CLI (opencode, aider, ...) run in the build's sandbox with the

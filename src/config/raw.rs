@@ -67,6 +67,8 @@ pub struct RawModel {
     pub temperature: Option<f64>,
     pub seed: Option<u64>,
     pub max_tokens: Option<u32>,
+    /// Overrides the build stage's harness for this model.
+    pub harness: Option<String>,
 }
 
 /// Read first to learn a stage's kind; the kind's own struct then checks the rest.
@@ -85,6 +87,8 @@ pub struct RawBuildStage {
     pub harness: Option<String>,
     /// `harness = "command"`: the table of [`RawCommandHarness`], checked on its own.
     pub command: Option<serde_json::Value>,
+    /// `[stages.build.agent]`: settings of the agent harness.
+    pub agent: Option<serde_json::Value>,
 }
 
 /// `[stages.<build>.command]`: an agent CLI run in the build's sandbox.
@@ -103,6 +107,20 @@ pub struct RawCommandHarness {
     pub usage: Option<String>,
     /// A directory (relative to the pipeline file) copied to `$PIPE_WORK/tools`, first on PATH.
     pub tools: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentSettings {
+    pub max_steps: Option<i64>,
+    pub max_context_tokens: Option<i64>,
+    pub wall_secs: Option<i64>,
+    pub stagnation_steps: Option<i64>,
+    pub passes: Option<i64>,
+    pub notes_file: Option<String>,
+    pub run_timeout_secs: Option<i64>,
+    /// The agent's first user message, a template like `prompt`.
+    pub prompt: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,30 +9,88 @@ pub mod replay;
 
 use serde::{Deserialize, Serialize};
 
-/// One chat message.
+/// One chat message. `tool_calls` (an assistant asking for tools) and `tool_call_id` (a tool's
+/// result answering one call) are left out when absent, so plain messages serialise, and digest,
+/// as they always did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
-    pub fn system(content: impl Into<String>) -> Self {
+    fn new(role: &str, content: impl Into<String>) -> Self {
         Self {
-            role: "system".into(),
+            role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: "user".into(),
-            content: content.into(),
-        }
+        Self::new("user", content)
     }
     pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+    /// An assistant turn that asks for tools (none: a plain assistant message).
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
         Self {
-            role: "assistant".into(),
-            content: content.into(),
+            tool_calls: (!calls.is_empty()).then_some(calls),
+            ..Self::new("assistant", content)
+        }
+    }
+    /// The result of the tool call `id`.
+    pub fn tool(id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(id.into()),
+            ..Self::new("tool", content)
+        }
+    }
+}
+
+/// One tool call of an assistant message, in the chat-completions wire shape:
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`; `arguments` is a JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON text, possibly invalid.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+impl ToolCall {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            kind: function_type(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
         }
     }
 }
@@ -58,13 +116,44 @@ pub struct ChatRequest {
     /// A JSON schema the answer must follow, sent as `response_format` when the endpoint supports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_schema: Option<serde_json::Value>,
+    /// Tool definitions (chat-completions `tools`), sent only when there are some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
 }
 
 impl ChatRequest {
     /// A stable digest of everything that can change the answer; recordings keep it so a replay
     /// can tell when the request it is answering differs from the one that was recorded.
+    ///
+    /// The text of tool results is left out: a replay executes the recorded tool calls again, and
+    /// what they print (a test run's timings, temp paths) differs from run to run although the
+    /// conversation is the same. What the model asked for stays in: the assistant messages, with
+    /// tool arguments in one JSON spelling (a recording keeps them as data, not as the text the
+    /// endpoint sent).
     pub fn digest(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("a request always serialises");
+        let with_tools = self
+            .messages
+            .iter()
+            .any(|m| m.tool_call_id.is_some() || m.tool_calls.is_some());
+        let bytes = if with_tools {
+            let mut stable = self.clone();
+            for m in &mut stable.messages {
+                if m.tool_call_id.is_some() {
+                    m.content.clear();
+                }
+                for call in m.tool_calls.iter_mut().flatten() {
+                    if let Ok(v) =
+                        serde_json::from_str::<serde_json::Value>(&call.function.arguments)
+                    {
+                        call.function.arguments = v.to_string();
+                    }
+                }
+            }
+            serde_json::to_vec(&stable)
+        } else {
+            serde_json::to_vec(self)
+        };
+        let bytes = bytes.expect("a request always serialises");
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
 }
@@ -126,6 +215,12 @@ pub struct ChatResponse {
     pub latency_ms: u64,
     /// Attempts made (1 when the first one answered).
     pub attempts: u32,
+    /// The tools the model asked for (chat-completions `tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Why the model stopped (`stop`, `tool_calls`, `length`), when the endpoint says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 /// Why a call produced no answer.

@@ -21,7 +21,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, Usage};
+use super::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, ToolCall, Usage};
 use crate::config::{ProviderConfig, ProviderKind};
 
 /// Consecutive answered attempts after which a lowered concurrency limit grows by one.
@@ -147,13 +147,20 @@ impl OpenAiProvider {
             }
             drop(slot);
             match outcome {
-                Attempt::Answer { content, usage } => {
+                Attempt::Answer {
+                    content,
+                    usage,
+                    tool_calls,
+                    finish_reason,
+                } => {
                     spent.add(usage);
                     return Ok(ChatResponse {
                         content,
                         usage: spent,
                         latency_ms: millis(started.elapsed()),
                         attempts,
+                        tool_calls,
+                        finish_reason,
                     });
                 }
                 Attempt::SchemaUnsupported => {
@@ -443,6 +450,8 @@ enum Attempt {
     Answer {
         content: String,
         usage: Usage,
+        tool_calls: Vec<ToolCall>,
+        finish_reason: Option<String>,
     },
     /// Transient failure: `reason` is short (for notifications), `detail` ends up in the error
     /// when retries run out.
@@ -473,6 +482,8 @@ struct WireRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tools: &'a [serde_json::Value],
 }
 
 impl<'a> WireRequest<'a> {
@@ -494,6 +505,7 @@ impl<'a> WireRequest<'a> {
             seed: request.sampling.seed,
             max_tokens: request.sampling.max_tokens,
             response_format,
+            tools: &request.tools,
         }
     }
 }
@@ -563,15 +575,28 @@ fn classify(
         let Some(choice) = choices.and_then(|c| c.first()) else {
             return malformed("answer has no choices");
         };
-        let Some(content) = choice
-            .pointer("/message/content")
-            .and_then(serde_json::Value::as_str)
-        else {
-            return malformed("answer has no message content");
+        let tool_calls = match choice.pointer("/message/tool_calls") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(calls) => match Vec::<ToolCall>::deserialize(calls) {
+                Ok(calls) => calls,
+                Err(e) => return malformed(&format!("answer has malformed tool_calls ({e})")),
+            },
         };
+        // An answer that only calls tools may carry no text (`"content": null`).
+        let content = match choice.pointer("/message/content") {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            None | Some(serde_json::Value::Null) if !tool_calls.is_empty() => String::new(),
+            _ => return malformed("answer has no message content"),
+        };
+        let finish_reason = choice
+            .get("finish_reason")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
         return Attempt::Answer {
-            content: content.to_string(),
+            content,
             usage,
+            tool_calls,
+            finish_reason,
         };
     }
 
@@ -878,6 +903,7 @@ mod tests {
                 max_tokens: Some(512),
             },
             json_schema: None,
+            tools: Vec::new(),
         }
     }
 
@@ -956,6 +982,72 @@ mod tests {
             body["response_format"]["json_schema"]["schema"],
             schema_request().json_schema.unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn tools_are_sent_and_tool_calls_read_back() {
+        let reply = json!({
+            "choices": [{
+                "message": {
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": "call_1",
+                        "type": "function",
+                        "function": { "name": "read_file", "arguments": "{\"path\": \"a.py\"}" },
+                    }],
+                },
+                "finish_reason": "tool_calls",
+            }],
+            "usage": { "prompt_tokens": 50, "completion_tokens": 7 },
+        });
+        let (mock, base) = serve(vec![Reply::new(200, reply.to_string())]).await;
+        let provider = provider(&base, None, 5, 0);
+        let tool = json!({"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}});
+        let request = ChatRequest {
+            messages: vec![
+                Message::user("go"),
+                Message::assistant_calls("", vec![ToolCall::new("call_0", "list_dir", "{}")]),
+                Message::tool("call_0", "a.py"),
+            ],
+            tools: vec![tool.clone()],
+            ..request()
+        };
+        let response = provider
+            .chat(&site(), &request, &|_: &str| {})
+            .await
+            .unwrap();
+        assert_eq!(response.content, "");
+        assert_eq!(
+            response.tool_calls,
+            vec![ToolCall::new("call_1", "read_file", r#"{"path": "a.py"}"#)]
+        );
+        assert_eq!(response.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(response.usage.input_tokens, 50);
+        let body = &mock.seen()[0].body;
+        assert_eq!(body["tools"], json!([tool]));
+        assert_eq!(
+            body["messages"],
+            json!([
+                { "role": "user", "content": "go" },
+                { "role": "assistant", "content": "", "tool_calls": [
+                    { "id": "call_0", "type": "function", "function": { "name": "list_dir", "arguments": "{}" } }
+                ] },
+                { "role": "tool", "content": "a.py", "tool_call_id": "call_0" },
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_tool_calls_are_retried_as_a_bad_answer() {
+        let bad = json!({"choices": [{"message": {"content": null, "tool_calls": [{"id": 3}]}}]});
+        let (_mock, base) = serve(vec![Reply::new(200, bad.to_string())]).await;
+        let provider = provider(&base, None, 5, 0);
+        let err = provider
+            .chat(&site(), &request(), &|_: &str| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("malformed tool_calls"), "{err}");
     }
 
     #[tokio::test]

@@ -14,13 +14,25 @@
 //!       ...
 //! ```
 //!
+//! An agent build's exchange has one turn per step; a turn that calls tools lists them, each with
+//! its arguments as a YAML mapping (the wire format's JSON text, parsed, so it reads and edits by
+//! hand):
+//!
+//! ```text
+//!   - usage: { input_tokens: 900, output_tokens: 60 }
+//!     tool_calls:
+//!       - id: call_2
+//!         name: write_file
+//!         arguments: { path: atomic_write.py, content: "..." }
+//! ```
+//!
 //! The replay provider answers from these files; `pipe run --record DIR` writes them.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CallSite, ChatRequest, ChatResponse, ProviderError, Usage};
+use super::{CallSite, ChatRequest, ChatResponse, ProviderError, ToolCall, Usage};
 use crate::fsutil;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +53,45 @@ pub struct Turn {
     pub usage: Usage,
     #[serde(default)]
     pub latency_ms: u64,
+    /// The answer's text; a turn that only calls tools may have none.
+    #[serde(default)]
     pub answer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<RecordedCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+/// A tool call as a recording keeps it: the arguments as data rather than a JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments object; a string holds arguments that were not valid JSON, verbatim.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+impl RecordedCall {
+    fn from_call(call: &ToolCall) -> Self {
+        let arguments = serde_json::from_str(&call.function.arguments)
+            .unwrap_or_else(|_| serde_json::Value::String(call.function.arguments.clone()));
+        Self {
+            id: call.id.clone(),
+            name: call.function.name.clone(),
+            arguments,
+        }
+    }
+
+    fn to_call(&self) -> ToolCall {
+        let arguments = match &self.arguments {
+            serde_json::Value::String(raw) => raw.clone(),
+            serde_json::Value::Null => "{}".to_string(),
+            other => other.to_string(),
+        };
+        ToolCall::new(self.id.clone(), self.name.clone(), arguments)
+    }
 }
 
 pub fn exchange_path(dir: &Path, site: &CallSite) -> PathBuf {
@@ -163,6 +213,8 @@ impl ReplayProvider {
             usage: turn.usage,
             latency_ms: turn.latency_ms,
             attempts: 1,
+            tool_calls: turn.tool_calls.iter().map(RecordedCall::to_call).collect(),
+            finish_reason: turn.finish_reason.clone(),
         })
     }
 }
@@ -204,6 +256,12 @@ impl Recorder {
             usage: response.usage,
             latency_ms: response.latency_ms,
             answer: response.content.clone(),
+            tool_calls: response
+                .tool_calls
+                .iter()
+                .map(RecordedCall::from_call)
+                .collect(),
+            finish_reason: response.finish_reason.clone(),
         });
         let text = serde_yaml::to_string(&ex).map_err(std::io::Error::other)?;
         fsutil::write_atomic(&path, text.as_bytes())
@@ -221,6 +279,7 @@ mod tests {
             messages: vec![Message::user(text)],
             sampling: Sampling::default(),
             json_schema: None,
+            tools: Vec::new(),
         }
     }
 
@@ -248,6 +307,8 @@ mod tests {
             },
             latency_ms: 7,
             attempts: 1,
+            tool_calls: Vec::new(),
+            finish_reason: None,
         };
         rec.record(&site(0), &req("hello"), &resp).unwrap();
         let text = std::fs::read_to_string(dir.path().join("judge/alpha/bravo-1.yaml")).unwrap();
@@ -272,5 +333,70 @@ mod tests {
         };
         assert!(strict.chat(&site(0), &req("changed"), &notify).is_err());
         assert!(replay.chat(&site(1), &req("hello"), &notify).is_err());
+    }
+
+    #[test]
+    fn tool_calls_record_as_data_and_replay_as_wire_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder {
+            dir: dir.path().into(),
+        };
+        let calls = vec![
+            ToolCall::new("c1", "write_file", r#"{"path":"a.py","content":"x = 1\n"}"#),
+            ToolCall::new("c2", "run", "not json"),
+        ];
+        let resp = ChatResponse {
+            content: String::new(),
+            usage: Usage::default(),
+            latency_ms: 1,
+            attempts: 1,
+            tool_calls: calls.clone(),
+            finish_reason: Some("tool_calls".into()),
+        };
+        rec.record(&site(0), &req("go"), &resp).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("judge/alpha/bravo-1.yaml")).unwrap();
+        assert!(
+            text.contains("path: a.py"),
+            "arguments kept as data: {text}"
+        );
+        let replay = ReplayProvider {
+            dir: dir.path().into(),
+            strict: true,
+            delay: (0, 0),
+        };
+        let got = replay.chat(&site(0), &req("go"), &|_: &str| {}).unwrap();
+        assert_eq!(got.tool_calls[1], calls[1]);
+        assert_eq!(got.tool_calls[0].function.name, "write_file");
+        let args: serde_json::Value =
+            serde_json::from_str(&got.tool_calls[0].function.arguments).unwrap();
+        assert_eq!(args["content"], "x = 1\n");
+        assert_eq!(got.finish_reason.as_deref(), Some("tool_calls"));
+    }
+
+    #[test]
+    fn the_digest_ignores_tool_output_but_not_tool_calls() {
+        let with = |output: &str, args: &str| ChatRequest {
+            messages: vec![
+                Message::user("go"),
+                Message::assistant_calls("", vec![ToolCall::new("c1", "run", args)]),
+                Message::tool("c1", output),
+            ],
+            ..req("go")
+        };
+        assert_eq!(
+            with("1 passed in 0.01s", "{}").digest(),
+            with("1 passed in 0.02s", "{}").digest()
+        );
+        assert_ne!(with("x", "{}").digest(), with("x", r#"{"a":1}"#).digest());
+        assert_eq!(
+            with("x", r#"{"a": 1}"#).digest(),
+            with("x", r#"{"a":1}"#).digest(),
+            "one spelling of the arguments"
+        );
+        // A request without tool messages digests as it always did.
+        assert_eq!(req("go").digest(), {
+            let bytes = serde_json::to_vec(&req("go")).unwrap();
+            blake3::hash(&bytes).to_hex()[..16].to_string()
+        });
     }
 }

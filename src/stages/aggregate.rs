@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::build::{BuildOutcome, BuildReport};
+use super::build::BuildReport;
 use super::gate::GateReport;
 use super::judge::Judgment;
 use super::{NodeCtx, NodeError, write_output};
@@ -151,17 +151,26 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                 data.builds.push(BuildRecord {
                     model: b.model.clone(),
                     sample: b.sample,
-                    ok: b.outcome == BuildOutcome::Completed,
+                    ok: b.has_implementation(),
                     reason: b.reason.clone(),
                     usage: b.usage,
                     // Recomputed from the current price table: fixing a price needs no re-run
                     // (a command harness's CLI-reported cost when its tokens are unknown).
                     cost_usd: b.cost_at(price),
                     wall_ms: b.wall_ms,
-                    loc: (b.outcome == BuildOutcome::Completed).then_some(b.loc),
+                    loc: b.has_implementation().then_some(b.loc),
                     run_path: Some(d.dir.display().to_string()),
                     test_exit_code: None,
                     task: task.clone(),
+                    agent: b.agent.as_ref().map(|a| crate::aggregate::AgentNote {
+                        outcome: serde_json::to_value(b.outcome)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        steps: a.steps,
+                        done_rejections: a.done_rejections,
+                        passes: a.passes,
+                    }),
                 });
             }
             (

@@ -1,6 +1,8 @@
-//! Build, `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
+//! Build. `single-shot` harness: one prompt (the task spec and the starter workspace), one answer,
 //! files parsed out of it. A rejected answer is a result (outcome `rejected`), not a failure.
 //! A build stage with `harness = "command"` hands over to [`super::build_command`].
+//! `agent` harness: a tool-calling loop in the sandbox (`stages/agent/`). The harness is the
+//! model's own (`[[models]] harness`) or the build stage's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,6 +28,21 @@ pub enum BuildOutcome {
     Failed,
     /// Command harness: the agent command ran past its timeout.
     TimedOut,
+    /// Agent: the workspace stopped changing for `stagnation_steps` steps.
+    Stagnated,
+    /// Agent: steps, wall time or context (in the last pass) ran out before a verified `done`.
+    Budget,
+    /// Agent: the endpoint failed after its retries; nothing was built.
+    Fault,
+}
+
+impl BuildOutcome {
+    /// The build left an implementation to test and judge: completed, or an agent build that
+    /// stagnated or ran out of budget (what it built is tested as it is). Rejected and faulted
+    /// builds leave none.
+    pub fn has_implementation(self) -> bool {
+        matches!(self, Self::Completed | Self::Stagnated | Self::Budget)
+    }
 }
 
 /// `build.json`.
@@ -59,6 +76,16 @@ pub struct BuildReport {
     /// Command harness: which sandbox ran the agent (`local+bwrap`, `docker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+    /// The agent harness's account: steps, `done` rejections, passes, tool calls, refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::agent::AgentReport>,
+}
+
+impl BuildReport {
+    /// There are files to test and judge.
+    pub fn has_implementation(&self) -> bool {
+        self.outcome.has_implementation() && !self.files.is_empty()
+    }
 }
 
 impl BuildReport {
@@ -81,29 +108,46 @@ pub const FILES_DIR: &str = "files";
 
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
+    let kind = ctx.stage_kind();
     let StageKind::Build {
         prompt,
-        harness,
         command,
-    } = ctx.stage_kind()
+        agent,
+        agent_prompt,
+        ..
+    } = kind
     else {
         unreachable!("dispatched by kind")
     };
     let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
-    if let Some(command) = command {
+    let m = p.model(model).expect("plan models come from the pipeline");
+    let harness = kind.harness_for(m).expect("a build stage");
+    if harness == Harness::Command {
+        let Some(command) = command else {
+            return Err(NodeError::Configuration(format!(
+                "model `{model}` builds with harness `command`, but build stage `{}` has no [command] table",
+                ctx.node.stage
+            )));
+        };
         return super::build_command::run(ctx, dir, prompt, command).await;
     }
-    let m = p.model(model).expect("plan models come from the pipeline");
-    let text = templates::render(prompt, &prompt_context(ctx, model, *sample)?)
-        .map_err(|d| NodeError::Internal(d.message))?;
+    let bctx = prompt_context(ctx, model, *sample)?;
+    if harness == Harness::Agent {
+        let template = agent_prompt.as_ref().unwrap_or(prompt);
+        let text =
+            templates::render(template, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+        return super::agent::run(ctx, dir, m, agent, text).await;
+    }
+    let text = templates::render(prompt, &bctx).map_err(|d| NodeError::Internal(d.message))?;
     let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
     let request = ChatRequest {
         model: m.model.clone(),
         messages: vec![Message::user(text)],
         sampling: m.sampling.clone(),
         json_schema: None,
+        tools: Vec::new(),
     };
     let site = CallSite {
         stage: ctx.node.stage.clone(),
@@ -161,7 +205,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         }
     }
     let report = BuildReport {
-        harness: *harness,
+        harness,
         outcome,
         model: model.clone(),
         model_slug: m.model.clone(),
@@ -183,6 +227,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         usage_source: None,
         reported_cost_usd: None,
         sandbox: None,
+        agent: None,
     };
     outputs.push(write_output(dir, "build.json", &report)?);
     Ok(outputs)

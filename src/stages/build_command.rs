@@ -340,6 +340,7 @@ pub async fn run(
         }
     }
     let mut report = BuildReport {
+        agent: None,
         harness: Harness::Command,
         outcome,
         model: model.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildOutcome, BuildReport, FILES_DIR};
+use super::build::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output};
 use crate::config::StageKind;
 use crate::sandbox::Job;
@@ -37,7 +37,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         .upstream_of_kind("build")
         .ok_or_else(|| NodeError::Internal("command node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
-    if b.outcome != BuildOutcome::Completed {
+    if !b.has_implementation() {
         let report = CommandReport {
             command: command.clone(),
             ran: false,

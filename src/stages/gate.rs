@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildOutcome, BuildReport, FILES_DIR};
+use super::build::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output, write_text};
 use crate::config::StageKind;
 use crate::junit::{self, TestOutcome};
@@ -103,7 +103,7 @@ fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_./=:$\"".contains(c))
     {
@@ -304,7 +304,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         .upstream_of_kind("build")
         .ok_or_else(|| NodeError::Internal("gate node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
-    if b.outcome != BuildOutcome::Completed {
+    if !b.has_implementation() {
         return Ok(vec![write_output(
             dir,
             "gate.json",

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildOutcome, BuildReport, FILES_DIR};
+use super::build::{BuildReport, FILES_DIR};
 use super::gate::GateReport;
 use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::StageKind;
@@ -284,7 +284,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         .upstream_of_kind("build")
         .ok_or_else(|| NodeError::Internal("judge node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
-    if b.outcome != BuildOutcome::Completed {
+    if !b.has_implementation() {
         judgment.dropout = Some("not judged: the build produced no implementation".into());
         judgment.not_applicable = true;
         return Ok(vec![write_output(dir, "judgment.json", &judgment)?]);
@@ -342,6 +342,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
             messages: messages.clone(),
             sampling: jm.sampling.clone(),
             json_schema: Some(rubric.answer_schema()),
+            tools: Vec::new(),
         };
         if turn == 0 {
             judgment.prompt_digest = request.digest();

@@ -5,12 +5,14 @@
 //! |-----------|-----------------------------------------|-----------------------------------------|
 //! | build     | task spec, prompt template, the model   | `files/`, `answer.md`, `build.json`     |
 //! | build (command harness) | the same, an agent CLI in the sandbox | `files/`, `agent-output.txt`, `build.json` |
+//! |           | (agent: visible tests, `[agent]`, sandbox) | (agent: `transcript.jsonl`, no answer) |
 //! | gate      | build `files/`, hidden tests            | `gate.json`, `junit-N.xml`, `output.txt`|
 //! | command   | build `files/`                          | `command.json`                          |
 //! | judge     | build `files/`, gate, rubric, template  | `judgment.json`, `prompt.md`, `answer.md`|
 //! | aggregate | every build, gate and judgment          | `aggregate.json`                        |
 //! | publish   | the aggregate                           | `report.md`, `dataset.json`, ...        |
 
+pub mod agent;
 pub mod aggregate;
 pub mod answer;
 pub mod build;

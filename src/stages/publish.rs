@@ -202,6 +202,37 @@ pub fn markdown(a: &Aggregate) -> String {
         }
         o.push('\n');
     }
+    let agents: Vec<_> = a
+        .implementations
+        .iter()
+        .filter_map(|r| r.agent.as_ref().map(|n| (r, n)))
+        .collect();
+    if !agents.is_empty() {
+        let _ = writeln!(
+            o,
+            "Agent builds (tool-calling loop, `done` verified by the visible tests):\n"
+        );
+        for (r, n) in agents {
+            let plural =
+                |k: u32, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+            let _ = write!(
+                o,
+                "- **{}**: {} after {}, {}, {}",
+                r.implementation,
+                n.outcome,
+                plural(n.steps, "step", "steps"),
+                plural(n.done_rejections, "rejected `done`", "rejected `done`s"),
+                plural(n.passes, "pass", "passes"),
+            );
+            if n.outcome != "completed"
+                && let Some(why) = &r.build_reason
+            {
+                let _ = write!(o, " ({why})");
+            }
+            o.push('\n');
+        }
+        o.push('\n');
+    }
     if mean_mode {
         let _ = writeln!(
             o,
