@@ -78,7 +78,7 @@ pub fn slug(task_id: &str) -> String {
 /// Reads a HumanEval file, `.jsonl` or gzip-compressed `.jsonl.gz` (told apart by its first
 /// bytes, not its name). Every malformed line is reported at once, as `file:line: ...`.
 pub fn read_problems(path: &Path) -> Result<Vec<Problem>, ImportError> {
-    let input = |m: String| ImportError::Input(m);
+    let input = ImportError::Input;
     let bytes =
         std::fs::read(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
