@@ -56,7 +56,7 @@ pub async fn sandbox(task_dir: &std::path::Path, runs: usize) -> Result<String, 
             .arg("-v")
             .arg(format!("{}:/src/hidden:ro", hidden.display()))
             .args([DEFAULT_IMAGE, "sh", "-c"])
-            .arg(format!("mkdir -p /work/scratch && cp -r /src/impl /src/hidden /work/ && {script} >/dev/null; grep -o 'tests=\"[0-9]*\"' /work/out/junit-1.xml"))
+            .arg(format!("mkdir -p /work/scratch /work/out && cp -r /src/impl /src/hidden /work/ && ({script}) >/dev/null; grep -o 'tests=\"[0-9]*\"' /work/out/junit-1.xml"))
             .output()
             .await
             .map_err(|e| e.to_string())?;

