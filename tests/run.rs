@@ -526,3 +526,50 @@ fn a_builds_own_conftest_and_sitecustomize_cannot_reach_the_hidden_tests() {
     );
     assert_eq!(gate["passed"], false);
 }
+
+/// The second shipped offline round judges the same builds under the Multivac rubric: every
+/// recorded judgment is valid under it but one, charlie's of bravo, whose recorded answers
+/// omit `depth` and which ends as a dropout after its repair turn.
+#[test]
+fn the_shipped_multivac_round_judges_without_dropouts() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(repo)
+        .args([
+            "run",
+            "pipelines/atomic-write-multivac-offline.toml",
+            "--json",
+            "--sandbox",
+            "local",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let data = read_json(
+        &out.path()
+            .join("atomic-write-multivac-offline-2026-05-08/nodes/aggregate/round-data.json"),
+    );
+    let judgments = data["judgments"].as_array().unwrap();
+    assert_eq!(judgments.len(), 12, "{data}");
+    let dropouts: Vec<(&str, &str)> = judgments
+        .iter()
+        .filter(|j| !j["dropout"].is_null())
+        .map(|j| (j["judge"].as_str().unwrap(), j["model"].as_str().unwrap()))
+        .collect();
+    assert_eq!(dropouts, vec![("charlie", "bravo")], "{data}");
+    let report = std::fs::read_to_string(
+        out.path()
+            .join("atomic-write-multivac-offline-2026-05-08/report.md"),
+    )
+    .unwrap();
+    assert!(
+        report.contains("**alpha** takes the round with 8.8/10"),
+        "{report}"
+    );
+}
