@@ -174,12 +174,11 @@ pub async fn run(
     type Ran = (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, u64);
     let mut set: JoinSet<Ran> = JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
-    // A node that ran is finished once the committer has written its record; until then it
-    // holds no --jobs slot but its dependents wait.
-    type Tag = (usize, Outcome, Option<String>, u64);
+    // A node that ran is finished when its task returns; its record goes to the committer.
+    // Dependents that read records (tolerant ones: the aggregate) wait for its acknowledgement.
     let (ack_tx, mut acks) =
-        tokio::sync::mpsc::unbounded_channel::<(Tag, Result<(), StoreError>)>();
-    let committer: Committer<Tag> = Committer::start(&store.root, ack_tx);
+        tokio::sync::mpsc::unbounded_channel::<(usize, Result<(), StoreError>)>();
+    let committer: Committer<usize> = Committer::start(&store.root, ack_tx);
     let mut committing = 0usize;
     let mut interrupted = false;
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -207,7 +206,15 @@ pub async fn run(
                     &mut states,
                     &mut reports,
                 );
-                release(i, &dependents, &mut remaining, &states, &mut ready);
+                release(
+                    i,
+                    Release::All,
+                    &nodes,
+                    &dependents,
+                    &mut remaining,
+                    &states,
+                    &mut ready,
+                );
                 continue;
             }
             states[i] = State::Running;
@@ -231,11 +238,11 @@ pub async fn run(
         }
         let joined = tokio::select! {
             j = set.join_next_with_id(), if !tasks.is_empty() => j,
-            Some(((i, outcome, reason, ms), written)) = acks.recv(), if committing > 0 => {
+            Some((i, written)) = acks.recv(), if committing > 0 => {
                 committing -= 1;
                 written?;
-                conclude(i, outcome, reason, ms, &nodes, &progress, &mut states, &mut reports);
-                release(i, &dependents, &mut remaining, &states, &mut ready);
+                // The record is written: dependents that read records (the aggregate) may start.
+                release(i, Release::Tolerant, &nodes, &dependents, &mut remaining, &states, &mut ready);
                 continue;
             }
             () = cancel.cancelled(), if !interrupted => {
@@ -275,21 +282,42 @@ pub async fn run(
             Err(NodeError::Store(e)) => return Err(e),
             Err(e) => (Outcome::Failed, Some(e.to_string())),
         };
+        conclude(
+            i,
+            outcome,
+            reason,
+            ms,
+            &nodes,
+            &progress,
+            &mut states,
+            &mut reports,
+        );
         if let Some(record) = record {
-            committer.submit((i, outcome, reason, ms), record);
+            // Dependents that read only outputs start now, while the record waits for its group
+            // commit: the commit is off the critical path. Should a crash keep a dependent's
+            // record and lose this one, this node runs again and so does the dependent
+            // (its upstream runs), so the cache stays right; a kill of the process loses nothing.
+            committer.submit(i, record);
             committing += 1;
-        } else {
-            conclude(
+            release(
                 i,
-                outcome,
-                reason,
-                ms,
+                Release::Eager,
                 &nodes,
-                &progress,
-                &mut states,
-                &mut reports,
+                &dependents,
+                &mut remaining,
+                &states,
+                &mut ready,
             );
-            release(i, &dependents, &mut remaining, &states, &mut ready);
+        } else {
+            release(
+                i,
+                Release::All,
+                &nodes,
+                &dependents,
+                &mut remaining,
+                &states,
+                &mut ready,
+            );
         }
     }
     committer.finish()?;
@@ -366,15 +394,36 @@ fn finish(
     });
 }
 
+/// Which dependents a finished node releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Those that read only its outputs (its outputs are written; its record is queued).
+    Eager,
+    /// Those that read its record too (tolerant nodes: the aggregate), once it is written.
+    Tolerant,
+    /// Every one (a node without a record to wait for).
+    All,
+}
+
 /// A node finished: its waiting dependents have one dependency fewer to wait for.
 fn release(
     i: usize,
+    which: Release,
+    nodes: &[Node],
     dependents: &[Vec<usize>],
     remaining: &mut [usize],
     states: &[State],
     ready: &mut BTreeSet<usize>,
 ) {
     for &j in &dependents[i] {
+        let wanted = match which {
+            Release::Eager => !nodes[j].tolerant,
+            Release::Tolerant => nodes[j].tolerant,
+            Release::All => true,
+        };
+        if !wanted {
+            continue;
+        }
         remaining[j] -= 1;
         if remaining[j] == 0 && states[j] == State::Waiting {
             ready.insert(j);

@@ -105,10 +105,10 @@ pub struct PendingRecord {
 /// Group commit. Nodes hand their prepared records over; a committer thread takes whatever has
 /// queued up, makes every write so far durable with one [`fsutil::sync_filesystem`], then writes
 /// the records (atomic, not yet durable: the next batch's sync, or [`Committer::finish`], makes
-/// them so) and acknowledges each. So a record is never on disk before the outputs it names, a
-/// dependent starts only after its upstream's record is written, and the durable state is
-/// always closed under dependencies: a crash loses at most the last batch of records, whose
-/// nodes run again. Thousands of nodes cost tens of syncs instead of several fsyncs each.
+/// them so) and acknowledges each. So a record is never on disk before the outputs it names, and
+/// a crash loses at most the records not yet synced, whose nodes run again (the executor's
+/// `outstanding` re-runs their dependents too). Thousands of nodes cost a few syncs per batch
+/// instead of several fsyncs each.
 pub struct Committer<T: Send + 'static> {
     tx: Option<std::sync::mpsc::Sender<(T, PendingRecord)>>,
     thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
