@@ -123,3 +123,41 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
     let summary: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["cached"], 38, "{summary}");
 }
+
+/// The shipped HumanEval suite (four imported problems, two replayed models, three samples):
+/// the numbers its recordings' README promises.
+#[test]
+fn the_shipped_humaneval_suite_gives_its_pass_at_k() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let out_arg = out.path().to_string_lossy().into_owned();
+    let (code, stdout, err) = pipe(
+        repo,
+        &[
+            "run",
+            "pipelines/humaneval-mini-offline.toml",
+            "--json",
+            "--sandbox",
+            "local",
+            "--out",
+            &out_arg,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["executed"], 4 * 2 * 3 * 2 + 2, "{summary}");
+    let agg = read_json(
+        &out.path()
+            .join("humaneval-mini-offline-2026-11-23/aggregate.json"),
+    );
+    let models = agg["suite"]["models"].as_array().unwrap();
+    let by = |id: &str| models.iter().find(|m| m["model"] == id).unwrap().clone();
+    let (alpha, bravo) = (by("alpha"), by("bravo"));
+    assert_eq!(alpha["passed"], 11);
+    assert!(close(&alpha["pass_at"]["1"], 11.0 / 12.0), "{alpha}");
+    assert!(close(&alpha["pass_at"]["3"], 1.0), "{alpha}");
+    assert_eq!(bravo["passed"], 6);
+    assert!(close(&bravo["pass_at"]["1"], 0.5), "{bravo}");
+    assert!(close(&bravo["pass_at"]["3"], 0.75), "{bravo}");
+    assert_eq!(bravo["tasks_solved"], 3);
+}
