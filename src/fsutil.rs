@@ -14,32 +14,7 @@ pub const TMP_MARKER: &str = ".pipe-tmp.";
 /// target, fsync the directory. A reader sees the old content or the new, never a mix, and a crash
 /// at any point leaves at worst a temp file that [`sweep_temp_files`] removes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(
-        "{}{}{}",
-        name.to_string_lossy(),
-        TMP_MARKER,
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_via_temp(path, bytes, true)
 }
 
 /// Writes `bytes` to `path` atomically but without waiting for the disk: a temp file in the same
@@ -48,6 +23,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// are written this way: the store's commit makes them durable, in one [`sync_filesystem`] for
 /// many nodes, before their record is written.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, false)
+}
+
+/// A temp file beside `path` (parents created), renamed over it; with `durable`, the file is
+/// fsynced before the rename and its directory after.
+fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -73,8 +54,15 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut file = create(&tmp)?;
         file.write_all(bytes)?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
