@@ -369,6 +369,7 @@ pub fn round_data_from_dataset(
                 cost_usd: 0.0,
                 wall_ms: 0,
                 measured: false,
+                task: None,
             });
         }
     }
@@ -603,6 +604,7 @@ pub fn round_data_from_multivac(
             cost_usd: 0.0,
             wall_ms: 0,
             measured: false,
+            task: None,
         });
     }
     for judge in &models {
@@ -628,6 +630,7 @@ pub fn round_data_from_multivac(
                     cost_usd: 0.0,
                     wall_ms: 0,
                     measured: false,
+                    task: None,
                 });
             }
         }

@@ -22,9 +22,11 @@ pub enum Subject {
         model: String,
         sample: u32,
     },
-    /// A model judging an implementation.
+    /// A model judging an implementation (of one task, in a round of several).
     Judgment {
         judge: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
         model: String,
         sample: u32,
     },
@@ -40,8 +42,13 @@ impl Subject {
                 task,
                 model,
                 sample,
+            }
+            | Self::Judgment {
+                task,
+                model,
+                sample,
+                ..
             } => Some((task.as_deref(), model, *sample)),
-            Self::Judgment { model, sample, .. } => Some((None, model, *sample)),
             Self::Round => None,
         }
     }
@@ -49,8 +56,8 @@ impl Subject {
     /// The task a node works on, in a round of several; none means the round's only task.
     pub fn task(&self) -> Option<&str> {
         match self {
-            Self::Impl { task, .. } => task.as_deref(),
-            _ => None,
+            Self::Impl { task, .. } | Self::Judgment { task, .. } => task.as_deref(),
+            Self::Round => None,
         }
     }
 }
@@ -275,11 +282,12 @@ impl PlanBuilder {
                 for judge in &p.models {
                     for imp in impls {
                         let deps = per_impl_deps(self, imp);
-                        let (_, model, sample) = imp;
+                        let (task, model, sample) = imp.clone();
                         let subject = Subject::Judgment {
                             judge: judge.id.clone(),
-                            model: model.clone(),
-                            sample: *sample,
+                            task,
+                            model,
+                            sample,
                         };
                         self.add(p, stage, subject, deps);
                     }
@@ -334,9 +342,16 @@ pub fn node_id(stage: &str, subject: &Subject) -> String {
         } => format!("{stage}:{task}/{model}#{sample}"),
         Subject::Judgment {
             judge,
+            task: None,
             model,
             sample,
         } => format!("{stage}:{judge}->{model}#{sample}"),
+        Subject::Judgment {
+            judge,
+            task: Some(task),
+            model,
+            sample,
+        } => format!("{stage}:{judge}->{task}/{model}#{sample}"),
         Subject::Round => stage.to_string(),
     }
 }
@@ -356,9 +371,14 @@ fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
         .join(sample.to_string()),
         Subject::Judgment {
             judge,
+            task,
             model,
             sample,
-        } => base.join(judge).join(format!("{model}-{sample}")),
+        } => match task {
+            Some(t) => base.join(judge).join(t),
+            None => base.join(judge),
+        }
+        .join(format!("{model}-{sample}")),
         Subject::Round => base,
     }
 }

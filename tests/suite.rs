@@ -1,7 +1,8 @@
 //! A round of several tasks (tests/fixtures/suite: three small tasks named by a glob, two replayed
-//! models, three samples each) run end to end by the real `pipe` binary: nodes expand per (task,
-//! model, sample), every gate runs its own task's hidden tests, and the aggregate gives per-task
-//! results, pass rates and the unbiased pass@k.
+//! models, three samples each, peer-judged) run end to end by the real `pipe` binary: nodes expand
+//! per (task, model, sample), every gate runs its own task's hidden tests, every judge sees its
+//! own task, and the aggregate gives per-task results, pass rates, the unbiased pass@k and peer
+//! scores.
 
 mod common;
 use common::{copy_dir, read_json};
@@ -45,9 +46,11 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
         .iter()
         .map(|n| n["id"].as_str().unwrap())
         .collect();
-    // 3 tasks x 2 models x 3 samples builds and gates, then the aggregate and publish.
-    assert_eq!(ids.len(), 3 * 2 * 3 * 2 + 2, "{ids:?}");
+    // 3 tasks x 2 models x 3 samples builds and gates, 2 judges for each, then the aggregate and
+    // publish.
+    assert_eq!(ids.len(), 3 * 2 * 3 * 4 + 2, "{ids:?}");
     assert!(ids.contains(&"build:clamp/bob#2"), "{ids:?}");
+    assert!(ids.contains(&"judge:ann->clamp/bob#2"), "{ids:?}");
     assert!(ids.contains(&"gate:reverse/ann#3"), "{ids:?}");
     // Natural order of the glob's matches, task by task.
     assert_eq!(ids[0], "build:add/ann#1");
@@ -55,7 +58,7 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
     let (code, out, err) = pipe(&root, &["run", "pipeline.toml", "--json"]);
     assert_eq!(code, 0, "{err}");
     let summary: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(summary["executed"], 38, "{summary}");
+    assert_eq!(summary["executed"], 74, "{summary}");
     let round = root.join("out/suite-2026-01-03");
     // Each gate ran its own task's tests: clamp has three, the others two.
     let gate = read_json(&round.join("nodes/gate/clamp/ann/1/gate.json"));
@@ -113,6 +116,26 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
         models[1]
     );
     assert_eq!(models[1]["tasks_solved"], 2);
+    // Peer scores: bob gives ann's correct implementations 9 + 16, ann gives bob's 8 + 14, both
+    // give a wrong one 3 + 8; self-judgments are left out.
+    assert!(
+        close(&models[1]["peer_score"], (5.0 * 25.0 + 4.0 * 11.0) / 9.0),
+        "{}",
+        models[1]
+    );
+    assert!(
+        close(&models[0]["peer_score"], (5.0 * 22.0 + 4.0 * 11.0) / 9.0),
+        "{}",
+        models[0]
+    );
+    // Each judge saw its own task's implementation, under a label of that task.
+    let j = read_json(&round.join("nodes/judge/ann/clamp/bob-2/judgment.json"));
+    assert!(close(&j["scores"]["spec"], 8.0), "{j}");
+    let other = read_json(&round.join("nodes/judge/ann/add/bob-2/judgment.json"));
+    assert_ne!(
+        j["label"], other["label"],
+        "labels must differ across tasks"
+    );
 
     let report = std::fs::read_to_string(round.join("report.md")).unwrap();
     insta::assert_snapshot!("suite_report", report);
@@ -121,7 +144,7 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
     let (code, out, err) = pipe(&root, &["run", "pipeline.toml", "--json"]);
     assert_eq!(code, 0, "{err}");
     let summary: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(summary["cached"], 38, "{summary}");
+    assert_eq!(summary["cached"], 74, "{summary}");
 }
 
 /// The shipped HumanEval suite (four imported problems, two replayed models, three samples):

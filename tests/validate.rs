@@ -106,7 +106,7 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
-    ("suite-with-judge", "pipeline.toml"),
+    ("suite-html-format", "pipeline.toml"),
     ("task-bad-agent-table", "pipeline.toml"),
     ("task-empty-hidden-tests", "pipeline.toml"),
     ("task-invalid-protected-glob", "pipeline.toml"),
@@ -180,7 +180,7 @@ broken_case! {
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
-    suite_with_judge => "suite-with-judge", "pipeline.toml";
+    suite_html_format => "suite-html-format", "pipeline.toml";
     task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";
     task_empty_hidden_tests => "task-empty-hidden-tests", "pipeline.toml";
     task_invalid_protected_glob => "task-invalid-protected-glob", "pipeline.toml";

@@ -156,6 +156,9 @@ pub struct JudgmentRecord {
     /// Cost and time were measured (imports of rounds that did not measure them leave this false).
     #[serde(default)]
     pub measured: bool,
+    /// The task, in a round of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 impl JudgmentRecord {

@@ -223,7 +223,7 @@ pub fn label(round_id: &str, model: &str, sample: u32) -> String {
 }
 
 /// An implementation's composite from a set of judgments (with repeats, for the bootstrap).
-fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
+pub(crate) fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
     match rubric.aggregation {
         Aggregation::Median => {
             if rubric.criteria.is_empty() {
@@ -251,14 +251,15 @@ fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
     }
 }
 
-fn is_peer(j: &JudgmentRecord) -> bool {
+pub(crate) fn is_peer(j: &JudgmentRecord) -> bool {
     j.tier == Tier::Peer && j.dropout.is_none()
 }
 
 #[allow(clippy::too_many_lines)]
 pub fn compute(d: &RoundData) -> Aggregate {
     if let Some(suite) = suite::compute(d) {
-        // A suite is scored by its gates; the per-implementation tables describe one task.
+        // A suite has its own section (gates, pass@k, peer scores per task); the
+        // per-implementation tables describe one task.
         let mut bare = d.clone();
         bare.builds.clear();
         bare.gates.clear();

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::data::RoundData;
+use super::data::{JudgmentRecord, RoundData};
+use super::{composite_of, is_peer};
+use crate::stats::mean;
 
 /// The suite section of `aggregate.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,6 +23,9 @@ pub struct Suite {
     /// The round's model order: the columns of `per_task`.
     pub model_order: Vec<String>,
     pub per_task: Vec<TaskRow>,
+    /// The rubric's composite maximum, when the suite was peer-judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +47,13 @@ pub struct SuiteModel {
     pub cost_usd: f64,
     /// Cost over passing implementations; none when nothing passed.
     pub cost_per_pass_usd: Option<f64>,
+    /// Peer-judged suites: the mean over the model's judged implementations (task x sample) of
+    /// each one's composite (the rubric's aggregation over its peer judges, self excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_score: Option<f64>,
+    /// Implementations with a peer composite.
+    #[serde(default)]
+    pub judged: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,6 +61,9 @@ pub struct TaskRow {
     pub task: String,
     /// Per model, in the round's model order: samples passed (`c` of pass@k).
     pub passed: Vec<u32>,
+    /// Per model: the mean peer composite of its samples of this task (peer-judged suites).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_score: Vec<Option<f64>>,
 }
 
 /// The unbiased pass@k estimator, `1 - C(n-c, k) / C(n, k)`, in the numerically stable product
@@ -98,11 +113,42 @@ pub fn compute(d: &RoundData) -> Option<Suite> {
             .count();
         u32::try_from(c).unwrap_or(u32::MAX).min(n)
     };
+    let judged = !d.judgments.is_empty();
+    // The peer composite of one implementation; none when its build failed or no peer scored it.
+    let composite = |task: &str, model: &str, sample: u32| -> Option<f64> {
+        let built = d.builds.iter().any(|b| {
+            b.task.as_deref() == Some(task) && b.model == model && b.sample == sample && b.ok
+        });
+        let peers: Vec<&JudgmentRecord> = d
+            .judgments
+            .iter()
+            .filter(|j| {
+                j.task.as_deref() == Some(task)
+                    && j.model == model
+                    && j.sample == sample
+                    && is_peer(j)
+            })
+            .collect();
+        (built && !peers.is_empty())
+            .then(|| composite_of(&peers, &d.rubric))
+            .flatten()
+    };
+    let composites = |task: &str, model: &str| -> Vec<f64> {
+        (1..=n).filter_map(|s| composite(task, model, s)).collect()
+    };
     let per_task: Vec<TaskRow> = tasks
         .iter()
         .map(|t| TaskRow {
             task: t.clone(),
             passed: d.models.iter().map(|m| passed(t, &m.id)).collect(),
+            peer_score: if judged {
+                d.models
+                    .iter()
+                    .map(|m| mean(&composites(t, &m.id)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     let mut models: Vec<SuiteModel> = d
@@ -127,7 +173,10 @@ pub fn compute(d: &RoundData) -> Option<Suite> {
                 .filter(|b| b.model == m.id)
                 .map(|b| b.cost_usd)
                 .sum();
+            let all: Vec<f64> = tasks.iter().flat_map(|t| composites(t, &m.id)).collect();
             SuiteModel {
+                peer_score: if judged { mean(&all) } else { None },
+                judged: all.len(),
                 model: m.id.clone(),
                 slug: m.slug.clone(),
                 passed,
@@ -158,6 +207,7 @@ pub fn compute(d: &RoundData) -> Option<Suite> {
         models,
         model_order: d.models.iter().map(|m| m.id.clone()).collect(),
         per_task,
+        composite_max: judged.then(|| d.rubric.composite_max()),
     })
 }
 

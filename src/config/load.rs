@@ -1309,8 +1309,8 @@ impl Loader<'_> {
         }
     }
 
-    /// What a round of several tasks cannot have (yet): peer judging across tasks, and report
-    /// formats built around one task. A publish stage that names no formats gets a suite's.
+    /// What a round of several tasks cannot have (yet): report formats built around one task. A
+    /// publish stage that names no formats gets a suite's.
     fn suite_checks(&mut self, stages: &mut [Stage]) {
         let at = root().key("stages");
         for s in stages {
@@ -1319,35 +1319,22 @@ impl Loader<'_> {
             {
                 *formats = vec![PublishFormat::Markdown, PublishFormat::Json];
             }
-            match &s.kind {
-                StageKind::Judge { .. } => {
-                    self.err(
-                        &at.key(&s.name),
-                        format!("judge stage `{}` in a round of several tasks", s.name),
-                    )
-                    .help = Some(
-                        "peer judging runs per task: judge each task in its own round (`task = ...`), or remove the judge stage from the suite".into(),
-                    );
-                }
-                StageKind::Publish { formats } => {
-                    if let Some(f) = formats
-                        .iter()
-                        .find(|f| matches!(f, PublishFormat::Dataset | PublishFormat::Html))
-                    {
-                        let name = serde_json::to_value(f)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
-                        self.err(
-                            &at.key(&s.name).key("formats"),
-                            format!("format `{name}` describes a round of one task"),
-                        )
-                        .help = Some(
-                            "a suite publishes `markdown` and `json` (per-task results, pass rates, pass@k)".into(),
-                        );
-                    }
-                }
-                _ => {}
+            if let StageKind::Publish { formats } = &s.kind
+                && let Some(f) = formats
+                    .iter()
+                    .find(|f| matches!(f, PublishFormat::Dataset | PublishFormat::Html))
+            {
+                let name = serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.err(
+                    &at.key(&s.name).key("formats"),
+                    format!("format `{name}` describes a round of one task"),
+                )
+                .help = Some(
+                    "a suite publishes `markdown` and `json` (per-task results, pass rates, pass@k, peer scores)".into(),
+                );
             }
         }
     }

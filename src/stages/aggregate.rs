@@ -106,6 +106,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             });
             if let Subject::Judgment {
                 judge,
+                task,
                 model,
                 sample,
             } = &d.subject
@@ -140,6 +141,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         .cost(usage),
                     wall_ms: 0,
                     measured: true,
+                    task: task.clone(),
                 });
             }
             continue;
@@ -208,7 +210,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     task: task.clone(),
                 });
             }
-            (Subject::Judgment { judge, .. }, "judge")
+            (Subject::Judgment { judge, task, .. }, "judge")
                 if Some(&d.stage) == judge_stage.as_ref() =>
             {
                 let j: Judgment = ctx.read_output(d, "judgment.json")?;
@@ -232,6 +234,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     cost_usd: price.cost(j.usage),
                     wall_ms: j.wall_ms,
                     measured: true,
+                    task: task.clone(),
                 });
             }
             _ => {}

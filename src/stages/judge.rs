@@ -244,6 +244,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     };
     let Subject::Judgment {
         judge,
+        task,
         model,
         sample,
     } = &ctx.node.subject
@@ -256,7 +257,12 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     } else {
         Tier::Peer
     };
-    let label = label(&p.round.id, model, *sample);
+    // In a suite the label differs per task too, so labels do not tie a model's work together
+    // across tasks.
+    let label = match task {
+        Some(t) => label(&format!("{}/{t}", p.round.id), model, *sample),
+        None => label(&p.round.id, model, *sample),
+    };
     let mut judgment = Judgment {
         judge: judge.clone(),
         implementation: model.clone(),
@@ -350,7 +356,10 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         let site = CallSite {
             stage: ctx.node.stage.clone(),
             model: judge.clone(),
-            subject: format!("{model}-{sample}"),
+            subject: match task {
+                Some(t) => format!("{t}/{model}-{sample}"),
+                None => format!("{model}-{sample}"),
+            },
             turn,
         };
         let response = tokio::select! {

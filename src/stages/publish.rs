@@ -580,14 +580,19 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
         let _ = write!(o, " pass@{k} |");
         o
     });
+    let judged = s.composite_max.map(num);
+    let peer_head = judged
+        .as_ref()
+        .map_or(String::new(), |max| format!(" peer score /{max} |"));
     let _ = writeln!(
         o,
-        "| model | slug | passed | pass rate |{ks} tasks solved | tests | failed builds | cost | $/pass |"
+        "| model | slug | passed | pass rate |{ks}{peer_head} tasks solved | tests | failed builds | cost | $/pass |"
     );
     let _ = writeln!(
         o,
-        "|---|---|---|---|{}---|---|---|---|---|",
-        "---|".repeat(s.ks.len())
+        "|---|---|---|---|{}{}---|---|---|---|---|",
+        "---|".repeat(s.ks.len()),
+        if judged.is_some() { "---|" } else { "" }
     );
     for m in &s.models {
         let ks: String = s.ks.iter().fold(String::new(), |mut o, k| {
@@ -595,9 +600,14 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
             let _ = write!(o, " {v} |");
             o
         });
+        let peer = if judged.is_some() {
+            format!(" {} |", opt(m.peer_score))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "| {} | `{}` | {}/{} | {} |{ks} {}/{} | {}/{} | {} | ${:.4} | {} |",
+            "| {} | `{}` | {}/{} | {} |{ks}{peer} {}/{} | {}/{} | {} | ${:.4} | {} |",
             m.model,
             m.slug,
             m.passed,
@@ -617,6 +627,12 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
         o,
         "\n<sub>pass rate: implementations (task \u{d7} sample) whose hidden tests all passed; a failed build counts as a fail. pass@k: the unbiased estimator 1 \u{2212} C(n\u{2212}c, k) / C(n, k) of Chen et al. (2021) per task (n samples, c passing), averaged over tasks.</sub>\n"
     );
+    if judged.is_some() {
+        let _ = writeln!(
+            o,
+            "<sub>peer score: the mean over the model's built implementations (task \u{d7} sample) of each one's composite, the rubric's aggregation over its peer judges (self-judgments and dropouts excluded).</sub>\n"
+        );
+    }
     let _ = writeln!(o, "## Per task\n");
     let heads: String = s.model_order.iter().fold(String::new(), |mut o, m| {
         let _ = write!(o, " {m} |");
@@ -625,13 +641,28 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
     let _ = writeln!(o, "| task |{heads}");
     let _ = writeln!(o, "|---|{}", "---|".repeat(s.model_order.len()));
     for r in &s.per_task {
-        let cells: String = r.passed.iter().fold(String::new(), |mut o, c| {
-            let _ = write!(o, " {c}/{} |", s.samples);
-            o
-        });
+        let cells: String = r
+            .passed
+            .iter()
+            .enumerate()
+            .fold(String::new(), |mut o, (i, c)| {
+                match r.peer_score.get(i) {
+                    Some(score) => {
+                        let _ = write!(o, " {c}/{} \u{b7} {} |", s.samples, opt(*score));
+                    }
+                    None => {
+                        let _ = write!(o, " {c}/{} |", s.samples);
+                    }
+                }
+                o
+            });
         let _ = writeln!(o, "| {} |{cells}", r.task);
     }
-    o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
+    if judged.is_some() {
+        o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run \u{b7} their mean peer score.</sub>\n\n");
+    } else {
+        o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
+    }
 }
 
 fn short(s: &str, n: usize) -> String {
