@@ -516,3 +516,59 @@ async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive
     );
     assert_eq!(leftover(&s).await, 0);
 }
+
+/// A collected directory comes back with its limits: links refused, skipped directories left
+/// out, and an overflow named when there are more files or bytes than allowed.
+#[tokio::test]
+async fn a_collected_directory_keeps_its_caps_and_confinement() {
+    let Some(s) = sandbox("test-tree").await else {
+        return;
+    };
+    let spec = |max_files, max_bytes| pipe::sandbox::CollectDir {
+        dir: "ws".into(),
+        skip: vec!["__pycache__".into()],
+        max_files,
+        max_bytes,
+    };
+    let script = "mkdir -p $PIPE_WORK/ws/sub $PIPE_WORK/ws/__pycache__ && cd $PIPE_WORK/ws && \
+                  echo a > a && echo bb > sub/b && echo c > __pycache__/c && ln -s /etc/passwd link && \
+                  mkfifo fifo && head -c 1000 /dev/zero > big";
+    let mut j = job(script);
+    j.collect_dir = Some(spec(10, 10_000));
+    let r = run(&s, &j).await;
+    let tree = r.tree.expect("a tree");
+    let names: Vec<&str> = tree.files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a", "big", "sub/b"], "{tree:?}");
+    let mut refused = tree.refused.clone();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("fifo".to_string(), "not a regular file".to_string()),
+            ("link".to_string(), "a link (not followed)".to_string())
+        ]
+    );
+    assert_eq!(tree.overflow, None);
+    assert_eq!(tree.bytes, 1005);
+
+    j.collect_dir = Some(spec(2, 10_000));
+    let tree = run(&s, &j).await.tree.unwrap();
+    assert_eq!(
+        tree.overflow.as_deref(),
+        Some("more than 2 files"),
+        "{tree:?}"
+    );
+    j.collect_dir = Some(spec(10, 500));
+    let tree = run(&s, &j).await.tree.unwrap();
+    assert_eq!(
+        tree.overflow.as_deref(),
+        Some("more than 500 bytes"),
+        "{tree:?}"
+    );
+    assert!(tree.bytes <= 500);
+
+    let mut j = job("true");
+    j.collect_dir = Some(spec(10, 10_000));
+    assert!(run(&s, &j).await.tree.is_none(), "a missing directory");
+    assert_eq!(leftover(&s).await, 0);
+}

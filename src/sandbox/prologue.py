@@ -153,65 +153,73 @@ while True:
     except ChildProcessError:
         pass
 
-d, maxf, maxb, ns = a[1], int(a[2]), int(a[3]), int(a[4])
-skip = set(a[5 : 5 + ns])
-for r in a[5 + ns :]:
-    b = grab(b"/work/" + r, 64 << 20)
-    if b:
-        ent(b"f/" + r, data=b)
-    elif b == b"":
-        ent(b"f/" + r)
-if d:
-    root = b"/work/" + d
-    try:
-        st = os.lstat(root)
-    except OSError:
-        st = None
-    if st:
-        ent(b"t", b"5", mode=0o755)
-        stack = [b""] if T.S_ISDIR(st.st_mode) else []
-        nf = nb = 0
-        over = None
-        seen = set()
-        while stack and not over:
-            r = stack.pop()
-            try:
-                names = sorted(os.listdir(root + b"/" + r if r else root))
-            except OSError:
-                continue
-            for nm in names:
-                rel = r + b"/" + nm if r else nm
-                p = root + b"/" + rel
+# Should packing fail, no marker is sent: the host then reads the files through the archive
+# API, and the exit status stays the job's.
+try:
+    d, maxf, maxb, ns = a[1], int(a[2]), int(a[3]), int(a[4])
+    skip = set(a[5 : 5 + ns])
+    for r in a[5 + ns :]:
+        b = grab(b"/work/" + r, 64 << 20)
+        if b:
+            ent(b"f/" + r, data=b)
+        elif b == b"":
+            ent(b"f/" + r)
+    if d:
+        root = b"/work/" + d
+        try:
+            st = os.lstat(root)
+        except OSError:
+            st = None
+        if st:
+            ent(b"t", b"5", mode=0o755)
+            stack = [b""] if T.S_ISDIR(st.st_mode) else []
+            nf = nb = 0
+            over = None
+            seen = set()
+            while stack and not over:
+                r = stack.pop()
                 try:
-                    s = os.lstat(p)
+                    names = sorted(os.listdir(root + b"/" + r if r else root))
                 except OSError:
                     continue
-                m = s.st_mode
-                if T.S_ISDIR(m):
-                    if nm not in skip:
-                        stack.append(rel)
-                elif T.S_ISLNK(m):
-                    ent(b"t/" + rel, b"2")
-                elif not T.S_ISREG(m):
-                    ent(b"t/" + rel, b"6")
-                elif s.st_nlink > 1 and (s.st_dev, s.st_ino) in seen:
-                    ent(b"t/" + rel, b"1")
-                else:
-                    seen.add((s.st_dev, s.st_ino))
-                    if nf >= maxf:
-                        over = b"files"
-                        break
-                    if nb + s.st_size > maxb:
-                        over = b"bytes"
-                        break
-                    b = grab(p, maxb - nb)
-                    if b is None or b is False:
-                        ent(b"m/unreadable/" + rel)
+                for nm in names:
+                    rel = r + b"/" + nm if r else nm
+                    p = root + b"/" + rel
+                    try:
+                        s = os.lstat(p)
+                    except OSError:
                         continue
-                    nf += 1
-                    nb += len(b)
-                    ent(b"t/" + rel, data=b)
-        if over:
-            ent(b"m/overflow", data=over)
-wr(1, mark + b"".join(out) + bytes(1024))
+                    m = s.st_mode
+                    if T.S_ISDIR(m):
+                        if nm not in skip:
+                            stack.append(rel)
+                    elif T.S_ISLNK(m):
+                        ent(b"t/" + rel, b"2")
+                    elif not T.S_ISREG(m):
+                        ent(b"t/" + rel, b"6")
+                    elif s.st_nlink > 1 and (s.st_dev, s.st_ino) in seen:
+                        ent(b"t/" + rel, b"1")
+                    else:
+                        seen.add((s.st_dev, s.st_ino))
+                        if nf >= maxf:
+                            over = b"files"
+                            break
+                        if nb + s.st_size > maxb:
+                            over = b"bytes"
+                            break
+                        b = grab(p, maxb - nb)
+                        if b is None or b is False:
+                            ent(b"m/unreadable/" + rel)
+                            continue
+                        nf += 1
+                        nb += len(b)
+                        ent(b"t/" + rel, data=b)
+            if over:
+                ent(b"m/overflow", data=over)
+except BaseException:
+    os._exit(code)
+try:
+    wr(1, mark + b"".join(out) + bytes(1024))
+except OSError:
+    pass
 os._exit(code)
