@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times each Docker API call of pipe's per-job lifecycle (the calls bollard makes: create, upload the
+# Times each Docker API call of pipe's previous per-job lifecycle, now its fallback (create, upload the
 # inputs as a tar, start, wait, inspect, logs, download the JUnit file, remove), N times, with curl on
 # the engine's socket, for one imported HumanEval task (BENCHMARKS.md, "Docker: where the time goes").
 # Usage: N=8 bench/docker-phases.sh [TASK_DIR]   (default: the task bench/humaneval.sh imported)

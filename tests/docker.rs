@@ -54,6 +54,38 @@ async fn run(s: &DockerSandbox, j: &Job) -> JobResult {
     s.run(j, &CancellationToken::new()).await.unwrap()
 }
 
+/// The engine's events for the round's containers since `since` (unix seconds): `attach`,
+/// `start`, ... and, were the archive API used, `extract-to-dir` / `archive-path`.
+async fn actions(s: &DockerSandbox, since: f64) -> Vec<String> {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    use futures_util::StreamExt;
+    let until = now() + 0.5;
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "label".to_string(),
+            vec![format!("{}={}", docker::LABEL_ROUND, s.round)],
+        ),
+    ]);
+    let options = EventsOptionsBuilder::default()
+        .since(&format!("{since:.6}"))
+        .until(&format!("{until:.6}"))
+        .filters(&filters)
+        .build();
+    s.docker
+        .events(Some(options))
+        .filter_map(|e| async move { e.ok().and_then(|e| e.action) })
+        .collect()
+        .await
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 async fn leftover(s: &DockerSandbox) -> usize {
     docker::list(&s.docker, Some(&s.round)).await.unwrap().len()
 }
@@ -73,7 +105,8 @@ async fn files_go_in_and_come_out_as_a_non_root_user_without_network() {
          python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' || echo NO-NETWORK"
     ));
     j.inputs = vec![("src".into(), dir.path().to_path_buf())];
-    j.collect = vec!["out/copy.txt".into()];
+    j.collect = vec!["out/copy.txt".into(), "out/missing".into()];
+    let since = now() - 0.1;
     let r = run(&s, &j).await;
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "65534", "{r:?}");
@@ -83,6 +116,56 @@ async fn files_go_in_and_come_out_as_a_non_root_user_without_network() {
         r.files.get("out/copy.txt").map(Vec::as_slice),
         Some(&b"hello"[..])
     );
+    assert_eq!(r.files.len(), 1, "a missing file is not collected");
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    // In on stdin and out on stdout: the engine's archive API is not used.
+    let actions = actions(&s, since).await;
+    assert!(actions.iter().any(|a| a == "attach"), "{actions:?}");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a.starts_with("archive") || a.starts_with("extract")),
+        "{actions:?}"
+    );
+    assert_eq!(leftover(&s).await, 0);
+}
+
+#[tokio::test]
+async fn what_the_job_leaves_running_is_killed_and_cannot_fake_the_results() {
+    let Some(s) = sandbox("test-leftovers").await else {
+        return;
+    };
+    // A background writer outlives the script; the job prints what looks like the marker; the
+    // collected file is a symlink to one outside the workspace, which is not followed.
+    let mut j = job(
+        "(while :; do echo bg; sleep 0.05; done) & sleep 0.2; printf 'x\\n\\000pipe-result-0123\\000y\\n'; \
+         echo kept > $PIPE_WORK/out/a; ln -s /etc/passwd $PIPE_WORK/out/link; exit 3",
+    );
+    j.collect = vec!["out/a".into(), "out/link".into()];
+    j.timeout = Duration::from_secs(20);
+    let t = Instant::now();
+    let r = run(&s, &j).await;
+    assert!(t.elapsed() < Duration::from_secs(10), "{r:?}");
+    assert_eq!(r.exit_code, Some(3), "{r:?}");
+    assert!(!r.timed_out);
+    assert!(r.stdout.contains("x\n\0pipe-result-0123\0y\n"), "{r:?}");
+    assert_eq!(
+        r.files.get("out/a").map(Vec::as_slice),
+        Some(&b"kept\n"[..])
+    );
+    assert!(!r.files.contains_key("out/link"), "{r:?}");
+    assert_eq!(leftover(&s).await, 0);
+}
+
+#[tokio::test]
+async fn a_job_killed_by_a_signal_reports_it() {
+    let Some(s) = sandbox("test-signal").await else {
+        return;
+    };
+    let r = run(&s, &job("echo before; kill -TERM $$")).await;
+    assert_eq!(r.signal, Some(15), "{r:?}");
+    assert_eq!(r.exit_code, None, "{r:?}");
+    assert_eq!(r.stdout, "before\n");
     assert_eq!(leftover(&s).await, 0);
 }
 
@@ -127,11 +210,17 @@ async fn an_endless_loop_is_killed_at_the_timeout() {
     let Some(s) = sandbox("test-loop").await else {
         return;
     };
-    let mut j = job("while :; do :; done");
+    let mut j = job("echo partial > $PIPE_WORK/out/p; while :; do :; done");
     j.timeout = Duration::from_secs(2);
+    j.collect = vec!["out/p".into()];
     let t = Instant::now();
     let r = run(&s, &j).await;
     assert!(r.timed_out, "{r:?}");
+    // What the job wrote before the kill is still collected.
+    assert_eq!(
+        r.files.get("out/p").map(Vec::as_slice),
+        Some(&b"partial\n"[..])
+    );
     assert!(t.elapsed() < Duration::from_secs(15));
     assert_eq!(leftover(&s).await, 0);
 }
@@ -380,5 +469,106 @@ async fn the_command_harness_runs_its_agent_in_a_container() {
     run();
     let interfaces = std::fs::read_to_string(files.join("interfaces.txt")).unwrap();
     assert_eq!(interfaces.trim(), "lo", "network = false: loopback only");
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// An image whose `/work` belongs to root (not one `pipe sandbox bootstrap` made): the prologue
+/// cannot unpack there, so the inputs go in through the archive API and the job still runs.
+#[tokio::test]
+async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive_api() {
+    let Some(mut s) = sandbox("test-root-work").await else {
+        return;
+    };
+    let image = format!("pipe-sandbox/test-root-work:{}", std::process::id());
+    let name = format!("pipe-test-root-work-{}", std::process::id());
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    docker(&[
+        "run",
+        "--name",
+        &name,
+        "--user",
+        "0",
+        "--network",
+        "none",
+        DEFAULT_IMAGE,
+        "chown",
+        "0:0",
+        "/work",
+    ]);
+    docker(&["commit", &name, &image]);
+    docker(&["rm", &name]);
+    s.image = image.clone();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "hello").unwrap();
+    let mut j = job("cat $PIPE_WORK/src/in.txt > $PIPE_WORK/out/copy.txt; id -u");
+    j.inputs = vec![("src".into(), dir.path().to_path_buf())];
+    j.collect = vec!["out/copy.txt".into()];
+    let r = s.run(&j, &CancellationToken::new()).await;
+    docker(&["rmi", &image]);
+    let r = r.unwrap();
+    assert_eq!(r.stdout, "65534\n", "{r:?}");
+    assert_eq!(
+        r.files.get("out/copy.txt").map(Vec::as_slice),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// A collected directory comes back with its limits: links refused, skipped directories left
+/// out, and an overflow named when there are more files or bytes than allowed.
+#[tokio::test]
+async fn a_collected_directory_keeps_its_caps_and_confinement() {
+    let Some(s) = sandbox("test-tree").await else {
+        return;
+    };
+    let spec = |max_files, max_bytes| pipe::sandbox::CollectDir {
+        dir: "ws".into(),
+        skip: vec!["__pycache__".into()],
+        max_files,
+        max_bytes,
+    };
+    let script = "mkdir -p $PIPE_WORK/ws/sub $PIPE_WORK/ws/__pycache__ && cd $PIPE_WORK/ws && \
+                  echo a > a && echo bb > sub/b && echo c > __pycache__/c && ln -s /etc/passwd link && \
+                  mkfifo fifo && head -c 1000 /dev/zero > big";
+    let mut j = job(script);
+    j.collect_dir = Some(spec(10, 10_000));
+    let r = run(&s, &j).await;
+    let tree = r.tree.expect("a tree");
+    let names: Vec<&str> = tree.files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a", "big", "sub/b"], "{tree:?}");
+    let mut refused = tree.refused.clone();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("fifo".to_string(), "not a regular file".to_string()),
+            ("link".to_string(), "a link (not followed)".to_string())
+        ]
+    );
+    assert_eq!(tree.overflow, None);
+    assert_eq!(tree.bytes, 1005);
+
+    j.collect_dir = Some(spec(2, 10_000));
+    let tree = run(&s, &j).await.tree.unwrap();
+    assert_eq!(
+        tree.overflow.as_deref(),
+        Some("more than 2 files"),
+        "{tree:?}"
+    );
+    j.collect_dir = Some(spec(10, 500));
+    let tree = run(&s, &j).await.tree.unwrap();
+    assert_eq!(
+        tree.overflow.as_deref(),
+        Some("more than 500 bytes"),
+        "{tree:?}"
+    );
+    assert!(tree.bytes <= 500);
+
+    let mut j = job("true");
+    j.collect_dir = Some(spec(10, 10_000));
+    assert!(run(&s, &j).await.tree.is_none(), "a missing directory");
     assert_eq!(leftover(&s).await, 0);
 }

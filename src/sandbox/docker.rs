@@ -1,7 +1,9 @@
 //! The Docker sandbox, through bollard: every job is its own container with no network, memory
 //! (and swap), pids and CPU limits, a non-root user, a read-only root, all capabilities dropped.
-//! Files go in and come out as tar streams through the API (no bind mount of a host path); the
-//! workspace is an anonymous volume removed with the container. A timeout or Ctrl-C kills the
+//! Files go in and come out as tar streams on the container's attached stdin and stdout, through
+//! a prologue that is the container's PID 1 (`prologue.py`; no bind mount of a host path, and no
+//! archive API call unless the results are missing); the workspace is an anonymous volume removed
+//! with the container. A timeout or Ctrl-C kills the
 //! container; every container is removed afterwards, and carries labels so a sweep removes any
 //! that a killed run left behind.
 
@@ -11,14 +13,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::container::AttachContainerResults;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError};
@@ -155,16 +159,81 @@ fn input_tar(job: &Job) -> std::io::Result<Vec<u8>> {
     b.into_inner()
 }
 
+/// PID 1 of a job's container: unpacks the inputs from stdin, runs the job, sends the results
+/// back on stdout after a marker (see the file for the protocol).
+const PROLOGUE: &str = include_str!("prologue.py");
+
+fn prologue_cmd(job: &Job) -> Vec<String> {
+    let mut cmd: Vec<String> = vec![
+        "python3".into(),
+        "-I".into(),
+        "-S".into(),
+        "-c".into(),
+        PROLOGUE.into(),
+        job.script.clone(),
+    ];
+    match &job.collect_dir {
+        Some(spec) => cmd.extend([
+            spec.dir.clone(),
+            spec.max_files.to_string(),
+            spec.max_bytes.to_string(),
+            spec.skip.len().to_string(),
+        ]),
+        None => cmd.extend([String::new(), "0".into(), "0".into(), "0".into()]),
+    }
+    if let Some(spec) = &job.collect_dir {
+        cmd.extend(spec.skip.iter().cloned());
+    }
+    cmd.extend(job.collect.iter().cloned());
+    cmd
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
+
+/// Images whose `/work` the sandbox user cannot write in (not made by `pipe sandbox bootstrap`):
+/// their jobs get the inputs through the engine's archive API, before the start.
+static UPLOAD_IMAGES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How the prologue's setup errors begin (`prologue.py`).
+const UNPACK_ERROR: &str = "unpacking the inputs: ";
 
 impl DockerSandbox {
     pub async fn run(
         &self,
         job: &Job,
         cancel: &CancellationToken,
+    ) -> Result<JobResult, SandboxError> {
+        let uploaded = |image: &str| {
+            UPLOAD_IMAGES
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(image)
+        };
+        if uploaded(&self.image) {
+            return self.run_once(job, cancel, true).await;
+        }
+        match self.run_once(job, cancel, false).await {
+            Err(SandboxError::Setup(m)) if m.contains(UNPACK_ERROR) => {
+                UPLOAD_IMAGES
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(self.image.clone());
+                self.run_once(job, cancel, true).await
+            }
+            r => r,
+        }
+    }
+
+    /// One container for the job; `upload`: the inputs go in through the archive API.
+    async fn run_once(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        upload: bool,
     ) -> Result<JobResult, SandboxError> {
         let setup = |e: &dyn std::fmt::Display| SandboxError::Setup(format!("docker: {e}"));
         let mut env = vec![
@@ -181,10 +250,18 @@ impl DockerSandbox {
         ]);
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
-            cmd: Some(vec!["sh".into(), "-c".into(), job.script.clone()]),
+            cmd: Some(prologue_cmd(job)),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
             env: Some(env),
             user: Some(format!("{USER}:{USER}")),
-            working_dir: Some("/work/scratch".into()),
+            // The prologue starts in /work (the image's, owned by the sandbox user) and runs the
+            // job in /work/scratch once it has unpacked the inputs.
+            working_dir: Some("/work".into()),
             labels: Some(labels),
             network_disabled: Some(!job.network),
             volumes: Some(vec!["/work".into()]),
@@ -201,12 +278,10 @@ impl DockerSandbox {
                 )])),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),
+                // The output is read from the attach stream; the engine keeps no log of it.
                 log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".into()),
-                    config: Some(HashMap::from([
-                        ("max-size".to_string(), "8m".to_string()),
-                        ("max-file".to_string(), "1".to_string()),
-                    ])),
+                    typ: Some("none".into()),
+                    config: None,
                 }),
                 ..Default::default()
             }),
@@ -234,7 +309,7 @@ impl DockerSandbox {
                 e => setup(&e),
             })?;
         let id = created.id;
-        let result = self.run_created(&id, job, cancel).await;
+        let result = self.run_created(&id, job, cancel, upload).await;
         remove(&self.docker, &id).await;
         result
     }
@@ -244,33 +319,66 @@ impl DockerSandbox {
         id: &str,
         job: &Job,
         cancel: &CancellationToken,
+        upload: bool,
     ) -> Result<JobResult, SandboxError> {
         let setup = |e: &dyn std::fmt::Display| SandboxError::Setup(format!("docker: {e}"));
-        let tar = input_tar(job).map_err(|e| setup(&e))?;
-        self.docker
-            .upload_to_container(
+        let mut tar = input_tar(job).map_err(|e| setup(&e))?;
+        if upload {
+            self.docker
+                .upload_to_container(
+                    id,
+                    Some(
+                        UploadToContainerOptionsBuilder::default()
+                            .path("/work")
+                            .build(),
+                    ),
+                    bollard::body_full(std::mem::take(&mut tar).into()),
+                )
+                .await
+                .map_err(|e| setup(&e))?;
+        }
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let mut marker = b"\n\0pipe-result-".to_vec();
+        marker.extend_from_slice(nonce.as_bytes());
+        marker.push(0);
+        // Attached before the start, so nothing of the output is missed: the inputs go in on
+        // stdin, the job's output and then the results come out on stdout and stderr.
+        let AttachContainerResults { output, mut input } = self
+            .docker
+            .attach_container(
                 id,
                 Some(
-                    UploadToContainerOptionsBuilder::default()
-                        .path("/work")
+                    AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
                         .build(),
                 ),
-                bollard::body_full(tar.into()),
             )
             .await
             .map_err(|e| setup(&e))?;
+        let reader = tokio::spawn(read_attach(
+            output,
+            marker,
+            job.output_limit,
+            result_cap(job),
+        ));
+        let mut stdin = format!("{nonce}{:016x}", tar.len()).into_bytes();
+        stdin.extend_from_slice(&tar);
+        drop(tar);
+        // The engine takes the input once the container runs; the prologue reads exactly the
+        // announced length, so stdin need not be closed.
+        let writer = tokio::spawn(async move {
+            let _ = input.write_all(&stdin).await;
+            let _ = input.flush().await;
+            input
+        });
         let start = Instant::now();
         self.docker
             .start_container(id, None)
             .await
             .map_err(|e| setup(&e))?;
-        // Follow the output while the job runs, keeping the first `output_limit` bytes of each
-        // stream and counting the rest: a flood is cut here, and the engine's own log is capped.
-        let logs = tokio::spawn(follow_logs(
-            self.docker.clone(),
-            id.to_string(),
-            job.output_limit,
-        ));
         let mut timed_out = false;
         let mut cancelled = false;
         let mut wait = self.docker.wait_container(id, None);
@@ -299,6 +407,8 @@ impl DockerSandbox {
         }
         let duration_ms = start.elapsed().as_millis() as u64;
         if cancelled {
+            reader.abort();
+            writer.abort();
             return Err(SandboxError::Cancelled);
         }
         let state = self
@@ -308,25 +418,37 @@ impl DockerSandbox {
             .map_err(|e| setup(&e))?
             .state
             .unwrap_or_default();
-        let (stdout, stdout_dropped, stderr, stderr_dropped) =
-            match tokio::time::timeout(Duration::from_secs(10), logs).await {
-                Ok(Ok(v)) => v,
-                _ => (
-                    String::new(),
-                    0,
-                    "[output lost: the log stream did not end]".into(),
-                    0,
-                ),
-            };
-        let mut files = BTreeMap::new();
-        for rel in &job.collect {
-            if let Some(bytes) = self.download(id, &format!("/work/{rel}")).await {
-                files.insert(rel.clone(), bytes);
+        let capture = match tokio::time::timeout(Duration::from_secs(10), reader).await {
+            Ok(Ok(c)) => c,
+            _ => Capture {
+                stderr: b"[output lost: the attach stream did not end]".to_vec(),
+                ..Capture::default()
+            },
+        };
+        writer.abort();
+        // The results the prologue sent; when they are missing (a timeout kills the container
+        // before it packs them, the kernel's OOM killer may take it) or malformed, the files
+        // are read from the stopped container through the archive API instead.
+        let parsed = match (&capture.result, timed_out) {
+            (Some(bytes), false) => parse_result(bytes, job),
+            _ => None,
+        };
+        let (files, tree) = match parsed {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(SandboxError::Setup(format!("docker: {e}"))),
+            None => {
+                let mut files = BTreeMap::new();
+                for rel in &job.collect {
+                    if let Some(bytes) = self.download(id, &format!("/work/{rel}")).await {
+                        files.insert(rel.clone(), bytes);
+                    }
+                }
+                let tree = match &job.collect_dir {
+                    Some(spec) => self.download_tree(id, spec).await,
+                    None => None,
+                };
+                (files, tree)
             }
-        }
-        let tree = match &job.collect_dir {
-            Some(spec) => self.download_tree(id, spec).await,
-            None => None,
         };
         let exit = state.exit_code.map(|c| c as i32);
         Ok(JobResult {
@@ -343,10 +465,10 @@ impl DockerSandbox {
             },
             timed_out,
             oom_killed: state.oom_killed.unwrap_or(false),
-            stdout,
-            stderr,
-            stdout_dropped,
-            stderr_dropped,
+            stdout: String::from_utf8_lossy(&capture.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&capture.stderr).into_owned(),
+            stdout_dropped: capture.stdout_dropped,
+            stderr_dropped: capture.stderr_dropped,
             duration_ms,
             files,
             tree,
@@ -408,49 +530,7 @@ impl DockerSandbox {
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
         for entry in archive.entries().ok()? {
             let Ok(mut entry) = entry else { break };
-            let Ok(path) = entry.path().map(std::borrow::Cow::into_owned) else {
-                continue;
-            };
-            // The archive's entries are `<dir>/...`: drop the first component, keep only plain
-            // names, so nothing can point outside the directory.
-            let mut parts = path.components();
-            parts.next();
-            let plain: Option<Vec<&str>> = parts
-                .map(|c| match c {
-                    std::path::Component::Normal(n) => n.to_str(),
-                    _ => None,
-                })
-                .collect();
-            let Some(plain) = plain else {
-                tree.refused.push((
-                    path.display().to_string(),
-                    "not a plain relative UTF-8 path".into(),
-                ));
-                continue;
-            };
-            if plain.is_empty() {
-                continue;
-            }
-            let rel = plain.join("/");
-            let kind = entry.header().entry_type();
-            if kind.is_dir() || CollectedTree::skipped(spec, &rel) {
-                continue;
-            }
-            if kind != tar::EntryType::Regular && kind != tar::EntryType::Continuous {
-                let what = if kind.is_symlink() || kind.is_hard_link() {
-                    "a link (not followed)"
-                } else {
-                    "not a regular file"
-                };
-                tree.refused.push((rel, what.into()));
-                continue;
-            }
-            let mut data = Vec::new();
-            if entry.read_to_end(&mut data).is_err() {
-                tree.refused.push((rel, "unreadable".into()));
-                continue;
-            }
-            if !tree.add(spec, rel, data) {
+            if !tree_entry(&mut tree, spec, &mut entry) {
                 break;
             }
         }
@@ -458,33 +538,208 @@ impl DockerSandbox {
     }
 }
 
-async fn follow_logs(docker: Docker, id: String, limit: usize) -> (String, u64, String, u64) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let (mut out_dropped, mut err_dropped) = (0u64, 0u64);
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .follow(true)
-        .build();
-    let mut stream = docker.logs(&id, Some(options));
-    while let Some(Ok(chunk)) = stream.next().await {
-        let (buf, dropped, bytes) = match chunk {
-            LogOutput::StdOut { message } => (&mut out, &mut out_dropped, message),
-            LogOutput::StdErr { message } => (&mut err, &mut err_dropped, message),
-            _ => continue,
-        };
-        let room = limit.saturating_sub(buf.len());
-        let take = room.min(bytes.len());
-        buf.extend_from_slice(&bytes[..take]);
-        *dropped += (bytes.len() - take) as u64;
+/// One entry of a collected directory's tar (`<dir>/...`): the first component is dropped and
+/// only plain names are kept, so nothing can point outside the directory; links and special files
+/// are refused. False once a limit is exceeded.
+fn tree_entry<R: Read>(
+    tree: &mut CollectedTree,
+    spec: &CollectDir,
+    entry: &mut tar::Entry<'_, R>,
+) -> bool {
+    let Ok(path) = entry.path().map(std::borrow::Cow::into_owned) else {
+        return true;
+    };
+    let mut parts = path.components();
+    parts.next();
+    let plain: Option<Vec<&str>> = parts
+        .map(|c| match c {
+            std::path::Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect();
+    let Some(plain) = plain else {
+        tree.refused.push((
+            path.display().to_string(),
+            "not a plain relative UTF-8 path".into(),
+        ));
+        return true;
+    };
+    if plain.is_empty() {
+        return true;
     }
-    (
-        String::from_utf8_lossy(&out).into_owned(),
-        out_dropped,
-        String::from_utf8_lossy(&err).into_owned(),
-        err_dropped,
-    )
+    let rel = plain.join("/");
+    let kind = entry.header().entry_type();
+    if kind.is_dir() || CollectedTree::skipped(spec, &rel) {
+        return true;
+    }
+    if kind != tar::EntryType::Regular && kind != tar::EntryType::Continuous {
+        let what = if kind.is_symlink() || kind.is_hard_link() {
+            "a link (not followed)"
+        } else {
+            "not a regular file"
+        };
+        tree.refused.push((rel, what.into()));
+        return true;
+    }
+    let mut data = Vec::new();
+    if entry.read_to_end(&mut data).is_err() {
+        tree.refused.push((rel, "unreadable".into()));
+        return true;
+    }
+    tree.add(spec, rel, data)
+}
+
+/// What came out of the attached container: the job's own stdout and stderr, each capped at the
+/// job's limit with the rest counted, and the bytes after the marker on stdout (the results).
+#[derive(Default)]
+struct Capture {
+    stdout: Vec<u8>,
+    stdout_dropped: u64,
+    stderr: Vec<u8>,
+    stderr_dropped: u64,
+    /// None when no marker came, or when the results exceeded their cap.
+    result: Option<Vec<u8>>,
+}
+
+fn keep(buf: &mut Vec<u8>, dropped: &mut u64, limit: usize, bytes: &[u8]) {
+    let take = limit.saturating_sub(buf.len()).min(bytes.len());
+    buf.extend_from_slice(&bytes[..take]);
+    *dropped += (bytes.len() - take) as u64;
+}
+
+/// The most the results of a job can take on stdout: every collected file at its 64 MiB cap, the
+/// collected directory's stream cap, and headers.
+fn result_cap(job: &Job) -> u64 {
+    let files = job.collect.len() as u64 * ((64 << 20) + 4096);
+    let tree = job
+        .collect_dir
+        .as_ref()
+        .map_or(0, |s| s.max_bytes + (s.max_files as u64 + 16) * 1536);
+    files + tree + (1 << 20)
+}
+
+async fn read_attach(
+    mut output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    marker: Vec<u8>,
+    limit: usize,
+    cap: u64,
+) -> Capture {
+    let mut c = Capture::default();
+    // Stdout bytes that may be the start of the marker, held back until that is decided.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut result: Option<Vec<u8>> = None;
+    let mut over = false;
+    while let Some(Ok(chunk)) = output.next().await {
+        match chunk {
+            LogOutput::StdOut { message } => {
+                if let Some(r) = result.as_mut() {
+                    if r.len() as u64 + message.len() as u64 > cap {
+                        over = true;
+                    } else {
+                        r.extend_from_slice(&message);
+                    }
+                    continue;
+                }
+                pending.extend_from_slice(&message);
+                if let Some(i) = pending.windows(marker.len()).position(|w| w == marker) {
+                    keep(&mut c.stdout, &mut c.stdout_dropped, limit, &pending[..i]);
+                    let rest = pending.split_off(i + marker.len());
+                    over = rest.len() as u64 > cap;
+                    result = Some(rest);
+                    pending.clear();
+                } else {
+                    let held = pending.len().min(marker.len() - 1);
+                    let done = pending.len() - held;
+                    keep(
+                        &mut c.stdout,
+                        &mut c.stdout_dropped,
+                        limit,
+                        &pending[..done],
+                    );
+                    pending.drain(..done);
+                }
+            }
+            LogOutput::StdErr { message } => {
+                keep(&mut c.stderr, &mut c.stderr_dropped, limit, &message);
+            }
+            _ => {}
+        }
+    }
+    keep(&mut c.stdout, &mut c.stdout_dropped, limit, &pending);
+    c.result = result.filter(|_| !over);
+    c
+}
+
+/// The prologue's result tar: collected files under `f/`, the collected directory under `t`,
+/// notes under `m/`. None when it is not a well-formed archive (the caller then reads the files
+/// through the archive API); an error when the prologue could not set the job up.
+#[allow(clippy::type_complexity)]
+fn parse_result(
+    bytes: &[u8],
+    job: &Job,
+) -> Option<Result<(BTreeMap<String, Vec<u8>>, Option<CollectedTree>), String>> {
+    let mut files = BTreeMap::new();
+    let mut tree: Option<CollectedTree> = None;
+    let mut tree_done = false;
+    let mut overflow = None;
+    let mut unreadable = Vec::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.into_owned();
+        let path = path.to_str()?.to_string();
+        let (top, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        match top {
+            "f" => {
+                if !job.collect.iter().any(|c| c == rest)
+                    || entry.header().entry_type() != tar::EntryType::Regular
+                {
+                    return None;
+                }
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).ok()?;
+                files.insert(rest.to_string(), data);
+            }
+            "t" => {
+                let spec = job.collect_dir.as_ref()?;
+                let t = tree.get_or_insert_with(CollectedTree::default);
+                if !tree_done && !tree_entry(t, spec, &mut entry) {
+                    tree_done = true;
+                }
+            }
+            "m" => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).ok()?;
+                match rest.split_once('/').unwrap_or((rest, "")) {
+                    ("setup-error", _) => {
+                        return Some(Err(String::from_utf8_lossy(&data).into_owned()));
+                    }
+                    ("overflow", _) => overflow = Some(data),
+                    ("unreadable", rel) => unreadable.push(rel.to_string()),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+    if let (Some(t), Some(spec)) = (tree.as_mut(), job.collect_dir.as_ref()) {
+        for rel in unreadable {
+            if !CollectedTree::skipped(spec, &rel) {
+                t.refused.push((rel, "unreadable".into()));
+            }
+        }
+        if t.overflow.is_none() {
+            t.overflow = match overflow.as_deref() {
+                Some(b"files") => Some(format!("more than {} files", spec.max_files)),
+                Some(b"bytes") => Some(format!("more than {} bytes", spec.max_bytes)),
+                Some(_) => return None,
+                None => None,
+            };
+        }
+    }
+    Some(Ok((files, tree)))
 }
 
 fn sanitize(s: &str) -> String {
