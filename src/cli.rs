@@ -485,6 +485,15 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
         Err(e) => return import_failed(&e),
     };
     let agg = crate::aggregate::compute(&data);
+    if agg.suite.is_some() {
+        // The openbenchmark keys describe one task: a suite prints its own numbers.
+        if json {
+            println!("{}", serde_json::to_string_pretty(&agg).expect("json"));
+        } else {
+            print!("{}", crate::stages::publish::markdown(&agg));
+        }
+        return EXIT_OK;
+    }
     if json {
         println!(
             "{}",
@@ -562,6 +571,13 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
                         let a = crate::aggregate::compute(&d);
                         (d, a)
                     })
+                    .filter(|(d, a)| {
+                        // The dataset schema describes rounds of one task.
+                        if a.suite.is_some() {
+                            eprintln!("note: {} is a suite of several tasks: left out", d.round);
+                        }
+                        a.suite.is_none()
+                    })
                     .collect();
                 let ds = crate::dataset::dataset(pairs);
                 let (n, rows) = (ds.meta.rounds, ds.meta.rows);
@@ -574,7 +590,14 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
         match crate::import::load_round(dir) {
             Ok(data) => {
                 let agg = crate::aggregate::compute(&data);
-                match format.unwrap_or(PublishAs::Markdown) {
+                let format = format.unwrap_or(PublishAs::Markdown);
+                if agg.suite.is_some() && format != PublishAs::Markdown {
+                    return usage(&format!(
+                        "{} is a suite of several tasks: it publishes markdown (its aggregate.json holds every number); html and dataset describe one task",
+                        dir.display()
+                    ));
+                }
+                match format {
                     PublishAs::Markdown => write(
                         dir.join("report.md"),
                         crate::stages::publish::markdown(&agg).into_bytes(),

@@ -145,6 +145,16 @@ fn a_suite_expands_per_task_and_reports_pass_at_k() {
     assert_eq!(code, 0, "{err}");
     let summary: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["cached"], 74, "{summary}");
+
+    // Recomputed from round-data.json: the same suite section; the one-task formats refused.
+    let dir = round.to_string_lossy().into_owned();
+    let (code, out, err) = pipe(&root, &["aggregate", &dir, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["suite"], agg["suite"]);
+    let (code, _, err) = pipe(&root, &["publish", &dir, "--format", "html"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a suite of several tasks"), "{err}");
 }
 
 /// The shipped HumanEval suite (four imported problems, two replayed models, three samples):
