@@ -196,13 +196,13 @@ pub async fn run(
                 && !nodes[i].tolerant
             {
                 let why = format!("upstream {} did not finish", nodes[*b].id);
-                progress.finished(&nodes[i].stage, &nodes[i].id, "skipped", &why);
-                finish(
+                conclude(
                     i,
                     Outcome::Skipped,
                     Some(why),
                     0,
                     &nodes,
+                    &progress,
                     &mut states,
                     &mut reports,
                 );
@@ -364,7 +364,8 @@ fn conclude(
     let label = match outcome {
         Outcome::Executed => "done",
         Outcome::Failed => "failed",
-        _ => "stopped",
+        Outcome::Skipped => "skipped",
+        Outcome::Cached | Outcome::Cancelled => "stopped",
     };
     progress.finished(
         &nodes[i].stage,
@@ -372,24 +373,12 @@ fn conclude(
         label,
         reason.as_deref().unwrap_or(""),
     );
-    finish(i, outcome, reason, ms, nodes, states, reports);
-}
-
-fn finish(
-    i: usize,
-    outcome: Outcome,
-    reason: Option<String>,
-    duration_ms: u64,
-    nodes: &[Node],
-    states: &mut [State],
-    reports: &mut [Option<NodeReport>],
-) {
     states[i] = State::Finished(outcome);
     reports[i] = Some(NodeReport {
         id: nodes[i].id.clone(),
         outcome,
         reason,
-        duration_ms,
+        duration_ms: ms,
         key: nodes[i].key.clone(),
     });
 }
