@@ -1,7 +1,7 @@
 //! Cache keys. A node's key is the blake3 of a serialisable struct of everything that can change
 //! its result; `pipe run -v` prints it. API keys never enter it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -38,6 +38,29 @@ fn digest(text: &str) -> String {
     blake3::hash(text.as_bytes()).to_hex().to_string()
 }
 
+/// Digests many nodes share (a stage's template, a task's spec, an agent harness), computed once
+/// per plan: a template of a megabyte is hashed once, not once per node.
+#[derive(Debug, Default)]
+pub struct Memo {
+    digests: HashMap<(&'static str, String, String), String>,
+}
+
+impl Memo {
+    /// The digest named `what` of (`a`, `b`), from `compute` the first time.
+    fn get(
+        &mut self,
+        what: &'static str,
+        a: &str,
+        b: &str,
+        compute: impl FnOnce() -> String,
+    ) -> String {
+        self.digests
+            .entry((what, a.to_string(), b.to_string()))
+            .or_insert_with(compute)
+            .clone()
+    }
+}
+
 fn model_part(p: &Pipeline, id: &str) -> Option<serde_json::Value> {
     let m = p.model(id)?;
     let provider = p.providers.get(&m.provider);
@@ -60,7 +83,9 @@ pub fn input_for(
     stage: &Stage,
     subject: &Subject,
     upstream: Vec<String>,
+    memo: &mut Memo,
 ) -> KeyInput {
+    let task_name = subject.task().unwrap_or_default();
     let mut input = KeyInput {
         format: FORMAT_VERSION,
         stage: stage.name.clone(),
@@ -93,9 +118,13 @@ pub fn input_for(
                 input.config = serde_json::json!({
                     "harness": harness,
                     "agent": agent,
-                    "harness_digest": crate::stages::agent::harness_digest(p.task(subject.task()), agent),
+                    "harness_digest": memo.get("harness", &stage.name, task_name, || {
+                        crate::stages::agent::harness_digest(p.task(subject.task()), agent)
+                    }),
                 });
-                input.template = Some(digest(&agent_prompt.as_ref().unwrap_or(prompt).text));
+                input.template = Some(memo.get("agent-prompt", &stage.name, "", || {
+                    digest(&agent_prompt.as_ref().unwrap_or(prompt).text)
+                }));
                 input.task.extend(
                     p.task(subject.task())
                         .digests
@@ -117,7 +146,7 @@ pub fn input_for(
                         "tools": c.tools_digests,
                     });
                 }
-                input.template = Some(digest(&prompt.text));
+                input.template = Some(memo.get("prompt", &stage.name, "", || digest(&prompt.text)));
             }
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
@@ -139,11 +168,12 @@ pub fn input_for(
         } => {
             input.config =
                 serde_json::json!({"max_impl_bytes": max_impl_bytes, "round": p.round.id});
-            input.template = Some(digest(&prompt.text));
+            input.template = Some(memo.get("prompt", &stage.name, "", || digest(&prompt.text)));
             input.rubric = Some(rubric.digest.clone());
-            input
-                .task
-                .insert("spec".into(), digest(&p.task(subject.task()).spec));
+            let spec = memo.get("spec", task_name, "", || {
+                digest(&p.task(subject.task()).spec)
+            });
+            input.task.insert("spec".into(), spec);
             if let Subject::Judgment { judge, .. } = subject {
                 input.model = model_part(p, judge);
             }

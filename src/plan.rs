@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use crate::config::{Pipeline, Stage, StageKind};
-use crate::key::{self, KeyInput};
+use crate::key;
 
 /// What a node is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -87,6 +87,7 @@ pub struct PlanBuilder {
     /// list (a build's one node, a judge stage's one per judge); round nodes by stage.
     by_impl: std::collections::HashMap<String, Vec<Vec<NodeIndex>>>,
     rounds: BTreeMap<String, NodeIndex>,
+    memo: key::Memo,
 }
 
 /// (task in a suite, model, sample).
@@ -108,6 +109,7 @@ impl Plan {
             by_stage: BTreeMap::new(),
             by_impl: std::collections::HashMap::new(),
             rounds: BTreeMap::new(),
+            memo: key::Memo::default(),
         };
         // A suite expands task by task; a round of one task keeps ids without the task.
         let tasks: Vec<Option<String>> = if p.is_suite() {
@@ -200,7 +202,13 @@ impl PlanBuilder {
         let dir = node_dir(&stage.name, &subject);
         let mut upstream: Vec<String> = deps.iter().map(|d| self.graph[*d].key.clone()).collect();
         upstream.sort();
-        let key = key::node_key(&KeyInput::new(p, stage, &subject, upstream));
+        let key = key::node_key(&key::input_for(
+            p,
+            stage,
+            &subject,
+            upstream,
+            &mut self.memo,
+        ));
         let tolerant = matches!(stage.kind, StageKind::Aggregate);
         let next = NodeIndex::new(self.graph.node_count());
         match imp {
@@ -477,11 +485,5 @@ fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
         }
         .join(format!("{model}-{sample}")),
         Subject::Round => base,
-    }
-}
-
-impl KeyInput {
-    fn new(p: &Pipeline, stage: &Stage, subject: &Subject, upstream: Vec<String>) -> Self {
-        key::input_for(p, stage, subject, upstream)
     }
 }
