@@ -799,12 +799,30 @@ async fn run(
 fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
     let store = RoundStore::new(out, &p.round.id);
     let plan = Plan::build(p);
-    let reasons = exec::plan_outstanding(&plan, &store, &BTreeSet::new());
     let recorded = exec::recorded(&plan, &store);
+    let reasons = exec::outstanding_of(&plan, &recorded, &BTreeSet::new());
     let mut rows = Vec::new();
     for (i, n) in plan.nodes().enumerate() {
-        let (state, why) = match (&recorded[i].1, reasons[i]) {
+        let (state, why) = match (&recorded[i].record, reasons[i]) {
             (Some(r), None) if r.status == Status::Done => ("done", String::new()),
+            (Some(r), Some(crate::outstanding::Reason::OutputsChanged))
+                if r.status == Status::Done =>
+            {
+                let changed = &recorded[i].changed;
+                let shown = changed
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = changed.len().saturating_sub(5);
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                ("stale", format!("outputs changed: {shown}{more}"))
+            }
             (Some(r), Some(reason)) if r.status == Status::Done => {
                 ("stale", reason_text(reason).to_string())
             }

@@ -75,18 +75,59 @@ pub fn reason_text(r: Reason) -> &'static str {
         Reason::Forced => "forced",
         Reason::NeverFinished => "not done yet",
         Reason::KeyChanged => "inputs changed",
+        Reason::OutputsChanged => "outputs changed",
         Reason::UpstreamRuns => "upstream re-runs",
     }
 }
 
-/// What the store says of each node, in plan order.
-pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<(Recorded, Option<NodeRecord>)> {
-    plan.nodes()
-        .map(|n| match store.record(n) {
-            Some(r) if r.status == Status::Done => (Recorded::Done { key: r.key.clone() }, Some(r)),
-            other => (Recorded::Missing, other),
-        })
-        .collect()
+/// What the store holds of one node.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub recorded: Recorded,
+    pub record: Option<NodeRecord>,
+    /// Outputs of a done record that are missing or changed (see [`RoundStore::changed_outputs`]).
+    pub changed: Vec<String>,
+}
+
+/// What the store says of each node, in plan order. A done record is verified against its
+/// outputs, on every core: a file check is a `stat`, and a digest only where the times moved.
+pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<Stored> {
+    let nodes: Vec<&Node> = plan.nodes().collect();
+    let read = |n: &Node| match store.record(n) {
+        Some(r) if r.status == Status::Done => {
+            let changed = store.changed_outputs(n, &r);
+            let key = r.key.clone();
+            Stored {
+                recorded: if changed.is_empty() {
+                    Recorded::Done { key }
+                } else {
+                    Recorded::Changed { key }
+                },
+                record: Some(r),
+                changed,
+            }
+        }
+        other => Stored {
+            recorded: Recorded::Missing,
+            record: other,
+            changed: Vec::new(),
+        },
+    };
+    let threads = crate::sandbox::default_slots().clamp(1, 8);
+    let chunk = nodes.len().div_ceil(threads).max(256);
+    if nodes.len() <= chunk {
+        return nodes.into_iter().map(read).collect();
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|n| read(n)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading records does not panic"))
+            .collect()
+    })
 }
 
 /// Which nodes must run, in plan order.
@@ -95,7 +136,15 @@ pub fn plan_outstanding(
     store: &RoundStore,
     force: &BTreeSet<String>,
 ) -> Vec<Option<Reason>> {
-    let rec = recorded(plan, store);
+    outstanding_of(plan, &recorded(plan, store), force)
+}
+
+/// Which nodes must run, given what the store holds of each ([`recorded`]).
+pub fn outstanding_of(
+    plan: &Plan,
+    rec: &[Stored],
+    force: &BTreeSet<String>,
+) -> Vec<Option<Reason>> {
     let deps = plan.dep_positions();
     let states: Vec<NodeState<'_>> = plan
         .nodes()
@@ -103,7 +152,7 @@ pub fn plan_outstanding(
         .map(|(i, n)| NodeState {
             key: &n.key,
             deps: &deps[i],
-            recorded: &rec[i].0,
+            recorded: &rec[i].recorded,
             forced: force.contains(&n.stage),
         })
         .collect();
@@ -443,6 +492,7 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
         attempts: 1,
         usage: None,
         outputs: Vec::new(),
+        dirs: Vec::new(),
     };
     let outputs = match &result {
         Ok(outputs) => outputs.as_slice(),

@@ -25,6 +25,10 @@ pub struct KeyInput {
     pub task: BTreeMap<String, String>,
     pub template: Option<String>,
     pub rubric: Option<String>,
+    /// A replayed model's recorded exchange for this node, by content (`absent` when there is
+    /// none): the recording is the model, so editing it re-runs the nodes that replay it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     /// Upstream nodes' keys, sorted: a change upstream changes every key downstream.
     pub upstream: Vec<String>,
 }
@@ -55,6 +59,28 @@ fn model_part(p: &Pipeline, id: &str) -> Option<serde_json::Value> {
     }))
 }
 
+/// The digest of the exchange a replayed model answers this node's calls from; none for a live
+/// model.
+fn recording_part(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> Option<String> {
+    let m = p.model(model)?;
+    let crate::config::ProviderKind::Replay { recordings, .. } =
+        &p.providers.get(&m.provider)?.kind
+    else {
+        return None;
+    };
+    let site = crate::provider::CallSite {
+        stage: stage.name.clone(),
+        model: m.id.clone(),
+        subject: subject.call_subject()?,
+        turn: 0,
+    };
+    let path = crate::provider::replay::exchange_path(recordings, &site);
+    Some(std::fs::read(path).map_or_else(
+        |_| "absent".to_string(),
+        |bytes| blake3::hash(&bytes).to_hex().to_string(),
+    ))
+}
+
 pub fn input_for(
     p: &Pipeline,
     stage: &Stage,
@@ -71,6 +97,7 @@ pub fn input_for(
         task: BTreeMap::new(),
         template: None,
         rubric: None,
+        recording: None,
         upstream,
     };
     match &stage.kind {
@@ -121,6 +148,9 @@ pub fn input_for(
             }
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
+                if harness != Harness::Command {
+                    input.recording = recording_part(p, stage, model, subject);
+                }
             }
         }
         StageKind::Gate {
@@ -146,6 +176,7 @@ pub fn input_for(
                 .insert("spec".into(), digest(&p.task(subject.task()).spec));
             if let Subject::Judgment { judge, .. } = subject {
                 input.model = model_part(p, judge);
+                input.recording = recording_part(p, stage, judge, subject);
             }
         }
         StageKind::Aggregate => {
@@ -162,8 +193,14 @@ pub fn input_for(
                 .iter()
                 .map(|m| (m.id.as_str(), m.model.as_str()))
                 .collect();
+            // The round's settings that reach the aggregate's numbers and text; the sandbox is
+            // where gates ran, read from the gates' own outputs, so it stays out of the key.
+            let mut round = serde_json::to_value(&p.round).expect("round serialises");
+            if let Some(r) = round.as_object_mut() {
+                r.remove("sandbox");
+            }
             input.config = serde_json::json!({
-                "prices": prices, "slugs": slugs, "round": p.round, "task": tasks,
+                "prices": prices, "slugs": slugs, "round": round, "task": tasks,
                 "representative_sample": p.round.representative_sample,
             });
         }

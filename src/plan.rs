@@ -53,6 +53,26 @@ impl Subject {
         }
     }
 
+    /// How the node's model calls name their subject (a recording's file under
+    /// `<recordings>/<stage>/<model>/`): `1` for build sample 1, `alpha-1` for judging alpha's
+    /// sample 1, each under its task's name in a suite (`humaneval-0/1`).
+    pub fn call_subject(&self) -> Option<String> {
+        let (task, own) = match self {
+            Self::Impl { task, sample, .. } => (task, sample.to_string()),
+            Self::Judgment {
+                task,
+                model,
+                sample,
+                ..
+            } => (task, format!("{model}-{sample}")),
+            Self::Round => return None,
+        };
+        Some(match task {
+            Some(t) => format!("{t}/{own}"),
+            None => own,
+        })
+    }
+
     /// The task a node works on, in a round of several; none means the round's only task.
     pub fn task(&self) -> Option<&str> {
         match self {

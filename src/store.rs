@@ -53,6 +53,43 @@ pub struct OutputFile {
     pub path: String,
     pub bytes: u64,
     pub blake3: String,
+    /// The file's modification and change times when the record was made: while both and the
+    /// size are unchanged the file is taken as unchanged; otherwise its digest decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// A directory that holds outputs (`files/`, its subdirectories): a file added to it or removed
+/// from it changes what a dependent that lists the directory reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputDir {
+    pub path: String,
+    pub stamp: Stamp,
+}
+
+/// Modification and status-change times in nanoseconds since the epoch. The change time cannot
+/// be set back by a user (`touch -d` sets it to now), so an edit that restores the size and the
+/// modification time is still seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
 }
 
 /// What the store keeps about one node run.
@@ -72,6 +109,9 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::provider::Usage>,
     pub outputs: Vec<OutputFile>,
+    /// The directories below the node's own that hold outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<OutputDir>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +227,14 @@ pub struct RoundLock {
     _file: File,
 }
 
+/// True for a non-empty relative path of plain components (no `..`, `.`, root or prefix).
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
 impl RoundStore {
     pub fn new(out: &Path, round_id: &str) -> Self {
         Self {
@@ -255,7 +303,15 @@ impl RoundStore {
         let path = self.node_dir(node).join(RECORD_FILE);
         let bytes = fs::read(path).ok()?;
         let record: NodeRecord = serde_json::from_slice(&bytes).ok()?;
-        (record.format == RECORD_FORMAT && record.id == node.id).then_some(record)
+        // A record read back is input like any other: one whose paths would leave the node's
+        // directory is not pipe's and is ignored (the node runs again).
+        let confined = record
+            .outputs
+            .iter()
+            .map(|o| o.path.as_str())
+            .chain(record.dirs.iter().map(|d| d.path.as_str()))
+            .all(is_plain_relative);
+        (record.format == RECORD_FORMAT && record.id == node.id && confined).then_some(record)
     }
 
     /// Starts a node: forgets its record before any output is touched, so a crash mid-way never
@@ -283,7 +339,8 @@ impl RoundStore {
         Ok(dir)
     }
 
-    /// A node's record, ready to commit: the manifest lists every output file with its digest.
+    /// A node's record, ready to commit: the manifest lists every output file with its digest,
+    /// size and times, and every directory below the node's own that holds outputs.
     pub fn prepare(
         &self,
         node: &Node,
@@ -296,16 +353,103 @@ impl RoundStore {
             .map(|rel| {
                 let path = dir.join(rel);
                 let bytes = fs::read(&path).map_err(io_err(&path))?;
+                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
                 Ok(OutputFile {
                     path: rel.to_string_lossy().into_owned(),
                     bytes: bytes.len() as u64,
                     blake3: blake3::hash(&bytes).to_hex().to_string(),
+                    stamp: Some(Stamp::of(&meta)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for rel in outputs {
+            let mut parent = rel.parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(p.to_path_buf());
+                parent = p.parent();
+            }
+        }
+        record.dirs = dirs
+            .into_iter()
+            .map(|rel| {
+                let path = dir.join(&rel);
+                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+                Ok(OutputDir {
+                    path: rel.to_string_lossy().into_owned(),
+                    stamp: Stamp::of(&meta),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
         let path = dir.join(RECORD_FILE);
         let bytes = fsutil::json_bytes(&record).map_err(io_err(&path))?;
         Ok(PendingRecord { path, bytes })
+    }
+
+    /// The outputs of a record that are no longer what it says, each with what happened
+    /// (`files/x.py (missing)`, `files/x.py`, `files/evil.py (added)`); empty when all stand.
+    /// Size and times are compared first; a file whose times moved is hashed, so a touched but
+    /// unchanged file still stands.
+    pub fn changed_outputs(&self, node: &Node, record: &NodeRecord) -> Vec<String> {
+        let dir = self.node_dir(node);
+        let mut changed = Vec::new();
+        for out in &record.outputs {
+            let path = dir.join(&out.path);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => {
+                    changed.push(format!("{} (not a regular file)", out.path));
+                    continue;
+                }
+                Err(_) => {
+                    changed.push(format!("{} (missing)", out.path));
+                    continue;
+                }
+            };
+            if meta.len() != out.bytes {
+                changed.push(out.path.clone());
+                continue;
+            }
+            if out.stamp == Some(Stamp::of(&meta)) {
+                continue;
+            }
+            let same = fs::read(&path)
+                .is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == out.blake3);
+            if !same {
+                changed.push(out.path.clone());
+            }
+        }
+        for d in &record.dirs {
+            let path = dir.join(&d.path);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() && Stamp::of(&m) == d.stamp => continue,
+                Ok(m) if m.is_dir() => {}
+                _ => {
+                    changed.push(format!("{}/ (missing)", d.path));
+                    continue;
+                }
+            }
+            let expected: std::collections::BTreeSet<&str> = record
+                .outputs
+                .iter()
+                .map(|o| o.path.as_str())
+                .chain(record.dirs.iter().map(|d| d.path.as_str()))
+                .filter_map(|p| p.strip_prefix(d.path.as_str())?.strip_prefix('/'))
+                .filter(|rest| !rest.contains('/'))
+                .collect();
+            let Ok(entries) = fs::read_dir(&path) else {
+                changed.push(format!("{}/ (unreadable)", d.path));
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !expected.contains(name.as_ref()) {
+                    changed.push(format!("{}/{name} (added)", d.path));
+                }
+            }
+        }
+        changed
     }
 
     /// Forgets the whole round.
@@ -318,5 +462,101 @@ impl RoundStore {
         fs::remove_dir_all(&self.root).map_err(io_err(&self.root))?;
         drop(lock);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Subject;
+
+    fn node() -> Node {
+        Node {
+            id: "build:a#1".into(),
+            stage: "build".into(),
+            kind: "build",
+            subject: Subject::Round,
+            dir: PathBuf::from("nodes/build/a/1"),
+            key: "k".into(),
+            tolerant: false,
+        }
+    }
+
+    fn record(store: &RoundStore, node: &Node, outputs: &[&str]) -> NodeRecord {
+        let blank = NodeRecord {
+            format: RECORD_FORMAT,
+            id: node.id.clone(),
+            key: node.key.clone(),
+            status: Status::Done,
+            failure: None,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            attempts: 1,
+            usage: None,
+            outputs: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let outputs: Vec<PathBuf> = outputs.iter().map(PathBuf::from).collect();
+        let pending = store.prepare(node, blank, &outputs).unwrap();
+        serde_json::from_slice(&pending.bytes).unwrap()
+    }
+
+    #[test]
+    fn outputs_are_verified_by_size_times_digest_and_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), "r");
+        let n = node();
+        let dir = store.begin(&n).unwrap();
+        fs::create_dir_all(dir.join("files/sub")).unwrap();
+        fs::write(dir.join("build.json"), "{}").unwrap();
+        fs::write(dir.join("files/a.py"), "a = 1\n").unwrap();
+        fs::write(dir.join("files/sub/b.py"), "b = 2\n").unwrap();
+        let rec = record(&store, &n, &["build.json", "files/a.py", "files/sub/b.py"]);
+        assert_eq!(
+            rec.dirs.iter().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            ["files", "files/sub"]
+        );
+        assert!(store.changed_outputs(&n, &rec).is_empty());
+        // Rewritten with the same bytes: the times moved, the digest stands.
+        fs::write(dir.join("files/a.py"), "a = 1\n").unwrap();
+        assert!(store.changed_outputs(&n, &rec).is_empty());
+        fs::write(dir.join("files/a.py"), "a = 2\n").unwrap();
+        fs::write(dir.join("files/sub/c.py"), "").unwrap();
+        fs::remove_file(dir.join("build.json")).unwrap();
+        assert_eq!(
+            store.changed_outputs(&n, &rec),
+            [
+                "build.json (missing)",
+                "files/a.py",
+                "files/sub/c.py (added)"
+            ]
+        );
+        // A link where a file was is not the file.
+        fs::remove_file(dir.join("files/sub/c.py")).unwrap();
+        fs::remove_file(dir.join("files/sub/b.py")).unwrap();
+        std::os::unix::fs::symlink(dir.join("files/a.py"), dir.join("files/sub/b.py")).unwrap();
+        assert!(
+            store
+                .changed_outputs(&n, &rec)
+                .contains(&"files/sub/b.py (not a regular file)".to_string())
+        );
+    }
+
+    #[test]
+    fn only_plain_relative_paths_are_outputs() {
+        for ok in ["a", "files/a.py", "files/sub/b"] {
+            assert!(is_plain_relative(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "files/../../x",
+            "./a",
+            "files/./a",
+        ] {
+            assert!(!is_plain_relative(bad), "{bad}");
+        }
     }
 }

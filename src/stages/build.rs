@@ -153,10 +153,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         stage: ctx.node.stage.clone(),
         model: model.clone(),
         // In a suite each task has its own recordings: `<model>/<task>/<sample>.yaml`.
-        subject: match ctx.node.subject.task() {
-            Some(t) => format!("{t}/{sample}"),
-            None => sample.to_string(),
-        },
+        subject: ctx.node.subject.call_subject().unwrap_or_default(),
         turn: 0,
     };
     let t = Instant::now();

@@ -356,10 +356,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         let site = CallSite {
             stage: ctx.node.stage.clone(),
             model: judge.clone(),
-            subject: match task {
-                Some(t) => format!("{t}/{model}-{sample}"),
-                None => format!("{model}-{sample}"),
-            },
+            subject: ctx.node.subject.call_subject().unwrap_or_default(),
             turn,
         };
         let response = tokio::select! {

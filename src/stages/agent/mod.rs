@@ -478,10 +478,7 @@ impl Loop<'_> {
                 let site = CallSite {
                     stage: self.ctx.node.stage.clone(),
                     model: self.model.id.clone(),
-                    subject: match &self.ctx.node.subject {
-                        crate::plan::Subject::Impl { sample, .. } => sample.to_string(),
-                        other => format!("{other:?}"),
-                    },
+                    subject: self.ctx.node.subject.call_subject().unwrap_or_default(),
                     turn: self.step as usize,
                 };
                 let notify = self.ctx.notify();
