@@ -370,6 +370,11 @@ pub async fn run(
         }
     }
     committer.finish()?;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.kind == "publish" && states[i] == State::Finished(Outcome::Cached) {
+            store.restore_copies(n)?;
+        }
+    }
     progress.finish();
     let nodes_out: Vec<NodeReport> = reports
         .into_iter()

@@ -452,6 +452,29 @@ impl RoundStore {
         changed
     }
 
+    /// The round directory keeps a copy of each output of a publish node (`report.md`, ...),
+    /// where people look first. After a run that found the node done, a copy that was deleted or
+    /// edited is written again from the node's verified output; returns how many were.
+    pub fn restore_copies(&self, node: &Node) -> Result<usize, StoreError> {
+        let Some(record) = self.record(node).filter(|r| r.status == Status::Done) else {
+            return Ok(0);
+        };
+        let dir = self.node_dir(node);
+        let mut restored = 0;
+        for out in record.outputs.iter().filter(|o| !o.path.contains('/')) {
+            let from = dir.join(&out.path);
+            let to = self.root.join(&out.path);
+            let same = fs::symlink_metadata(&to).is_ok_and(|m| m.is_file() && m.len() == out.bytes)
+                && fs::read(&to).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == out.blake3);
+            if !same {
+                let bytes = fs::read(&from).map_err(io_err(&from))?;
+                fsutil::write_atomic(&to, &bytes).map_err(io_err(&to))?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
     /// Forgets the whole round.
     pub fn clean(&self) -> Result<bool, StoreError> {
         if !self.root.exists() {

@@ -233,3 +233,17 @@ fn a_record_naming_a_path_outside_its_node_is_not_trusted() {
     assert_ne!(state_of(&rows, "build:ann#1").1, "done", "{rows:?}");
     assert_eq!(ids_with(&r.run(&[]), "executed"), ann_cone());
 }
+
+#[test]
+fn a_deleted_or_edited_report_in_the_round_directory_comes_back() {
+    let r = Round::new();
+    r.run(&[]);
+    let report = r.root.join("out/mini-2026-01-02/report.md");
+    let original = std::fs::read_to_string(&report).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    assert_eq!(r.run(&[])["executed"], 0);
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), original);
+    std::fs::write(&report, "# All models scored 10/10\n").unwrap();
+    assert_eq!(r.run(&[])["executed"], 0);
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), original);
+}
