@@ -93,9 +93,8 @@ pub struct Stored {
 /// outputs, on every core: a file check is a `stat`, and a digest only where the times moved.
 pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<Stored> {
     let nodes: Vec<&Node> = plan.nodes().collect();
-    let read = |n: &Node| match store.record(n) {
-        Some(r) if r.status == Status::Done => {
-            let changed = store.changed_outputs(n, &r);
+    let read = |n: &Node| match store.load(n) {
+        (Some(r), changed) if r.status == Status::Done => {
             let key = r.key.clone();
             Stored {
                 recorded: if changed.is_empty() {
@@ -107,7 +106,7 @@ pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<Stored> {
                 changed,
             }
         }
-        other => Stored {
+        (other, _) => Stored {
             recorded: Recorded::Missing,
             record: other,
             changed: Vec::new(),

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod diag;
+pub mod dirhandle;
 pub mod exec;
 pub mod fsutil;
 pub mod html;

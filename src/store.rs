@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dirhandle::{DirHandle, FileStat, Kind};
 use crate::fsutil;
 use crate::plan::Node;
 
@@ -74,6 +75,15 @@ pub struct OutputDir {
 pub struct Stamp {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+}
+
+impl From<&FileStat> for Stamp {
+    fn from(st: &FileStat) -> Self {
+        Self {
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+        }
+    }
 }
 
 impl Stamp {
@@ -300,8 +310,12 @@ impl RoundStore {
 
     /// A node's record; a missing or unreadable record reads as none (the node runs again).
     pub fn record(&self, node: &Node) -> Option<NodeRecord> {
-        let path = self.node_dir(node).join(RECORD_FILE);
-        let bytes = fs::read(path).ok()?;
+        let dir = DirHandle::open(&self.node_dir(node)).ok()?;
+        Self::record_in(&dir, node)
+    }
+
+    fn record_in(dir: &DirHandle, node: &Node) -> Option<NodeRecord> {
+        let bytes = dir.read(RECORD_FILE).ok()?;
         let record: NodeRecord = serde_json::from_slice(&bytes).ok()?;
         // A record read back is input like any other: one whose paths would leave the node's
         // directory is not pipe's and is ignored (the node runs again).
@@ -312,6 +326,20 @@ impl RoundStore {
             .chain(record.dirs.iter().map(|d| d.path.as_str()))
             .all(is_plain_relative);
         (record.format == RECORD_FORMAT && record.id == node.id && confined).then_some(record)
+    }
+
+    /// A node's record with its outputs checked: for a done record, the outputs that are no
+    /// longer what it says (see [`RoundStore::changed_outputs`]).
+    pub fn load(&self, node: &Node) -> (Option<NodeRecord>, Vec<String>) {
+        let Ok(dir) = DirHandle::open(&self.node_dir(node)) else {
+            return (None, Vec::new());
+        };
+        let record = Self::record_in(&dir, node);
+        let changed = match &record {
+            Some(r) if r.status == Status::Done => self.changed_in(&dir, node, r),
+            _ => Vec::new(),
+        };
+        (record, changed)
     }
 
     /// Starts a node: forgets its record before any output is touched, so a crash mid-way never
@@ -391,12 +419,17 @@ impl RoundStore {
     /// Size and times are compared first; a file whose times moved is hashed, so a touched but
     /// unchanged file still stands.
     pub fn changed_outputs(&self, node: &Node, record: &NodeRecord) -> Vec<String> {
-        let dir = self.node_dir(node);
+        match DirHandle::open(&self.node_dir(node)) {
+            Ok(dir) => self.changed_in(&dir, node, record),
+            Err(_) => vec![format!("{} (missing)", node.dir.display())],
+        }
+    }
+
+    fn changed_in(&self, dir: &DirHandle, node: &Node, record: &NodeRecord) -> Vec<String> {
         let mut changed = Vec::new();
         for out in &record.outputs {
-            let path = dir.join(&out.path);
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() => m,
+            let st = match dir.stat(&out.path) {
+                Ok(st) if st.kind == Kind::File => st,
                 Ok(_) => {
                     changed.push(format!("{} (not a regular file)", out.path));
                     continue;
@@ -406,24 +439,24 @@ impl RoundStore {
                     continue;
                 }
             };
-            if meta.len() != out.bytes {
+            if st.len != out.bytes {
                 changed.push(out.path.clone());
                 continue;
             }
-            if out.stamp == Some(Stamp::of(&meta)) {
+            if out.stamp == Some(Stamp::from(&st)) {
                 continue;
             }
-            let same = fs::read(&path)
+            let same = dir
+                .read(&out.path)
                 .is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == out.blake3);
             if !same {
                 changed.push(out.path.clone());
             }
         }
         for d in &record.dirs {
-            let path = dir.join(&d.path);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() && Stamp::of(&m) == d.stamp => continue,
-                Ok(m) if m.is_dir() => {}
+            match dir.stat(&d.path) {
+                Ok(st) if st.kind == Kind::Dir && Stamp::from(&st) == d.stamp => continue,
+                Ok(st) if st.kind == Kind::Dir => {}
                 _ => {
                     changed.push(format!("{}/ (missing)", d.path));
                     continue;
@@ -437,7 +470,7 @@ impl RoundStore {
                 .filter_map(|p| p.strip_prefix(d.path.as_str())?.strip_prefix('/'))
                 .filter(|rest| !rest.contains('/'))
                 .collect();
-            let Ok(entries) = fs::read_dir(&path) else {
+            let Ok(entries) = fs::read_dir(self.node_dir(node).join(&d.path)) else {
                 changed.push(format!("{}/ (unreadable)", d.path));
                 continue;
             };
