@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod docker;
 pub mod local;
+pub mod owner;
 pub mod python;
 
 use std::collections::BTreeMap;
