@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pipe::sandbox::docker::{self, DEFAULT_IMAGE, DockerSandbox, Limits};
+use pipe::sandbox::docker::{self, DEFAULT_IMAGE, DockerSandbox};
 use pipe::sandbox::{Job, JobResult};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -19,12 +19,7 @@ async fn sandbox(round: &str) -> Option<DockerSandbox> {
         Ok(_) => return unavailable("the sandbox image is missing"),
         Err(e) => return unavailable(&e),
     };
-    Some(DockerSandbox {
-        docker: engine,
-        image: DEFAULT_IMAGE.into(),
-        limits: Limits::default(),
-        round: round.into(),
-    })
+    Some(DockerSandbox::new(engine, DEFAULT_IMAGE, round).unwrap())
 }
 
 fn unavailable<T>(why: &str) -> Option<T> {
@@ -472,10 +467,11 @@ async fn the_command_harness_runs_its_agent_in_a_container() {
     assert_eq!(leftover(&s).await, 0);
 }
 
-/// An image whose `/work` belongs to root (not one `pipe sandbox bootstrap` made): the prologue
-/// cannot unpack there, so the inputs go in through the archive API and the job still runs.
+/// An image whose `/work` belongs to root (not one `pipe sandbox bootstrap` made): the workspace
+/// is a tmpfs of the sandbox user's whatever the image holds there, so the job still runs, and
+/// no archive API call is needed.
 #[tokio::test]
-async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive_api() {
+async fn an_image_whose_work_belongs_to_root_still_gives_the_job_its_workspace() {
     let Some(mut s) = sandbox("test-root-work").await else {
         return;
     };
@@ -506,6 +502,7 @@ async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive
     let mut j = job("cat $PIPE_WORK/src/in.txt > $PIPE_WORK/out/copy.txt; id -u");
     j.inputs = vec![("src".into(), dir.path().to_path_buf())];
     j.collect = vec!["out/copy.txt".into()];
+    let since = now() - 0.1;
     let r = s.run(&j, &CancellationToken::new()).await;
     docker(&["rmi", &image]);
     let r = r.unwrap();
@@ -513,6 +510,13 @@ async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive
     assert_eq!(
         r.files.get("out/copy.txt").map(Vec::as_slice),
         Some(&b"hello"[..])
+    );
+    let actions = actions(&s, since).await;
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a.starts_with("archive") || a.starts_with("extract")),
+        "{actions:?}"
     );
     assert_eq!(leftover(&s).await, 0);
 }
@@ -571,4 +575,349 @@ async fn a_collected_directory_keeps_its_caps_and_confinement() {
     j.collect_dir = Some(spec(10, 10_000));
     assert!(run(&s, &j).await.tree.is_none(), "a missing directory");
     assert_eq!(leftover(&s).await, 0);
+}
+
+/// What `df` says is free on the filesystem holding `path`, in bytes.
+fn available(path: &Path) -> u64 {
+    let o = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// The engine's data directory (where volumes and container layers live).
+async fn docker_root(s: &DockerSandbox) -> std::path::PathBuf {
+    let info = s.docker.info().await.unwrap();
+    info.docker_root_dir
+        .unwrap_or_else(|| "/var/lib/docker".into())
+        .into()
+}
+
+/// `/work` is a tmpfs with a hard cap (256 MiB by default, inside the 512 MiB memory limit): a job
+/// writing 1 GiB gets ENOSPC at the cap, is not killed for memory, and the engine's disk does not
+/// see the bytes; a job creating more files than the workspace's inodes gets ENOSPC too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_past_the_workspace_cap_fails_with_enospc_and_spares_the_host_disk() {
+    let Some(s) = sandbox("test-work-cap").await else {
+        return;
+    };
+    let cap = s.limits.work_bytes;
+    assert_eq!(cap, 256 << 20, "the documented default");
+    assert!(cap < s.limits.memory_bytes as u64, "the cap fits in memory");
+    let root = docker_root(&s).await;
+    let before = available(&root);
+    let mut j = job(
+        "stat -f -c %T /work; dd if=/dev/zero of=$PIPE_WORK/out/big bs=1M count=1024 2>&1; \
+         echo dd=$?; stat -c %s $PIPE_WORK/out/big; sleep 3",
+    );
+    j.timeout = Duration::from_secs(60);
+    let running = tokio::spawn({
+        let s = s.clone();
+        async move { s.run(&j, &CancellationToken::new()).await }
+    });
+    // The least free space the engine's disk had while the job ran (and held its file).
+    let mut lowest = before;
+    while !running.is_finished() {
+        lowest = lowest.min(available(&root));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = running.await.unwrap().unwrap();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"tmpfs"), "{r:?}");
+    assert!(r.stdout.contains("No space left on device"), "{r:?}");
+    assert!(lines.contains(&"dd=1"), "{r:?}");
+    let written: u64 = lines.last().unwrap().parse().unwrap();
+    assert!(
+        written <= cap && written > cap - (4 << 20),
+        "{written} bytes: {r:?}"
+    );
+    assert!(!r.oom_killed, "ENOSPC, not an out-of-memory kill: {r:?}");
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    // Writing the 1 GiB to the engine's disk would take it all; what other processes write
+    // meanwhile is noise well under the margin.
+    let drop_mib = before.saturating_sub(lowest) >> 20;
+    assert!(
+        drop_mib < 768,
+        "the engine's disk lost {drop_mib} MiB while the job wrote"
+    );
+
+    let r = run(
+        &s,
+        &job("python3 -c 'import errno\nn = 0\ntry:\n    while True:\n        open(\"f%d\" % n, \"w\").close()\n        n += 1\nexcept OSError as e:\n    print(n, errno.errorcode[e.errno])'"),
+    )
+    .await;
+    let mut words = r.stdout.split_whitespace();
+    let files: u64 = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(files < docker::WORK_INODES, "{r:?}");
+    assert_eq!(words.next(), Some("ENOSPC"), "{r:?}");
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// The workspace cap and the memory limit leave a real gate room: the atomic-write task's
+/// reference passes its hidden tests in Docker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_normal_gate_passes_within_the_workspace_cap() {
+    let Some(_s) = sandbox("check-task").await else {
+        return;
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "check-task",
+            "tasks/atomic-write",
+            "--sandbox",
+            "docker",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["passed"], 1, "{v}");
+    assert_eq!(v["tasks"][0]["sandbox"], "docker", "{v}");
+    assert!(v["tasks"][0]["tests_total"].as_u64().unwrap() > 10, "{v}");
+}
+
+/// The ids of the containers process `pid` owns (by their owner label), with whether each runs.
+async fn containers_of(s: &DockerSandbox, pid: u32) -> Vec<(String, bool)> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}=true", docker::LABEL_MANAGED)],
+    )]);
+    let list = s
+        .docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    list.into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(docker::LABEL_OWNER))
+                .and_then(|o| pipe::sandbox::owner::Owner::parse(o))
+                .is_some_and(|o| o.pid == pid)
+        })
+        .filter_map(|c| {
+            Some((
+                c.id?,
+                c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
+            ))
+        })
+        .collect()
+}
+
+/// Waits (up to a minute) until process `pid` has had a container running for two seconds (a
+/// long job's, not a passing one's); its id.
+async fn running_container_of(s: &DockerSandbox, pid: u32) -> String {
+    let t = Instant::now();
+    let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        let running: Vec<String> = containers_of(s, pid)
+            .await
+            .into_iter()
+            .filter_map(|(id, running)| running.then_some(id))
+            .collect();
+        seen.retain(|id, _| running.contains(id));
+        for id in running {
+            if seen
+                .entry(id.clone())
+                .or_insert_with(Instant::now)
+                .elapsed()
+                >= Duration::from_secs(2)
+            {
+                return id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("process {pid} ran no container for two seconds within a minute");
+}
+
+async fn exists(s: &DockerSandbox, id: &str) -> bool {
+    s.docker.inspect_container(id, None).await.is_ok()
+}
+
+/// A copy of the command-harness fixture's task whose reference sleeps at import: its gate holds
+/// a container for minutes.
+fn sleeping_task(dir: &Path) -> std::path::PathBuf {
+    let task = dir.join("sleepy");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent/task"),
+        &task,
+    );
+    std::fs::write(
+        task.join("reference/adder.py"),
+        "import time\ntime.sleep(600)\n\n\ndef add(a, b):\n    return a + b\n",
+    )
+    .unwrap();
+    let toml = task.join("task.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("timeout_secs = 60", "timeout_secs = 900"),
+    )
+    .unwrap();
+    task
+}
+
+/// `pipe check-task` of `task` in Docker, as a process of its own.
+fn check_task(task: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["check-task", "--sandbox", "docker"])
+        .arg(task)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `pipe clean --containers`: its stdout.
+fn clean_containers() -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["clean", "--containers"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
+/// "removed N ...; left M ..." → (N, M).
+fn clean_counts(stdout: &str) -> (usize, usize) {
+    let numbers: Vec<usize> = stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        stdout.starts_with("removed ") && stdout.contains("; left ") && numbers.len() == 2,
+        "{stdout}"
+    );
+    (numbers[0], numbers[1])
+}
+
+/// Two pipes at once: this process (a job of a sandbox whose round is `check-task`, the round a
+/// sweep used to remove) and a real `pipe check-task` whose gate sleeps. The other's start sweeps
+/// and leaves this process's running container; this process's sweep and `pipe clean
+/// --containers` leave the other's. Once the other pipe is killed outright, its container is the
+/// next sweep's, or `pipe clean --containers`'s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_removes_only_the_containers_of_a_pipe_that_is_gone() {
+    let Some(s) = sandbox("check-task").await else {
+        return;
+    };
+    let me = std::process::id();
+    let mine = tokio::spawn({
+        let s = s.clone();
+        async move {
+            let mut j = job("sleep 12; echo survived");
+            j.timeout = Duration::from_secs(60);
+            s.run(&j, &CancellationToken::new()).await
+        }
+    });
+    running_container_of(&s, me).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let task = sleeping_task(tmp.path());
+    let mut first = check_task(&task);
+    let theirs = running_container_of(&s, first.id()).await;
+    // The other pipe swept at its start, before its own container ran: this one's lived on.
+    let r = mine
+        .await
+        .unwrap()
+        .expect("this process's container was not removed");
+    assert_eq!(r.stdout, "survived\n", "{r:?}");
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+
+    let swept = docker::sweep(&s.docker).await.unwrap();
+    assert!(swept.alive >= 1, "{swept:?}");
+    assert!(
+        exists(&s, &theirs).await,
+        "a live pipe's container was swept"
+    );
+    let (_, alive) = clean_counts(&clean_containers());
+    assert!(alive >= 1);
+    assert!(
+        exists(&s, &theirs).await,
+        "`pipe clean --containers` removed a live pipe's container"
+    );
+
+    // Killed outright, the pipe cannot remove its container: the next sweep does.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(exists(&s, &theirs).await);
+    let swept = docker::sweep(&s.docker).await.unwrap();
+    assert!(!exists(&s, &theirs).await, "{swept:?}");
+
+    let mut second = check_task(&task);
+    let theirs = running_container_of(&s, second.id()).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let out = clean_containers();
+    clean_counts(&out);
+    assert!(!exists(&s, &theirs).await, "{out}");
+}
+
+/// Ctrl-C (SIGINT) of `pipe check-task` and of `pipe run` while a container runs: pipe stops, says
+/// it was interrupted, and its container is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupting_pipe_removes_its_running_containers() {
+    let Some(s) = sandbox("test-interrupt").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let task = sleeping_task(tmp.path());
+    let root = tmp.path().join("mini");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini"),
+        &root,
+    );
+    let pipeline = root.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "command = \"env; sleep ${PIPE_TEST_SLEEP:-0}\"",
+        "command = \"sleep 600\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .args(["run", "pipeline.toml", "--sandbox", "docker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for mut child in [check_task(&task), run] {
+        let pid = child.id();
+        let id = running_container_of(&s, pid).await;
+        let t = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "interrupted");
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert!(!exists(&s, &id).await, "the container of {pid} is left");
+        assert!(containers_of(&s, pid).await.is_empty());
+    }
 }
