@@ -921,3 +921,332 @@ async fn interrupting_pipe_removes_its_running_containers() {
         assert!(containers_of(&s, pid).await.is_empty());
     }
 }
+
+/// Model code looking for what it must not see. Its secrets are written as hex, so the source
+/// itself (collected, recorded) never holds them; `probe(gate)` returns what it found: a secret
+/// in its environment or any process's, a host path that exists, a secret in any file of the
+/// container (the hidden tests' only outside the gate, where they belong), the host's listener on
+/// 127.0.0.1, a network interface besides loopback, the engine's socket, root.
+const PROBE: &str = r#"import os, socket, stat, sys
+
+SECRETS = {@SECRETS@}
+HOST_PATHS = [@HOST_PATHS@]
+PORT = @PORT@
+
+
+def probe(gate):
+    found = []
+    secrets = {k: bytes.fromhex(v) for k, v in SECRETS.items()}
+    if gate:
+        del secrets["the hidden tests"]
+
+    def look(where, data):
+        for name, secret in secrets.items():
+            if secret in data:
+                found.append("%s in %s" % (name, where))
+
+    look("the environment", repr(sorted(os.environ.items())).encode())
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    look("/proc/%s/environ" % pid, f.read())
+            except OSError:
+                pass
+    for p in HOST_PATHS:
+        if os.path.lexists(p):
+            found.append("host path " + p)
+    files = 0
+    for root, dirs, names in os.walk("/"):
+        if root == "/":
+            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+        for n in names:
+            p = os.path.join(root, n)
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_size < (8 << 20):
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        look(p, f.read())
+                    files += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    try:
+        socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+        found.append("the host's listener on 127.0.0.1:%d" % PORT)
+    except OSError:
+        pass
+    others = [i for i in os.listdir("/sys/class/net") if i != "lo"]
+    if others:
+        found.append("network interfaces " + ",".join(others))
+    for p in ("/var/run/docker.sock", "/run/docker.sock"):
+        if os.path.lexists(p):
+            found.append("the engine's socket " + p)
+    if os.getuid() == 0:
+        found.append("root")
+    return found, files
+
+
+def report(where):
+    found, files = probe(False)
+    print("PROBE %s %s (%d files read)" % (where, "LEAK: " + "; ".join(found) if found else "clear", files))
+"#;
+
+/// The implementation a probing model builds: the probe runs at import, and `add` is right only
+/// when it found nothing, so a leak in the gate fails the gate (and says what leaked).
+const PROBING_ADDER: &str = r"
+
+FOUND, FILES = probe(True)
+
+
+def add(a, b):
+    assert not FOUND, FOUND
+    assert FILES > 1000, FILES
+    return a + b
+";
+
+fn hex(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The probe, end to end in Docker: a command-harness build (a shell script standing in for an
+/// agent CLI), an agent build's `run` tool (`python3 -m pytest -p probe`, an allowed command
+/// loading the model's own module) and both gates (the implementation probes at import) look for
+/// the task's hidden tests and reference, pipe's environment (a variable set in pipe's process
+/// and not passed), a file and paths of the host, the project tree, the host's 127.0.0.1 listener
+/// and the engine's socket. Each reports nothing found, and no secret reaches any file of the
+/// round.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_code_in_docker_finds_nothing_it_must_not_see() {
+    let Some(s) = sandbox("probe-2026-01-02").await else {
+        return;
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("probe");
+    let tag = format!("{}-{:x}", std::process::id(), now().to_bits());
+    let secret = |what: &str| format!("PIPE-PROBE-{what}-{tag}");
+    let (hidden, reference, env, host) = (
+        secret("HIDDEN"),
+        secret("REFERENCE"),
+        secret("ENV"),
+        secret("HOST"),
+    );
+
+    // The task: the command-harness fixture's, with secrets in its hidden tests and reference,
+    // visible tests and an `[agent]` table.
+    let task = root.join("task");
+    common::copy_dir(&repo.join("tests/fixtures/agent/task"), &task);
+    // The probe checks the gate's network itself (this test reads a port the build would write).
+    std::fs::remove_file(task.join("hidden/test_offline.py")).unwrap();
+    let hidden_test = task.join("hidden/test_adder.py");
+    let text = std::fs::read_to_string(&hidden_test).unwrap();
+    std::fs::write(&hidden_test, format!("# {hidden}\n{text}")).unwrap();
+    let reference_file = task.join("reference/adder.py");
+    let text = std::fs::read_to_string(&reference_file).unwrap();
+    std::fs::write(&reference_file, format!("# {reference}\n{text}")).unwrap();
+    std::fs::create_dir_all(task.join("visible")).unwrap();
+    std::fs::write(
+        task.join("visible/test_visible.py"),
+        "from adder import add\n\n\ndef test_visible():\n    assert add(1, 1) == 2\n",
+    )
+    .unwrap();
+    let mut toml = std::fs::read_to_string(task.join("task.toml")).unwrap();
+    toml.push_str(
+        "\n[agent]\nvisible_tests = \"visible\"\n\
+         verify = [\"python3\", \"-m\", \"pytest\", \"-q\", \"-p\", \"no:cacheprovider\", \"--junitxml=$PIPE_JUNIT\", \"visible\"]\n\
+         allow = [[\"python3\", \"-m\", \"pytest\"]]\n",
+    );
+    std::fs::write(task.join("task.toml"), toml).unwrap();
+    let host_file = tmp.path().join("host-secret.txt");
+    std::fs::write(&host_file, &host).unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    let probe = PROBE
+        .replace(
+            "@SECRETS@",
+            &format!(
+                "\"the hidden tests\": \"{}\", \"the reference\": \"{}\", \"pipe's environment\": \"{}\", \"a host file\": \"{}\"",
+                hex(&hidden),
+                hex(&reference),
+                hex(&env),
+                hex(&host)
+            ),
+        )
+        .replace(
+            "@HOST_PATHS@",
+            &[
+                host_file.clone(),
+                hidden_test.clone(),
+                reference_file.clone(),
+                root.join("pipeline.toml"),
+                repo.join("Cargo.toml"),
+                repo.join("src"),
+            ]
+            .iter()
+            .map(|p| quoted(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        )
+        .replace("@PORT@", &port.to_string());
+    let adder = format!("{probe}{PROBING_ADDER}");
+    let plugin = format!("{probe}\nreport(\"run-tool\")\n");
+
+    // The command harness's stand-in agent probes, then writes the probing implementation.
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("probe.py"),
+        format!("{probe}\nreport(\"build\")\n"),
+    )
+    .unwrap();
+    std::fs::write(tools.join("adder.py"), &adder).unwrap();
+    let agent = tools.join("probe-agent");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\npython3 \"$PIPE_WORK/tools/probe.py\" > probe.txt 2>&1\ncp \"$PIPE_WORK/tools/adder.py\" adder.py\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(
+        repo.join("tests/fixtures/agent/build.md.j2"),
+        root.join("build.md.j2"),
+    )
+    .unwrap();
+
+    // The agent model's recorded turns: the probe as a module, run as a pytest plugin through
+    // the allowed command, then the implementation and `done`.
+    let call = |id: &str, name: &str, args: Value| serde_json::json!({"id": id, "name": name, "arguments": args});
+    let turn = |calls: Vec<Value>| serde_json::json!({"usage": {"input_tokens": 100, "output_tokens": 10}, "tool_calls": calls});
+    let turns = serde_json::json!([
+        turn(vec![call(
+            "c1",
+            "write_file",
+            serde_json::json!({"path": "probe.py", "content": plugin})
+        )]),
+        turn(vec![call(
+            "c2",
+            "run",
+            serde_json::json!({"command": ["python3", "-m", "pytest", "-s", "-q", "-p", "probe", "visible"]})
+        )]),
+        turn(vec![call(
+            "c3",
+            "write_file",
+            serde_json::json!({"path": "adder.py", "content": adder})
+        )]),
+        turn(vec![call("c4", "done", serde_json::json!({}))]),
+    ]);
+    let exchange =
+        serde_json::json!({"stage": "build", "model": "ag", "subject": "1", "turns": turns});
+    let rec = root.join("rec/build/ag/1.yaml");
+    std::fs::create_dir_all(rec.parent().unwrap()).unwrap();
+    std::fs::write(&rec, serde_yaml::to_string(&exchange).unwrap()).unwrap();
+
+    std::fs::write(
+        root.join("pipeline.toml"),
+        format!(
+            r#"[round]
+name = "probe"
+date = "2026-01-02"
+task = "task"
+
+[providers.api]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[providers.replay]
+kind = "replay"
+recordings = "rec"
+
+[[models]]
+id = "cmd"
+provider = "api"
+model = "example/cmd"
+
+[[models]]
+id = "ag"
+provider = "replay"
+model = "example/ag"
+harness = "agent"
+
+[stages.build]
+kind = "build"
+prompt = "build.md.j2"
+harness = "command"
+
+[stages.build.command]
+run = "probe-agent"
+network = false
+tools = "tools"
+timeout_secs = 120
+
+[stages.build.agent]
+prompt = "{agent_prompt}"
+max_steps = 6
+
+[stages.gate]
+kind = "gate"
+needs = ["build"]
+"#,
+            agent_prompt = repo.join("prompts/build-agent.md.j2").display()
+        ),
+    )
+    .unwrap();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .env("PROBE_SENTINEL", &env)
+        .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let node = |rel: &str| root.join("out/probe-2026-01-02/nodes").join(rel);
+
+    let build = std::fs::read_to_string(node("build/cmd/1/files/probe.txt")).unwrap();
+    assert!(build.starts_with("PROBE build clear ("), "{build}");
+    let transcript = std::fs::read_to_string(node("build/ag/1/transcript.jsonl")).unwrap();
+    let ran: Vec<Value> = transcript
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "tool" && e["name"] == "run")
+        .collect();
+    assert_eq!(ran.len(), 1, "{transcript}");
+    let result = ran[0]["result"].as_str().unwrap();
+    assert!(result.contains("PROBE run-tool clear ("), "{result}");
+    for model in ["cmd", "ag"] {
+        let gate: Value = read_json(&node(&format!("gate/{model}/1/gate.json")));
+        assert_eq!(gate["sandbox"], "docker", "{gate}");
+        assert_eq!(
+            gate["passed"],
+            true,
+            "{model}: {gate}\n{}",
+            std::fs::read_to_string(node(&format!("gate/{model}/1/output.txt")))
+                .unwrap_or_default()
+        );
+        assert_eq!(gate["tests_total"], 3, "{gate}");
+    }
+    for f in common::all_files(&root.join("out")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for secret in [&hidden, &reference, &env, &host] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} holds {secret}",
+                f.display()
+            );
+        }
+    }
+    drop(listener);
+    assert_eq!(leftover(&s).await, 0);
+}
