@@ -215,6 +215,12 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // No check runs any more: whatever container an interrupted one left goes now.
+    for sandbox in sandboxes.values() {
+        if let Err(e) = sandbox.release().await {
+            eprintln!("warning: cannot remove this check's sandbox containers: {e}");
+        }
+    }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<TaskResult> = results.into_iter().map(|(_, r)| r).collect();
     let failed = results.iter().filter(|r| !r.passed).count();

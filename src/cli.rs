@@ -102,7 +102,8 @@ pub enum Command {
         pipeline: Option<PathBuf>,
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Also remove every sandbox container pipe left behind (a killed run's).
+        /// Also remove the sandbox containers a killed pipe left behind (never one whose pipe
+        /// still runs).
         #[arg(long)]
         containers: bool,
     },
@@ -359,17 +360,8 @@ async fn dispatch(cmd: Command) -> i32 {
             out,
             containers,
         } => {
-            if containers {
-                match crate::sandbox::docker::connect().await {
-                    Ok(d) => match crate::sandbox::docker::sweep(&d, None).await {
-                        Ok(n) => println!("removed {n} sandbox container(s)"),
-                        Err(e) => {
-                            eprintln!("error: cannot remove containers: {e}");
-                            return EXIT_FAILED;
-                        }
-                    },
-                    Err(e) => println!("no Docker engine answers ({e}): no containers to remove"),
-                }
+            if containers && let Err(code) = clean_containers().await {
+                return code;
             }
             let Some(pipeline) = pipeline else {
                 return if containers {
@@ -670,6 +662,38 @@ pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
     o
 }
 
+/// `pipe clean --containers`: removes the sandbox containers whose owner is gone and says how
+/// many it removed and how many it left to a pipe that still runs.
+async fn clean_containers() -> Result<(), i32> {
+    let docker = match crate::sandbox::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            println!("no Docker engine answers ({e}): no containers to remove");
+            return Ok(());
+        }
+    };
+    match crate::sandbox::docker::sweep(&docker).await {
+        Ok(swept) => {
+            println!(
+                "removed {} sandbox container(s) whose pipe is gone; left {} whose pipe still runs (or cannot be told)",
+                swept.removed, swept.alive
+            );
+            if swept.failed.is_empty() {
+                Ok(())
+            } else {
+                for f in &swept.failed {
+                    eprintln!("error: cannot remove container {f}");
+                }
+                Err(EXIT_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot remove containers: {e}");
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
 /// Nodes in flight by default: enough to keep a round's model calls overlapping; the providers
 /// and the sandbox bound their own share.
 const DEFAULT_JOBS: usize = 16;
@@ -738,7 +762,20 @@ async fn run(
         cancel_deadline: Duration::from_secs(10),
     };
     let store = Arc::new(store);
-    let summary = match exec::run(plan, store.clone(), services, &opts, cancel, &round_id).await {
+    let result = exec::run(
+        plan,
+        store.clone(),
+        services.clone(),
+        &opts,
+        cancel,
+        &round_id,
+    )
+    .await;
+    // No job runs any more: whatever container an interrupted job could not remove goes now.
+    if let Err(e) = services.sandbox.release().await {
+        eprintln!("warning: cannot remove this run's sandbox containers: {e}");
+    }
+    let summary = match result {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

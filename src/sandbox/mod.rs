@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod docker;
 pub mod local;
+pub mod owner;
 pub mod python;
 
 use std::collections::BTreeMap;
@@ -164,6 +165,16 @@ impl Sandbox {
         }
     }
 
+    /// Removes whatever sandbox this process still holds: for Docker, every container it made.
+    /// For the end of a run, once no job runs any more: a run interrupted past its deadline
+    /// drops its jobs, and a dropped job may not have removed its container.
+    pub async fn release(&self) -> Result<usize, String> {
+        match self {
+            Self::Local(_) => Ok(0),
+            Self::Docker(d) => docker::remove_owned(&d.docker, &d.owner).await,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Local(_) => "local",
@@ -172,8 +183,9 @@ impl Sandbox {
     }
 
     /// The sandbox for a round: `docker` needs an answering engine and the image; `auto` takes
-    /// Docker when it can and otherwise falls back to `local`, saying what that loses. Leftover
-    /// containers of the round (from a killed run) are removed first.
+    /// Docker when it can and otherwise falls back to `local`, saying what that loses. Containers
+    /// a killed pipe left behind (of any round; never one whose owner still runs) are removed
+    /// first.
     pub async fn select(
         choice: SandboxChoice,
         image: &str,
@@ -191,14 +203,16 @@ impl Sandbox {
         };
         match (engine, choice) {
             (Ok(d), _) => {
-                docker::sweep(&d, Some(round)).await?;
-                let sandbox = docker::DockerSandbox {
-                    docker: d,
-                    image: image.to_string(),
-                    limits: docker::Limits::default(),
-                    round: round.to_string(),
-                };
-                Ok((Self::Docker(sandbox), None))
+                let swept = docker::sweep(&d).await?;
+                let warning = (!swept.failed.is_empty()).then(|| {
+                    format!(
+                        "cannot remove {} leftover sandbox container(s): {}",
+                        swept.failed.len(),
+                        swept.failed.join("; ")
+                    )
+                });
+                let sandbox = docker::DockerSandbox::new(d, image, round)?;
+                Ok((Self::Docker(sandbox), warning))
             }
             (Err(e), SandboxChoice::Docker) => Err(e),
             (Err(e), _) => {
