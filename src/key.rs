@@ -167,8 +167,13 @@ pub fn input_for(
             rubric,
             max_impl_bytes,
         } => {
-            input.config =
-                serde_json::json!({"max_impl_bytes": max_impl_bytes, "round": p.round.id});
+            // The listing's layout is the prompt as much as the template is: a new layout
+            // re-runs the judges, and only them (and what follows).
+            input.config = serde_json::json!({
+                "max_impl_bytes": max_impl_bytes,
+                "round": p.round.id,
+                "listing": crate::stages::judge::LISTING_VERSION,
+            });
             input.template = Some(digest(&prompt.text));
             input.rubric = Some(rubric.digest.clone());
             input

@@ -429,6 +429,46 @@ fn build_answer_whose_only_file_is_protected() {
     insta::assert_snapshot!("build_answer_only_protected_file", reason);
 }
 
+/// A file and a directory of one name cannot both be written: before, the write failed the node
+/// on every run; now the answer is refused.
+#[test]
+fn build_answer_with_a_file_and_a_directory_of_one_name() {
+    let reason = rejected_build(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path=adder.py/extra.py\nX = 1\n```\n",
+    );
+    insta::assert_snapshot!("build_answer_file_and_directory", reason);
+}
+
+/// A name longer than the file system takes (255 bytes), which failed the node on every run.
+#[test]
+fn build_answer_with_a_name_too_long_to_write() {
+    let reason = rejected_build(&format!(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path={}.py\nX = 1\n```\n",
+        "n".repeat(297)
+    ));
+    insta::assert_snapshot!("build_answer_name_too_long", reason);
+}
+
+/// A path of 5,000 bytes, past the system's limit for a whole path.
+#[test]
+fn build_answer_with_a_path_too_long_to_write() {
+    let reason = rejected_build(&format!(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path={}/x.py\nX = 1\n```\n",
+        vec!["d".repeat(99); 50].join("/")
+    ));
+    insta::assert_snapshot!("build_answer_path_too_long", reason);
+}
+
+/// More files than one answer may hold.
+#[test]
+fn build_answer_with_too_many_files() {
+    let mut answer =
+        String::from("```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n");
+    answer.extend((0..600).map(|i| format!("```python path=pkg/m{i:03}.py\nX = {i}\n```\n")));
+    let reason = rejected_build(&answer);
+    insta::assert_snapshot!("build_answer_too_many_files", reason);
+}
+
 // ---------------------------------------------------------------------------------------------
 // JUnit: a task whose gate runs its own command, which must write JUnit XML to `$PIPE_JUNIT`.
 // A report that is malformed, lists no test, or is missing fails the gate with its reason; it

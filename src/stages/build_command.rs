@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::answer::{self, MAX_FILE_BYTES, Rejection};
-use super::build::{BuildOutcome, BuildReport, FILES_DIR, NO_USAGE, prompt_context};
+use super::build::{BuildOutcome, BuildReport, NO_USAGE, prompt_context, write_files};
 use super::command_usage::{self, Reported};
 use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::{CommandHarness, Harness, ProviderKind, Template};
@@ -325,18 +325,33 @@ pub async fn run(
         (BuildOutcome::Completed, None)
     };
 
+    let (mut outcome, mut reason) = (outcome, reason);
     let mut loc = 0;
     let mut files = Vec::new();
     if outcome == BuildOutcome::Completed {
-        let root = dir.join(FILES_DIR);
-        for (rel, bytes) in &kept {
-            let path = root.join(rel);
-            fsutil::write_atomic(&path, bytes).map_err(io(&path))?;
-            outputs.push(Path::new(FILES_DIR).join(rel));
-            if task.is_source(rel) {
-                loc += answer::loc(&String::from_utf8_lossy(bytes));
+        let written = write_files(
+            dir,
+            kept.iter()
+                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
+        )?;
+        match written {
+            Ok(written) => {
+                outputs.extend(written);
+                for (rel, bytes) in &kept {
+                    if task.is_source(rel) {
+                        loc += answer::loc(&String::from_utf8_lossy(bytes));
+                    }
+                    files.push(rel.display().to_string());
+                }
             }
-            files.push(rel.display().to_string());
+            Err(r) => {
+                outcome = BuildOutcome::Rejected;
+                reason = Some(format!(
+                    "the workspace holds a file that cannot be written: {} ({})",
+                    r.path, r.reason
+                ));
+                rejected.push(r);
+            }
         }
     }
     let mut report = BuildReport {
