@@ -149,17 +149,12 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
         if sandboxes.contains_key(&task.image) {
             continue;
         }
-        match Sandbox::select(choice, &task.image, "check-task").await {
-            Ok((s, warning)) => {
-                if let Some(w) = warning {
-                    eprintln!("warning: {w}");
-                }
+        // No pipeline file here: `unisolated` is the only way to run without isolation.
+        match crate::cli::select_sandbox(choice, false, &task.image, "check-task").await {
+            Some(s) => {
                 sandboxes.insert(task.image.clone(), s);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
+            None => return EXIT_INVALID,
         }
     }
     let cancel = CancellationToken::new();

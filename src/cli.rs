@@ -1,5 +1,6 @@
 //! The command line. Every expected error maps to an exit code here: 0 all done, 1 some node
-//! failed, 2 invalid config or usage, 130 interrupted.
+//! failed, 2 invalid config or usage (a sandbox this machine cannot provide included), 130
+//! interrupted.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -704,18 +705,17 @@ async fn run(
         }
     }
     let round_id = p.round.id.clone();
-    let sandbox = match Sandbox::select(p.round.sandbox, &p.task(None).image, &round_id).await {
-        Ok((s, warning)) => {
-            if let Some(w) = warning {
-                eprintln!("warning: {w}");
-            }
-            s
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let Some(sandbox) = select_sandbox(
+        p.round.sandbox,
+        p.round.unisolated_fallback,
+        &p.task(None).image,
+        &round_id,
+    )
+    .await
+    else {
+        return EXIT_INVALID;
     };
+    let sandbox_label = sandbox.label();
     let providers = Arc::new(Providers::new(&p, strict, record));
     let quiet = json && !std::io::stderr().is_terminal();
     let services = Arc::new(Services {
@@ -757,7 +757,7 @@ async fn run(
                 "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
                 "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
                 "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
-                "nodes": summary.nodes,
+                "sandbox": sandbox_label, "nodes": summary.nodes,
             })
         );
     } else {
@@ -793,6 +793,28 @@ async fn run(
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// The sandbox of a run, its warning printed; `None` (the error printed) when this machine
+/// cannot provide what the round asks for.
+pub async fn select_sandbox(
+    choice: SandboxChoice,
+    unisolated_fallback: bool,
+    image: &str,
+    round: &str,
+) -> Option<Sandbox> {
+    match Sandbox::select(choice, unisolated_fallback, image, round).await {
+        Ok(selected) => {
+            if let Some(w) = selected.warning {
+                eprintln!("warning: {w}");
+            }
+            Some(selected.sandbox)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
     }
 }
 
