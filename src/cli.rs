@@ -539,6 +539,9 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
     if let Some(a) = agg.avg_score {
         println!("avg_score {}", crate::aggregate::num(a));
     }
+    if let Some(w) = crate::stages::publish::unisolated_warning(&agg) {
+        println!("warning: {w}");
+    }
     EXIT_OK
 }
 
