@@ -1,6 +1,6 @@
 //! The command line. Every expected error maps to an exit code here: 0 all done, 1 some node
 //! failed, 2 invalid config or usage (a sandbox this machine cannot provide included), 130
-//! interrupted.
+//! interrupted by SIGINT, 143 by SIGTERM, 129 by SIGHUP.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::diag::{Diag, render_all};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
+use crate::interrupt::Interrupt;
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
@@ -689,6 +690,9 @@ async fn run(
     json: bool,
     verbose: bool,
 ) -> i32 {
+    // Signals are caught from here on: a stop before the first node leaves nothing half done.
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
     let store = RoundStore::new(out, &p.round.id);
     let lock = match store.lock() {
         Ok(l) => l,
@@ -727,13 +731,6 @@ async fn run(
         sandbox: Arc::new(sandbox),
         progress: None,
         quiet,
-    });
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            c2.cancel();
-        }
     });
     let opts = RunOptions {
         jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
@@ -791,7 +788,11 @@ async fn run(
         }
     }
     if summary.interrupted {
-        EXIT_INTERRUPTED
+        eprintln!(
+            "stopped by {}: finished nodes are saved; run again to resume",
+            interrupt.describe()
+        );
+        interrupt.exit_code()
     } else if summary.failed > 0 || summary.skipped > 0 {
         EXIT_FAILED
     } else {
