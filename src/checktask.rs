@@ -14,9 +14,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK};
+use crate::cli::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::config::SandboxChoice;
 use crate::diag::render_all;
+use crate::interrupt::Interrupt;
 use crate::sandbox::Sandbox;
 use crate::stages::NodeError;
 use crate::stages::agent::{Verification, verify};
@@ -143,32 +144,22 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
             }
         }
     }
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
     // One sandbox per image, chosen (and its leftovers swept) once for the whole check.
     let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
     for task in &tasks {
         if sandboxes.contains_key(&task.image) {
             continue;
         }
-        match Sandbox::select(choice, &task.image, "check-task").await {
-            Ok((s, warning)) => {
-                if let Some(w) = warning {
-                    eprintln!("warning: {w}");
-                }
+        // No pipeline file here: `unisolated` is the only way to run without isolation.
+        match crate::cli::select_sandbox(choice, false, &task.image, "check-task").await {
+            Some(s) => {
                 sandboxes.insert(task.image.clone(), s);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
+            None => return EXIT_INVALID,
         }
     }
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
     let bar = progress_bar(tasks.len() as u64, json);
     let print = |line: String| match &bar {
         Some(b) => b.println(line),
@@ -241,7 +232,8 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
         eprint!("{}", summary(&results, wall_ms));
     }
     if cancel.is_cancelled() {
-        EXIT_INTERRUPTED
+        eprintln!("stopped by {}", interrupt.describe());
+        interrupt.exit_code()
     } else if worst != EXIT_OK {
         worst
     } else if failed > 0 {

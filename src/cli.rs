@@ -1,5 +1,6 @@
 //! The command line. Every expected error maps to an exit code here: 0 all done, 1 some node
-//! failed, 2 invalid config or usage, 130 interrupted.
+//! failed, 2 invalid config or usage (a sandbox this machine cannot provide included), 130
+//! interrupted by SIGINT, 143 by SIGTERM, 129 by SIGHUP.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,6 +17,7 @@ use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::diag::{Diag, render_all};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
+use crate::interrupt::Interrupt;
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
@@ -530,6 +532,9 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
     if let Some(a) = agg.avg_score {
         println!("avg_score {}", crate::aggregate::num(a));
     }
+    if let Some(w) = crate::stages::publish::unisolated_warning(&agg) {
+        println!("warning: {w}");
+    }
     EXIT_OK
 }
 
@@ -709,6 +714,9 @@ async fn run(
     json: bool,
     verbose: bool,
 ) -> i32 {
+    // Signals are caught from here on: a stop before the first node leaves nothing half done.
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
     let store = RoundStore::new(out, &p.round.id);
     let lock = match store.lock() {
         Ok(l) => l,
@@ -728,18 +736,17 @@ async fn run(
         }
     }
     let round_id = p.round.id.clone();
-    let sandbox = match Sandbox::select(p.round.sandbox, &p.task(None).image, &round_id).await {
-        Ok((s, warning)) => {
-            if let Some(w) = warning {
-                eprintln!("warning: {w}");
-            }
-            s
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let Some(sandbox) = select_sandbox(
+        p.round.sandbox,
+        p.round.unisolated_fallback,
+        &p.task(None).image,
+        &round_id,
+    )
+    .await
+    else {
+        return EXIT_INVALID;
     };
+    let sandbox_label = sandbox.label();
     let providers = Arc::new(Providers::new(&p, strict, record));
     let quiet = json && !std::io::stderr().is_terminal();
     let services = Arc::new(Services {
@@ -748,13 +755,6 @@ async fn run(
         sandbox: Arc::new(sandbox),
         progress: None,
         quiet,
-    });
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            c2.cancel();
-        }
     });
     let opts = RunOptions {
         jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
@@ -794,7 +794,7 @@ async fn run(
                 "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
                 "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
                 "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
-                "nodes": summary.nodes,
+                "sandbox": sandbox_label, "nodes": summary.nodes,
             })
         );
     } else {
@@ -825,11 +825,37 @@ async fn run(
         }
     }
     if summary.interrupted {
-        EXIT_INTERRUPTED
+        eprintln!(
+            "stopped by {}: finished nodes are saved; run again to resume",
+            interrupt.describe()
+        );
+        interrupt.exit_code()
     } else if summary.failed > 0 || summary.skipped > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// The sandbox of a run, its warning printed; `None` (the error printed) when this machine
+/// cannot provide what the round asks for.
+pub async fn select_sandbox(
+    choice: SandboxChoice,
+    unisolated_fallback: bool,
+    image: &str,
+    round: &str,
+) -> Option<Sandbox> {
+    match Sandbox::select(choice, unisolated_fallback, image, round).await {
+        Ok(selected) => {
+            if let Some(w) = selected.warning {
+                eprintln!("warning: {w}");
+            }
+            Some(selected.sandbox)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
     }
 }
 

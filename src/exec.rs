@@ -1,7 +1,8 @@
 //! The executor: runs a sealed plan on tokio. A node starts when its dependencies have finished;
 //! `--jobs` bounds how many run at once (providers bound their own concurrency); a failed node
-//! skips its dependents while independent work goes on; Ctrl-C stops scheduling, cancels running
-//! nodes with a deadline, and leaves the store consistent.
+//! skips its dependents while independent work goes on; a stopping signal (Ctrl-C, SIGTERM,
+//! SIGHUP: [`crate::interrupt`]) stops scheduling, cancels running nodes with a deadline, and
+//! leaves the store consistent.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

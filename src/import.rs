@@ -313,6 +313,7 @@ pub fn round_data_from_dataset(
                 .then(|| "no hidden tests in the dataset".to_string()),
             tests,
             task: None,
+            sandbox: None,
         });
         for (k, j) in d.scores.iter().enumerate() {
             let place = format!("{at}.perImplDetail[{i}].scores[{k}]");

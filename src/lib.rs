@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod html;
 pub mod humaneval;
 pub mod import;
+pub mod interrupt;
 pub mod junit;
 pub mod key;
 pub mod outstanding;

@@ -158,15 +158,35 @@ impl Loader<'_> {
         let sandbox = match raw.sandbox.as_deref() {
             None | Some("local") => SandboxChoice::Local,
             Some("docker") => SandboxChoice::Docker,
+            Some("unisolated") => SandboxChoice::Unisolated,
             Some("auto") => SandboxChoice::Auto,
             Some(other) => {
-                let help = did_you_mean(other, ["local", "docker", "auto"]);
+                let help = did_you_mean(other, SandboxChoice::NAMES);
                 self.err(&at.key("sandbox"), format!("unknown sandbox `{other}`"))
                     .help = help;
                 ok = false;
                 SandboxChoice::Local
             }
         };
+        let unisolated_fallback = raw.unisolated_fallback.unwrap_or(false);
+        if unisolated_fallback && sandbox != SandboxChoice::Auto {
+            let set = if raw.sandbox.is_some() {
+                format!("`sandbox = \"{}\"`", sandbox.name())
+            } else {
+                "`sandbox = \"local\"` (the default)".to_string()
+            };
+            self.err(
+                &at.key("unisolated_fallback"),
+                format!("`unisolated_fallback` applies to `sandbox = \"auto\"` only, not to {set}"),
+            )
+            .help = Some(match sandbox {
+                SandboxChoice::Unisolated => {
+                    "`sandbox = \"unisolated\"` never isolates: remove `unisolated_fallback`".into()
+                }
+                _ => "`local` requires bubblewrap and `docker` the engine, never falling back: remove `unisolated_fallback`, or set `sandbox = \"auto\"` to fall back to no isolation where neither works".into(),
+            });
+            ok = false;
+        }
         let id = format!("{}-{}", raw.name, date);
         let tasks = match (raw.task, raw.tasks) {
             (Some(t), None) => vec![(at.key("task"), t)],
@@ -208,6 +228,7 @@ impl Loader<'_> {
                 id,
                 samples,
                 sandbox,
+                unisolated_fallback,
                 representative_sample: raw.representative_sample,
                 description: raw.description,
             },

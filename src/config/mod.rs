@@ -66,16 +66,41 @@ pub struct Round {
     pub id: String,
     pub samples: u32,
     pub sandbox: SandboxChoice,
+    /// `sandbox = "auto"` may run model code without isolation when this machine has neither
+    /// Docker nor a working bubblewrap (the shipped offline rounds opt in: they replay the
+    /// project's own recordings). Where code runs is not what it computes: no cache key sees it.
+    #[serde(skip)]
+    pub unisolated_fallback: bool,
     pub representative_sample: Option<u32>,
     pub description: Option<String>,
 }
 
+/// Where model-written code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxChoice {
+    /// The local sandbox under bubblewrap, which must be installed and work.
     Local,
+    /// A container per job (the engine must answer and the image be present).
     Docker,
+    /// No isolation at all: model code runs as the user, with the network. An explicit opt-in.
+    Unisolated,
+    /// Docker, else the local sandbox under bubblewrap, else an error (or, with the round's
+    /// `unisolated_fallback`, no isolation).
     Auto,
+}
+
+impl SandboxChoice {
+    pub const NAMES: [&'static str; 4] = ["local", "docker", "unisolated", "auto"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Docker => "docker",
+            Self::Unisolated => "unisolated",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -181,7 +181,7 @@ impl LocalSandbox {
             sandbox: if self.bwrap {
                 "local+bwrap".into()
             } else {
-                "local".into()
+                "unisolated".into()
             },
         })
     }

@@ -1,8 +1,9 @@
 //! Sandboxes: where model-written code runs. A [`Job`] names input directories, a command and
 //! limits; a sandbox copies the inputs into a fresh workspace, runs the command with nothing of
 //! pipe's environment, kills it at the timeout, caps its output and hands back the files asked
-//! for. `local` runs on the host (under bubblewrap when installed); the Docker sandbox keeps the
-//! same contract.
+//! for. `local` runs on the host under bubblewrap (or, when explicitly chosen, `unisolated`:
+//! without it); the Docker sandbox keeps the same contract. [`Sandbox::select`] never picks
+//! `unisolated` on its own.
 
 pub mod bootstrap;
 pub mod docker;
@@ -108,7 +109,7 @@ pub struct JobResult {
     /// The directory of [`Job::collect_dir`], when asked for and present.
     #[serde(skip)]
     pub tree: Option<CollectedTree>,
-    /// Which sandbox ran it (`local`, `local+bwrap`, `docker`).
+    /// Which sandbox ran it: [`LABEL_DOCKER`], [`LABEL_BWRAP`] or [`LABEL_UNISOLATED`].
     pub sandbox: String,
 }
 
@@ -175,60 +176,189 @@ impl Sandbox {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    /// The label jobs of this sandbox carry in their results (`JobResult::sandbox`, `gate.json`).
+    pub fn label(&self) -> &'static str {
         match self {
-            Self::Local(_) => "local",
-            Self::Docker(_) => "docker",
+            Self::Local(l) if l.bwrap => LABEL_BWRAP,
+            Self::Local(_) => LABEL_UNISOLATED,
+            Self::Docker(_) => LABEL_DOCKER,
         }
     }
 
-    /// The sandbox for a round: `docker` needs an answering engine and the image; `auto` takes
-    /// Docker when it can and otherwise falls back to `local`, saying what that loses. Containers
-    /// a killed pipe left behind (of any round; never one whose owner still runs) are removed
+    /// True unless model code runs with no isolation at all.
+    pub fn isolated(&self) -> bool {
+        is_isolated(self.label())
+    }
+
+    /// The sandbox for a round, or why there is none; never unisolated unless `choice` is
+    /// `unisolated` or `auto` with `unisolated_fallback`. `docker` needs an answering engine and
+    /// the image; `local` needs a working bubblewrap; `auto` takes Docker, else bubblewrap, saying
+    /// what the fallback loses. Leftover containers of the round (from a killed run) are removed
     /// first.
     pub async fn select(
         choice: SandboxChoice,
+        unisolated_fallback: bool,
         image: &str,
         round: &str,
-    ) -> Result<(Self, Option<String>), String> {
-        if choice == SandboxChoice::Local {
-            return Ok((Self::Local(local::LocalSandbox::detect()), None));
-        }
-        let engine = match docker::connect().await {
-            Ok(d) if docker::has_image(&d, image).await => Ok(d),
-            Ok(_) => Err(format!(
-                "the sandbox image `{image}` is missing: build it offline with `pipe sandbox bootstrap`"
-            )),
-            Err(e) => Err(format!("the Docker engine does not answer ({e})")),
-        };
-        match (engine, choice) {
-            (Ok(d), _) => {
-                let swept = docker::sweep(&d).await?;
-                let warning = (!swept.failed.is_empty()).then(|| {
-                    format!(
-                        "cannot remove {} leftover sandbox container(s): {}",
-                        swept.failed.len(),
-                        swept.failed.join("; ")
-                    )
-                });
-                let sandbox = docker::DockerSandbox::new(d, image, round)?;
-                Ok((Self::Docker(sandbox), warning))
+    ) -> Result<Selected, SelectError> {
+        match choice {
+            SandboxChoice::Local => local_required().map(|l| Selected::quiet(Self::Local(l))),
+            SandboxChoice::Unisolated => Ok(Selected {
+                sandbox: Self::Local(local::LocalSandbox { bwrap: false }),
+                warning: Some(unisolated_warning("`unisolated` was chosen")),
+            }),
+            SandboxChoice::Docker => {
+                let engine = docker_engine(image).await.map_err(SelectError::Docker)?;
+                docker_sandbox(engine, image, round).await
             }
-            (Err(e), SandboxChoice::Docker) => Err(e),
-            (Err(e), _) => {
-                let local = local::LocalSandbox::detect();
-                let network = if local.bwrap {
-                    ""
-                } else {
-                    ", and network access (bubblewrap is not installed)"
+            SandboxChoice::Auto => {
+                let docker = match docker_engine(image).await {
+                    Ok(engine) => return docker_sandbox(engine, image, round).await,
+                    Err(e) => e,
                 };
-                let warning = format!(
-                    "{e}; running model code in the local sandbox instead: no memory, pids or CPU limits, no read-only root{network}"
-                );
-                Ok((Self::Local(local), Some(warning)))
+                let bwrap = match local_required() {
+                    Ok(l) => {
+                        let warning = format!(
+                            "{docker}; running model code in the local sandbox under bubblewrap instead: no memory, pids or CPU limits, and it runs as you, able to read the host's files"
+                        );
+                        return Ok(Selected {
+                            sandbox: Self::Local(l),
+                            warning: Some(warning),
+                        });
+                    }
+                    Err(SelectError::Bubblewrap(why)) => why,
+                    Err(e) => return Err(e),
+                };
+                if !unisolated_fallback {
+                    return Err(SelectError::NoIsolation { docker, bwrap });
+                }
+                Ok(Selected {
+                    sandbox: Self::Local(local::LocalSandbox { bwrap: false }),
+                    warning: Some(unisolated_warning(&format!(
+                        "`auto` found no isolating sandbox ({docker}; {bwrap}) and the round opts into `unisolated_fallback`"
+                    ))),
+                })
             }
         }
     }
+}
+
+/// The labels of [`JobResult::sandbox`].
+pub const LABEL_DOCKER: &str = "docker";
+pub const LABEL_BWRAP: &str = "local+bwrap";
+pub const LABEL_UNISOLATED: &str = "unisolated";
+
+/// True when a job with this label ran isolated (in a container or under bubblewrap). Anything
+/// else, including the `local` of results written before `unisolated` had its own name (the
+/// local sandbox without bubblewrap), is not.
+pub fn is_isolated(label: &str) -> bool {
+    label == LABEL_DOCKER || label == LABEL_BWRAP
+}
+
+/// A sandbox label as reports show it: the `local` of older results ran without bubblewrap.
+pub fn canonical_label(label: &str) -> &str {
+    if label == "local" {
+        LABEL_UNISOLATED
+    } else {
+        label
+    }
+}
+
+/// What [`Sandbox::select`] chose, with the warning to print when it is less than asked for.
+#[derive(Debug)]
+pub struct Selected {
+    pub sandbox: Sandbox,
+    pub warning: Option<String>,
+}
+
+impl Selected {
+    fn quiet(sandbox: Sandbox) -> Self {
+        Self {
+            sandbox,
+            warning: None,
+        }
+    }
+}
+
+/// Why no sandbox could be chosen; each names its fixes.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("{0}")]
+    Docker(String),
+    #[error(
+        "the local sandbox needs bubblewrap, and {0}.\n  Install bubblewrap (`apt install bubblewrap`, `dnf install bubblewrap`), or choose `--sandbox docker` (`sandbox = \"docker\"`), or opt into running model code without any isolation with `--sandbox unisolated`"
+    )]
+    Bubblewrap(String),
+    #[error(
+        "no isolating sandbox on this machine: {docker}; {bwrap}.\n  Start Docker and build the image (`pipe sandbox bootstrap`), or install bubblewrap (`apt install bubblewrap`); or opt into running model code without any isolation: `unisolated_fallback = true` in [round] (for rounds you trust, such as replayed recordings), or `--sandbox unisolated`"
+    )]
+    NoIsolation { docker: String, bwrap: String },
+    #[error("cannot prepare the Docker sandbox: {0}")]
+    Sweep(String),
+}
+
+/// The engine, when it answers and has `image`; or why not.
+async fn docker_engine(image: &str) -> Result<bollard::Docker, String> {
+    match docker::connect().await {
+        Ok(d) if docker::has_image(&d, image).await => Ok(d),
+        Ok(_) => Err(format!(
+            "the sandbox image `{image}` is missing: build it offline with `pipe sandbox bootstrap`"
+        )),
+        Err(e) => Err(format!("the Docker engine does not answer ({e})")),
+    }
+}
+
+/// The Docker sandbox of a round, once the containers of pipes that are gone are removed (never
+/// one whose owner still runs); a container the engine would not remove is a warning.
+async fn docker_sandbox(
+    engine: bollard::Docker,
+    image: &str,
+    round: &str,
+) -> Result<Selected, SelectError> {
+    let swept = docker::sweep(&engine).await.map_err(SelectError::Sweep)?;
+    let warning = (!swept.failed.is_empty()).then(|| {
+        format!(
+            "cannot remove {} leftover sandbox container(s): {}",
+            swept.failed.len(),
+            swept.failed.join("; ")
+        )
+    });
+    let sandbox = docker::DockerSandbox::new(engine, image, round).map_err(SelectError::Sweep)?;
+    Ok(Selected {
+        sandbox: Sandbox::Docker(sandbox),
+        warning,
+    })
+}
+
+/// The local sandbox under bubblewrap, or why bubblewrap does not work here.
+fn local_required() -> Result<local::LocalSandbox, SelectError> {
+    let local = local::LocalSandbox::detect();
+    if local.bwrap {
+        Ok(local)
+    } else {
+        Err(SelectError::Bubblewrap(bwrap_problem()))
+    }
+}
+
+/// Why bubblewrap is not usable, in words (after [`local::LocalSandbox::detect`] found it not).
+fn bwrap_problem() -> String {
+    if std::env::var_os("PIPE_NO_BWRAP").is_some() {
+        return "PIPE_NO_BWRAP is set (bubblewrap is treated as missing)".into();
+    }
+    let installed = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("bwrap").is_file()));
+    if installed {
+        "bubblewrap (`bwrap`) is installed but cannot create its namespaces here (unprivileged user namespaces may be disabled)".into()
+    } else {
+        "bubblewrap (`bwrap`) is not installed".into()
+    }
+}
+
+/// The warning of a run whose model code has no isolation: what is lost, in full.
+fn unisolated_warning(why: &str) -> String {
+    format!(
+        "MODEL CODE RUNS UNISOLATED: {why}.\n  Gates, command stages and agent commands run as you, on this machine: they can read pipe's environment (API keys included, through /proc), read and write every file you can, and reach the network.\n  The report marks each gate that ran this way."
+    )
 }
 
 pub use crate::config::SandboxChoice;

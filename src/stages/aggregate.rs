@@ -208,6 +208,10 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         .collect(),
                     reason: g.reason.clone(),
                     task: task.clone(),
+                    // Read from the gate's output, never from the round's settings: a gate cached
+                    // from an earlier run keeps the sandbox it really ran in.
+                    sandbox: (!g.sandbox.is_empty())
+                        .then(|| crate::sandbox::canonical_label(&g.sandbox).to_string()),
                 });
             }
             (Subject::Judgment { judge, task, .. }, "judge")
