@@ -2,6 +2,7 @@
 //! its result; `pipe run -v` prints it. API keys never enter it.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -59,9 +60,9 @@ fn model_part(p: &Pipeline, id: &str) -> Option<serde_json::Value> {
     }))
 }
 
-/// The digest of the exchange a replayed model answers this node's calls from; none for a live
-/// model.
-fn recording_part(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> Option<String> {
+/// Where a replayed model's exchange for this node lies (read by [`recording_digest`]); none
+/// for a live model.
+fn exchange_of(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> Option<PathBuf> {
     let m = p.model(model)?;
     let crate::config::ProviderKind::Replay { recordings, .. } =
         &p.providers.get(&m.provider)?.kind
@@ -74,11 +75,32 @@ fn recording_part(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -
         subject: subject.call_subject()?,
         turn: 0,
     };
-    let path = crate::provider::replay::exchange_path(recordings, &site);
-    Some(std::fs::read(path).map_or_else(
+    Some(crate::provider::replay::exchange_path(recordings, &site))
+}
+
+/// The recording a node replays, if its model is replayed: the builder's exchange for a build
+/// that calls a model (not an agent CLI), the judge's for a judgment.
+pub fn recording_path(p: &Pipeline, stage: &Stage, subject: &Subject) -> Option<PathBuf> {
+    match (&stage.kind, subject) {
+        (StageKind::Build { harness, .. }, Subject::Impl { model, .. }) => {
+            let m = p.model(model)?;
+            (m.harness.unwrap_or(*harness) != Harness::Command)
+                .then(|| exchange_of(p, stage, model, subject))
+                .flatten()
+        }
+        (StageKind::Judge { .. }, Subject::Judgment { judge, .. }) => {
+            exchange_of(p, stage, judge, subject)
+        }
+        _ => None,
+    }
+}
+
+/// A recording by content, `absent` when there is no file: the value of [`KeyInput::recording`].
+pub fn recording_digest(path: &Path) -> String {
+    std::fs::read(path).map_or_else(
         |_| "absent".to_string(),
         |bytes| blake3::hash(&bytes).to_hex().to_string(),
-    ))
+    )
 }
 
 pub fn input_for(
@@ -148,9 +170,6 @@ pub fn input_for(
             }
             if let Subject::Impl { model, .. } = subject {
                 input.model = model_part(p, model);
-                if harness != Harness::Command {
-                    input.recording = recording_part(p, stage, model, subject);
-                }
             }
         }
         StageKind::Gate {
@@ -181,7 +200,6 @@ pub fn input_for(
                 .insert("spec".into(), digest(&p.task(subject.task()).spec));
             if let Subject::Judgment { judge, .. } = subject {
                 input.model = model_part(p, judge);
-                input.recording = recording_part(p, stage, judge, subject);
             }
         }
         StageKind::Aggregate => {

@@ -2,7 +2,7 @@
 //! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -106,6 +106,8 @@ pub struct PlanBuilder {
     /// Per-implementation nodes by (stage, implementation), and round nodes by stage.
     by_impl: std::collections::HashMap<(String, Impl), Vec<NodeIndex>>,
     rounds: BTreeMap<String, NodeIndex>,
+    /// Each node's key input and recording, by node index, until `seal` computes the keys.
+    inputs: Vec<(KeyInput, Option<PathBuf>)>,
 }
 
 /// (task in a suite, model, sample).
@@ -127,6 +129,7 @@ impl Plan {
             by_stage: BTreeMap::new(),
             by_impl: std::collections::HashMap::new(),
             rounds: BTreeMap::new(),
+            inputs: Vec::new(),
         };
         // A suite expands task by task; a round of one task keeps ids without the task.
         let tasks: Vec<Option<String>> = if p.is_suite() {
@@ -206,9 +209,13 @@ impl PlanBuilder {
     fn add(&mut self, p: &Pipeline, stage: &Stage, subject: Subject, deps: Vec<NodeIndex>) {
         let id = node_id(&stage.name, &subject);
         let dir = node_dir(&stage.name, &subject);
-        let mut upstream: Vec<String> = deps.iter().map(|d| self.graph[*d].key.clone()).collect();
-        upstream.sort();
-        let key = key::node_key(&KeyInput::new(p, stage, &subject, upstream));
+        // The key waits for `seal`: it needs the upstream keys and the node's recording, read
+        // there for all nodes at once.
+        self.inputs.push((
+            KeyInput::new(p, stage, &subject, Vec::new()),
+            key::recording_path(p, stage, &subject),
+        ));
+        let key = String::new();
         let tolerant = matches!(stage.kind, StageKind::Aggregate);
         let next = NodeIndex::new(self.graph.node_count());
         match subject.implementation() {
@@ -330,8 +337,25 @@ impl PlanBuilder {
 
     /// Freezes the graph. Stages are expanded in dependency order and a node only points at nodes
     /// added before it, so insertion order is a topological order (and a readable one).
-    fn seal(self) -> Plan {
+    fn seal(mut self) -> Plan {
         let order: Vec<NodeIndex> = self.graph.node_indices().collect();
+        // Recordings are read on every core (a round of 10,000 replayed nodes reads as many
+        // files), then keys are computed in insertion order, which is a topological order: a
+        // node is added after its dependencies.
+        let paths: Vec<Option<&Path>> = self.inputs.iter().map(|(_, p)| p.as_deref()).collect();
+        let digests = read_recordings(&paths);
+        let inputs = std::mem::take(&mut self.inputs);
+        for ((ix, (mut input, _)), recording) in order.iter().zip(inputs).zip(digests) {
+            let mut upstream: Vec<String> = self
+                .graph
+                .neighbors_directed(*ix, Direction::Incoming)
+                .map(|d| self.graph[d].key.clone())
+                .collect();
+            upstream.sort();
+            input.upstream = upstream;
+            input.recording = recording;
+            self.graph[*ix].key = key::node_key(&input);
+        }
         debug_assert!(self.graph.edge_indices().all(|e| {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
             a < b
@@ -346,6 +370,26 @@ impl PlanBuilder {
             by_id,
         }
     }
+}
+
+/// The digest of each recording (none where there is no path), read on every core.
+fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
+    let read = |p: &Option<&Path>| p.map(key::recording_digest);
+    let threads = crate::sandbox::default_slots().clamp(1, 8);
+    let chunk = paths.len().div_ceil(threads).max(256);
+    if paths.len() <= chunk {
+        return paths.iter().map(read).collect();
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(read).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading recordings does not panic"))
+            .collect()
+    })
 }
 
 pub fn node_id(stage: &str, subject: &Subject) -> String {
