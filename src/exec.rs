@@ -104,7 +104,7 @@ pub fn plan_outstanding(
             key: &n.key,
             deps: &deps[i],
             recorded: &rec[i].0,
-            forced: force.contains(&n.stage),
+            forced: force.contains(n.stage.as_str()),
         })
         .collect();
     outstanding(&states)
@@ -149,7 +149,7 @@ pub async fn run(
         if reasons[i].is_some() {
             match stage_totals.iter_mut().find(|(s, _)| s == &n.stage) {
                 Some((_, c)) => *c += 1,
-                None => stage_totals.push((n.stage.clone(), 1)),
+                None => stage_totals.push((n.stage.to_string(), 1)),
             }
         }
     }

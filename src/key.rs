@@ -63,7 +63,7 @@ pub fn input_for(
 ) -> KeyInput {
     let mut input = KeyInput {
         format: FORMAT_VERSION,
-        stage: stage.name.clone(),
+        stage: stage.name.to_string(),
         kind: stage.kind_name(),
         config: serde_json::Value::Null,
         model: None,

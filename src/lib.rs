@@ -18,6 +18,7 @@ pub mod humaneval;
 pub mod import;
 pub mod junit;
 pub mod key;
+pub mod names;
 pub mod outstanding;
 pub mod plan;
 pub mod progress;

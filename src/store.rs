@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::names::SafeName;
 use crate::plan::Node;
 
 pub const RECORD_FILE: &str = "node.json";
@@ -188,7 +189,8 @@ pub struct RoundLock {
 }
 
 impl RoundStore {
-    pub fn new(out: &Path, round_id: &str) -> Self {
+    /// The round `round_id` under the output directory `out` (`--out`, given by the operator).
+    pub fn new(out: &Path, round_id: &SafeName) -> Self {
         Self {
             root: out.join(round_id),
         }

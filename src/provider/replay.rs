@@ -94,10 +94,26 @@ impl RecordedCall {
     }
 }
 
-pub fn exchange_path(dir: &Path, site: &CallSite) -> PathBuf {
-    dir.join(&site.stage)
-        .join(&site.model)
-        .join(format!("{}.yaml", site.subject))
+/// `<dir>/<stage>/<model>/<subject>.yaml`. The stage and the model are proven names; the
+/// subject (`1`, `bravo-1`, `<task>/1` in a suite) is checked here part by part, so no call site
+/// can name a file outside `dir`.
+pub fn exchange_path(dir: &Path, site: &CallSite) -> Result<PathBuf, String> {
+    let mut path = dir.join(&site.stage).join(&site.model);
+    let mut parts = site.subject.split('/').peekable();
+    while let Some(part) = parts.next() {
+        crate::names::check(part).map_err(|e| {
+            format!(
+                "the recording subject `{}` is not a path of safe names: {e}",
+                crate::names::shown(&site.subject)
+            )
+        })?;
+        if parts.peek().is_some() {
+            path.push(part);
+        } else {
+            path.push(format!("{part}.yaml"));
+        }
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone)]
@@ -135,7 +151,7 @@ impl ReplayProvider {
         request: &ChatRequest,
         notify: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, ProviderError> {
-        let path = exchange_path(&self.dir, site);
+        let path = exchange_path(&self.dir, site).map_err(ProviderError::Replay)?;
         let bytes = std::fs::read(&path).map_err(|e| {
             ProviderError::Replay(format!(
                 "{}: no recording for stage `{}`, model `{}`, subject `{}`: cannot read it: {e}",
@@ -239,13 +255,13 @@ impl Recorder {
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> std::io::Result<()> {
-        let path = exchange_path(&self.dir, site);
+        let path = exchange_path(&self.dir, site).map_err(std::io::Error::other)?;
         let mut ex = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_yaml::from_str::<Exchange>(&t).ok())
             .unwrap_or_else(|| Exchange {
-                stage: site.stage.clone(),
-                model: site.model.clone(),
+                stage: site.stage.to_string(),
+                model: site.model.to_string(),
                 subject: site.subject.clone(),
                 turns: Vec::new(),
             });
@@ -271,6 +287,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::SafeName;
     use crate::provider::{Message, Sampling};
 
     fn req(text: &str) -> ChatRequest {
@@ -285,8 +302,8 @@ mod tests {
 
     fn site(turn: usize) -> CallSite {
         CallSite {
-            stage: "judge".into(),
-            model: "alpha".into(),
+            stage: SafeName::new("judge").unwrap(),
+            model: SafeName::new("alpha").unwrap(),
             subject: "bravo-1".into(),
             turn,
         }

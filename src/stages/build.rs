@@ -153,10 +153,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         stage: ctx.node.stage.clone(),
         model: model.clone(),
         // In a suite each task has its own recordings: `<model>/<task>/<sample>.yaml`.
-        subject: match ctx.node.subject.task() {
-            Some(t) => format!("{t}/{sample}"),
-            None => sample.to_string(),
-        },
+        subject: ctx.build_subject(),
         turn: 0,
     };
     let t = Instant::now();
@@ -207,7 +204,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let report = BuildReport {
         harness,
         outcome,
-        model: model.clone(),
+        model: model.to_string(),
         model_slug: m.model.clone(),
         sample: *sample,
         usage: response.usage,
@@ -255,7 +252,7 @@ pub(super) fn prompt_context(
     };
     Ok(BuildCtx {
         task: TaskCtx {
-            name: ctx.task().name.clone(),
+            name: ctx.task().name.to_string(),
             spec: ctx.task().spec.clone(),
         },
         workspace,

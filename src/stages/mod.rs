@@ -125,6 +125,16 @@ impl NodeCtx {
         self.pipeline().task(self.node.subject.task())
     }
 
+    /// What a build's model calls are about, in recordings: its sample, under its task in a
+    /// suite (`<task>/<sample>`), so each task has its own recordings.
+    pub fn build_subject(&self) -> String {
+        let sample = self.node.subject.implementation().map_or(0, |(_, _, s)| s);
+        match self.node.subject.task() {
+            Some(t) => format!("{t}/{sample}"),
+            None => sample.to_string(),
+        }
+    }
+
     pub fn stage_kind(&self) -> &StageKind {
         &self
             .pipeline()

@@ -391,7 +391,7 @@ pub async fn run(
         sandbox: None,
         harness: Harness::Agent,
         outcome,
-        model: model.id.clone(),
+        model: model.id.to_string(),
         model_slug: model.model.clone(),
         sample: match &ctx.node.subject {
             crate::plan::Subject::Impl { sample, .. } => *sample,
@@ -478,10 +478,7 @@ impl Loop<'_> {
                 let site = CallSite {
                     stage: self.ctx.node.stage.clone(),
                     model: self.model.id.clone(),
-                    subject: match &self.ctx.node.subject {
-                        crate::plan::Subject::Impl { sample, .. } => sample.to_string(),
-                        other => format!("{other:?}"),
-                    },
+                    subject: self.ctx.build_subject(),
                     turn: self.step as usize,
                 };
                 let notify = self.ctx.notify();
