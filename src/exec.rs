@@ -427,6 +427,11 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
     let t = Instant::now();
     let dir = match ctx.store.begin(&ctx.node) {
         Ok(d) => d,
+        // A node directory not plainly inside the round (a planted link) fails this node alone,
+        // and leaves no record: the record would be written there too.
+        Err(e @ StoreError::Outside { .. }) => {
+            return (Err(NodeError::Configuration(e.to_string())), None);
+        }
         Err(e) => return (Err(NodeError::Store(e)), None),
     };
     let result = stages::run(&ctx, &dir).await;

@@ -42,11 +42,18 @@ fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
         TMP_MARKER,
         std::process::id()
     ));
+    // A fresh file, never an existing one: a link planted under the temp name is removed (not
+    // followed) and the file created with O_EXCL, so the write cannot land anywhere else.
+    let create_new = |tmp: &Path| File::options().write(true).create_new(true).open(tmp);
     let create = |tmp: &Path| -> io::Result<File> {
-        match File::create(tmp) {
+        match create_new(tmp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir)?;
-                File::create(tmp)
+                create_new(tmp)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(tmp)?;
+                create_new(tmp)
             }
             other => other,
         }
@@ -216,6 +223,28 @@ mod tests {
         assert_eq!(
             list_files(dir.path()).unwrap(),
             vec![PathBuf::from("x/y/z.txt")]
+        );
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let path = dir.path().join("report.md");
+        let tmp = dir
+            .path()
+            .join(format!("report.md{TMP_MARKER}{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(
+            !fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 
