@@ -310,6 +310,30 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_path_never_leaves_its_directory() {
+        let dir = Path::new("rec");
+        let mut s = site(0);
+        s.subject = "add/1".into();
+        assert_eq!(
+            exchange_path(dir, &s).unwrap(),
+            Path::new("rec/judge/alpha/add/1.yaml")
+        );
+        for bad in [
+            "../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "add/..",
+            "a\0b",
+            ".hidden",
+        ] {
+            s.subject = bad.into();
+            let err = exchange_path(dir, &s).expect_err(bad);
+            assert!(err.contains("is not a path of safe names"), "{err}");
+        }
+    }
+
+    #[test]
     fn records_then_replays_and_flags_changed_requests() {
         let dir = tempfile::tempdir().unwrap();
         let rec = Recorder {
