@@ -296,12 +296,19 @@ pub fn reference(p: &Problem) -> String {
 /// files of an earlier import. Returns the directories in file order.
 pub fn import(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let problems = read_problems(file)?;
-    let mut dirs = Vec::with_capacity(problems.len());
+    let mut tasks = Vec::with_capacity(problems.len());
     for p in &problems {
         let name = crate::names::SafeName::new(p.slug()).map_err(|e| {
             ImportError::Input(format!("{}:{}: $.task_id: {e}", file.display(), p.line))
         })?;
-        let dir = out.join(&name);
+        // Every directory written into, proven inside `out` before anything is written.
+        for sub in ["reference", "hidden"] {
+            fsutil::inside(out, &Path::new(name.as_str()).join(sub))?;
+        }
+        tasks.push((p, out.join(&name)));
+    }
+    let mut dirs = Vec::with_capacity(tasks.len());
+    for (p, dir) in tasks {
         let files = [
             ("task.toml".to_string(), task_toml(p)),
             ("SPEC.md".to_string(), spec(p)),

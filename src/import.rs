@@ -32,13 +32,16 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A directory to write into is not plainly inside `--out` (a planted link; exit 1).
+    #[error("{0}")]
+    Outside(#[from] fsutil::Outside),
 }
 
 impl ImportError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ImportError::Input(_) => crate::cli::EXIT_INVALID,
-            ImportError::Write { .. } => crate::cli::EXIT_FAILED,
+            ImportError::Write { .. } | ImportError::Outside(_) => crate::cli::EXIT_FAILED,
         }
     }
 }
@@ -532,7 +535,7 @@ pub fn openbenchmark(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportErro
         }
         let id = SafeName::new(data.round.as_str())
             .map_err(|e| input(format!("{at}: round `{}`: {e}", shown(&data.round))))?;
-        let dir = out.join(&id);
+        let dir = fsutil::inside(out, Path::new(id.as_str()))?;
         rounds.push((data, dir));
     }
     for (r, (data, _)) in ds.rounds.iter().zip(&rounds) {
@@ -754,7 +757,7 @@ pub fn multivac(file: &Path, out: &Path) -> Result<PathBuf, ImportError> {
             shown(&data.round)
         ))
     })?;
-    let dir = out.join(&id);
+    let dir = fsutil::inside(out, Path::new(id.as_str()))?;
     write_round(&dir, &data)?;
     Ok(dir)
 }

@@ -294,60 +294,14 @@ impl RoundStore {
         }
     }
 
-    /// `rel` under the round directory, proven inside it before anything there is written or
-    /// removed: `rel` is plain components (no `..`, no root), no directory on the way from the
-    /// round directory down is a symbolic link, and what exists of the path, canonicalised, lies
-    /// under the canonical round directory.
+    /// `rel` under the round directory, proven inside it ([`fsutil::inside`]) with the round
+    /// directory itself a real directory.
     pub fn inside(&self, rel: &Path) -> Result<PathBuf, StoreError> {
-        let path = self.root.join(rel);
-        if rel.as_os_str().is_empty()
-            || !rel
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(Self::outside(
-                &path,
-                "not a plain path inside the round".into(),
-            ));
-        }
         self.check_root()?;
-        let mut cur = self.root.clone();
-        let mut existing = None;
-        for part in rel.components() {
-            cur.push(part);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Self::outside(
-                        &cur,
-                        "a symbolic link inside the round directory; pipe follows none: remove it"
-                            .into(),
-                    ));
-                }
-                Ok(m) if !m.is_dir() => {
-                    return Err(Self::outside(
-                        &cur,
-                        "expected a directory, found a file".into(),
-                    ));
-                }
-                Ok(_) => existing = Some(cur.clone()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(io_err(&cur)(e)),
-            }
-        }
-        if let Some(existing) = existing {
-            let root = fs::canonicalize(&self.root).map_err(io_err(&self.root))?;
-            let real = fs::canonicalize(&existing).map_err(io_err(&existing))?;
-            if !real.starts_with(&root) {
-                return Err(Self::outside(
-                    &existing,
-                    format!(
-                        "it resolves to {}, outside the round directory",
-                        real.display()
-                    ),
-                ));
-            }
-        }
-        Ok(path)
+        fsutil::inside(&self.root, rel).map_err(|e| match e {
+            fsutil::Outside::Refused { path, reason } => StoreError::Outside { path, reason },
+            fsutil::Outside::Io { path, source } => StoreError::Io { path, source },
+        })
     }
 
     /// Starts a node: forgets its record before any output is touched, so a crash mid-way never

@@ -390,3 +390,22 @@ fn a_multivac_file_with_unsafe_names_is_refused() {
     }
     insta::assert_snapshot!("multivac_unsafe_names", report);
 }
+
+/// A round directory under `--out` that is a link to elsewhere (planted, or left by another
+/// tool) is refused: an import writes nothing through it.
+#[test]
+fn an_import_never_writes_through_a_linked_round_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(tmp.path().join("out")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("out/CODE-015-2026-04-02")).unwrap();
+    let file = fixture("multivac-evaluation.json");
+    let (code, _, stderr) = pipe(
+        tmp.path(),
+        &["import", "multivac", file.to_str().unwrap(), "--out", "out"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}

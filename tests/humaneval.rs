@@ -263,3 +263,37 @@ fn a_file_with_hostile_task_ids_is_refused() {
     );
     insta::assert_snapshot!("import_humaneval_hostile_ids", text(&out.stderr));
 }
+
+/// A task directory under `--out` that is a link to elsewhere is refused before any task is
+/// written.
+#[test]
+fn an_import_never_writes_through_a_linked_task_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(tmp.path().join("tasks")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("tasks/humaneval-38")).unwrap();
+    let file = fixtures().join("mini.jsonl.gz");
+    let out = pipe(
+        tmp.path(),
+        &[
+            "import",
+            "humaneval",
+            file.to_str().unwrap(),
+            "--out",
+            "tasks",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("symbolic link"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tasks")).unwrap().count(),
+        1,
+        "no task was written"
+    );
+}

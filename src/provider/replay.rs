@@ -255,7 +255,12 @@ impl Recorder {
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> std::io::Result<()> {
-        let path = exchange_path(&self.dir, site).map_err(std::io::Error::other)?;
+        // The directories under `--record DIR` are proven plain (no planted link) before writing.
+        let rel = exchange_path(Path::new(""), site).map_err(std::io::Error::other)?;
+        if let Some(parent) = rel.parent() {
+            fsutil::inside(&self.dir, parent).map_err(std::io::Error::other)?;
+        }
+        let path = self.dir.join(rel);
         let mut ex = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_yaml::from_str::<Exchange>(&t).ok())
@@ -331,6 +336,31 @@ mod tests {
             let err = exchange_path(dir, &s).expect_err(bad);
             assert!(err.contains("is not a path of safe names"), "{err}");
         }
+    }
+
+    #[test]
+    fn recording_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("alpha")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("judge")).unwrap();
+        let rec = Recorder {
+            dir: dir.path().into(),
+        };
+        let resp = ChatResponse {
+            content: "x".into(),
+            usage: Usage::default(),
+            latency_ms: 0,
+            attempts: 1,
+            tool_calls: Vec::new(),
+            finish_reason: None,
+        };
+        let err = rec.record(&site(0), &req("hello"), &resp).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(
+            fsutil::list_files(outside.path()).unwrap(),
+            Vec::<PathBuf>::new()
+        );
     }
 
     #[test]
