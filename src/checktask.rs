@@ -251,7 +251,7 @@ async fn check(
 ) -> Result<TaskResult, NodeError> {
     let Some(reference) = &task.reference_dir else {
         return Ok(TaskResult {
-            task: task.name.clone(),
+            task: task.name.to_string(),
             dir: task.dir.clone(),
             passed: false,
             tests_passed: 0,
@@ -283,7 +283,7 @@ async fn check(
     });
     let passed = report.passed && visible_failed.is_none();
     Ok(TaskResult {
-        task: task.name.clone(),
+        task: task.name.to_string(),
         dir: task.dir.clone(),
         passed,
         tests_passed: report.tests_passed,
@@ -298,7 +298,7 @@ async fn check(
 
 fn sandbox_failure(task: &Task, e: &NodeError) -> TaskResult {
     TaskResult {
-        task: task.name.clone(),
+        task: task.name.to_string(),
         dir: task.dir.clone(),
         passed: false,
         tests_passed: 0,

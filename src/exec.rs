@@ -153,7 +153,7 @@ pub fn outstanding_of(
             key: &n.key,
             deps: &deps[i],
             recorded: &rec[i].recorded,
-            forced: force.contains(&n.stage),
+            forced: force.contains(n.stage.as_str()),
         })
         .collect();
     outstanding(&states)
@@ -198,7 +198,7 @@ pub async fn run(
         if reasons[i].is_some() {
             match stage_totals.iter_mut().find(|(s, _)| s == &n.stage) {
                 Some((_, c)) => *c += 1,
-                None => stage_totals.push((n.stage.clone(), 1)),
+                None => stage_totals.push((n.stage.to_string(), 1)),
             }
         }
     }
@@ -481,6 +481,11 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
     let t = Instant::now();
     let dir = match ctx.store.begin(&ctx.node) {
         Ok(d) => d,
+        // A node directory not plainly inside the round (a planted link) fails this node alone,
+        // and leaves no record: the record would be written there too.
+        Err(e @ StoreError::Outside { .. }) => {
+            return (Err(NodeError::Configuration(e.to_string())), None);
+        }
         Err(e) => return (Err(NodeError::Store(e)), None),
     };
     let result = stages::run(&ctx, &dir).await;

@@ -75,7 +75,7 @@ fn exchange_of(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> O
         subject: subject.call_subject()?,
         turn: 0,
     };
-    Some(crate::provider::replay::exchange_path(recordings, &site))
+    crate::provider::replay::exchange_path(recordings, &site).ok()
 }
 
 /// The recording a node replays, if its model is replayed: the builder's exchange for a build
@@ -111,7 +111,7 @@ pub fn input_for(
 ) -> KeyInput {
     let mut input = KeyInput {
         format: FORMAT_VERSION,
-        stage: stage.name.clone(),
+        stage: stage.name.to_string(),
         kind: stage.kind_name(),
         config: serde_json::Value::Null,
         model: None,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{Pipeline, Stage, StageKind};
 use crate::key::{self, KeyInput};
+use crate::names::SafeName;
 
 /// What a node is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -18,16 +19,16 @@ pub enum Subject {
     /// One implementation: a model's build sample (of one task, in a round of several).
     Impl {
         #[serde(skip_serializing_if = "Option::is_none")]
-        task: Option<String>,
-        model: String,
+        task: Option<SafeName>,
+        model: SafeName,
         sample: u32,
     },
     /// A model judging an implementation (of one task, in a round of several).
     Judgment {
-        judge: String,
+        judge: SafeName,
         #[serde(skip_serializing_if = "Option::is_none")]
-        task: Option<String>,
-        model: String,
+        task: Option<SafeName>,
+        model: SafeName,
         sample: u32,
     },
     /// The round as a whole.
@@ -36,7 +37,7 @@ pub enum Subject {
 
 impl Subject {
     /// The implementation a node is about, if any: (task in a suite, model, sample).
-    pub fn implementation(&self) -> Option<(Option<&str>, &str, u32)> {
+    pub fn implementation(&self) -> Option<(Option<&SafeName>, &SafeName, u32)> {
         match self {
             Self::Impl {
                 task,
@@ -48,7 +49,7 @@ impl Subject {
                 model,
                 sample,
                 ..
-            } => Some((task.as_deref(), model, *sample)),
+            } => Some((task.as_ref(), model, *sample)),
             Self::Round => None,
         }
     }
@@ -74,9 +75,9 @@ impl Subject {
     }
 
     /// The task a node works on, in a round of several; none means the round's only task.
-    pub fn task(&self) -> Option<&str> {
+    pub fn task(&self) -> Option<&SafeName> {
         match self {
-            Self::Impl { task, .. } | Self::Judgment { task, .. } => task.as_deref(),
+            Self::Impl { task, .. } | Self::Judgment { task, .. } => task.as_ref(),
             Self::Round => None,
         }
     }
@@ -87,10 +88,10 @@ pub struct Node {
     /// Readable and unique: `build:alpha#1` (`build:humaneval-0/alpha#1` in a suite),
     /// `judge:glm->alpha#1`, `aggregate`.
     pub id: String,
-    pub stage: String,
+    pub stage: SafeName,
     pub kind: &'static str,
     pub subject: Subject,
-    /// The node's directory, relative to the round directory.
+    /// The node's directory, relative to the round directory: `nodes/` and safe names only.
     pub dir: PathBuf,
     /// blake3 of everything that can change the node's result.
     pub key: String,
@@ -111,7 +112,7 @@ pub struct PlanBuilder {
 }
 
 /// (task in a suite, model, sample).
-type Impl = (Option<String>, String, u32);
+type Impl = (Option<SafeName>, SafeName, u32);
 
 /// The sealed plan: nodes in a DAG, a topological order, and cache keys computed.
 #[derive(Debug)]
@@ -132,7 +133,7 @@ impl Plan {
             inputs: Vec::new(),
         };
         // A suite expands task by task; a round of one task keeps ids without the task.
-        let tasks: Vec<Option<String>> = if p.is_suite() {
+        let tasks: Vec<Option<SafeName>> = if p.is_suite() {
             p.tasks.iter().map(|t| Some(t.name.clone())).collect()
         } else {
             vec![None]
@@ -221,13 +222,13 @@ impl PlanBuilder {
         match subject.implementation() {
             Some((task, model, sample)) => {
                 let k = (
-                    stage.name.clone(),
-                    (task.map(str::to_string), model.to_string(), sample),
+                    stage.name.to_string(),
+                    (task.cloned(), model.clone(), sample),
                 );
                 self.by_impl.entry(k).or_default().push(next);
             }
             None => {
-                self.rounds.insert(stage.name.clone(), next);
+                self.rounds.insert(stage.name.to_string(), next);
             }
         }
         let ix = self.graph.add_node(Node {
@@ -243,7 +244,7 @@ impl PlanBuilder {
             self.graph.add_edge(d, ix, ());
         }
         self.by_stage
-            .entry(stage.name.clone())
+            .entry(stage.name.to_string())
             .or_default()
             .push(ix);
     }
@@ -276,7 +277,7 @@ impl PlanBuilder {
         let build = upstream
             .iter()
             .find(|s| matches!(s.kind, StageKind::Build { .. }))
-            .map(|s| s.name.clone());
+            .map(|s| s.name.to_string());
         let per_impl_deps = |b: &Self, imp: &Impl| {
             let mut deps: Vec<NodeIndex> = Vec::new();
             for n in stage.needs.iter().chain(build.iter()) {
@@ -420,7 +421,8 @@ pub fn node_id(stage: &str, subject: &Subject) -> String {
     }
 }
 
-fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
+/// `nodes/<stage>/...`: built from safe names and numbers only, so it never leaves the round.
+fn node_dir(stage: &SafeName, subject: &Subject) -> PathBuf {
     let base = PathBuf::from("nodes").join(stage);
     match subject {
         Subject::Impl {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dirhandle::{DirHandle, FileStat, Kind};
 use crate::fsutil;
+use crate::names::SafeName;
 use crate::plan::Node;
 
 pub const RECORD_FILE: &str = "node.json";
@@ -130,6 +131,9 @@ pub enum StoreError {
     Busy { round: String, lock: PathBuf },
     #[error("cannot write to {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A path pipe would write or remove is not plainly inside the round directory.
+    #[error("refusing to use {path}: {reason}")]
+    Outside { path: PathBuf, reason: String },
 }
 
 pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -246,15 +250,19 @@ fn is_plain_relative(path: &str) -> bool {
 }
 
 impl RoundStore {
-    pub fn new(out: &Path, round_id: &str) -> Self {
+    /// The round `round_id` under the output directory `out` (`--out`, given by the operator).
+    pub fn new(out: &Path, round_id: &SafeName) -> Self {
         Self {
             root: out.join(round_id),
         }
     }
 
-    /// Creates the directory and takes the round's lock.
+    /// Creates the directory and takes the round's lock. A round directory that is a symbolic
+    /// link is refused: pipe writes and removes only inside a real directory it was pointed at.
     pub fn lock(&self) -> Result<RoundLock, StoreError> {
+        self.check_root()?;
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        self.check_root()?;
         let path = self.root.join(".lock");
         let file = File::options()
             .create(true)
@@ -342,10 +350,49 @@ impl RoundStore {
         (record, changed)
     }
 
+    /// The round directory, when it is not a symbolic link nor anything but a directory (a missing
+    /// one is fine: it is created).
+    fn check_root(&self) -> Result<(), StoreError> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.file_type().is_symlink() => Err(Self::outside(
+                &self.root,
+                format!(
+                    "the round directory is a symbolic link (to {}); pipe keeps a round in a real directory: remove the link",
+                    fs::read_link(&self.root)
+                        .map_or_else(|_| "?".into(), |t| t.display().to_string())
+                ),
+            )),
+            Ok(m) if !m.is_dir() => Err(Self::outside(
+                &self.root,
+                "the round directory is not a directory".into(),
+            )),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&self.root)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn outside(path: &Path, reason: String) -> StoreError {
+        StoreError::Outside {
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+
+    /// `rel` under the round directory, proven inside it ([`fsutil::inside`]) with the round
+    /// directory itself a real directory.
+    pub fn inside(&self, rel: &Path) -> Result<PathBuf, StoreError> {
+        self.check_root()?;
+        fsutil::inside(&self.root, rel).map_err(|e| match e {
+            fsutil::Outside::Refused { path, reason } => StoreError::Outside { path, reason },
+            fsutil::Outside::Io { path, source } => StoreError::Io { path, source },
+        })
+    }
+
     /// Starts a node: forgets its record before any output is touched, so a crash mid-way never
     /// leaves a record pointing at half-replaced outputs. Returns the (emptied) output directory.
+    /// Nothing is removed unless the node directory is proven inside the round ([`Self::inside`]).
     pub fn begin(&self, node: &Node) -> Result<PathBuf, StoreError> {
-        let dir = self.node_dir(node);
+        let dir = self.inside(&node.dir)?;
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             return Ok(dir);
@@ -508,8 +555,10 @@ impl RoundStore {
         Ok(restored)
     }
 
-    /// Forgets the whole round.
+    /// Forgets the whole round. A round directory that is a symbolic link is refused; links
+    /// inside it are removed, never followed.
     pub fn clean(&self) -> Result<bool, StoreError> {
+        self.check_root()?;
         if !self.root.exists() {
             return Ok(false);
         }
@@ -526,13 +575,21 @@ mod tests {
     use super::*;
     use crate::plan::Subject;
 
-    fn node() -> Node {
+    fn name(s: &str) -> SafeName {
+        SafeName::new(s).unwrap()
+    }
+
+    fn node(dir: &str) -> Node {
         Node {
-            id: "build:a#1".into(),
-            stage: "build".into(),
-            kind: "build",
-            subject: Subject::Round,
-            dir: PathBuf::from("nodes/build/a/1"),
+            id: "gate:alpha#1".into(),
+            stage: name("gate"),
+            kind: "gate",
+            subject: Subject::Impl {
+                task: None,
+                model: name("alpha"),
+                sample: 1,
+            },
+            dir: PathBuf::from(dir),
             key: "k".into(),
             tolerant: false,
         }
@@ -561,8 +618,8 @@ mod tests {
     #[test]
     fn outputs_are_verified_by_size_times_digest_and_listing() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = RoundStore::new(tmp.path(), "r");
-        let n = node();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let n = node("nodes/build/a/1");
         let dir = store.begin(&n).unwrap();
         fs::create_dir_all(dir.join("files/sub")).unwrap();
         fs::write(dir.join("build.json"), "{}").unwrap();
@@ -599,6 +656,73 @@ mod tests {
         );
     }
 
+    /// A round store under a temp dir, and a directory outside it holding one file.
+    fn setup() -> (tempfile::TempDir, RoundStore, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(&tmp.path().join("out"), &name("r-2026-01-01"));
+        fs::create_dir_all(store.root.join("nodes/gate/alpha")).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep").unwrap();
+        (tmp, store, outside)
+    }
+
+    fn is_outside(r: &Result<PathBuf, StoreError>) -> bool {
+        matches!(r, Err(StoreError::Outside { .. }))
+    }
+
+    #[test]
+    fn begin_empties_a_real_node_directory() {
+        let (_tmp, store, _) = setup();
+        let dir = store.root.join("nodes/gate/alpha/1");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("old.txt"), "x").unwrap();
+        assert_eq!(store.begin(&node("nodes/gate/alpha/1")).unwrap(), dir);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn begin_never_empties_a_node_directory_linked_outside() {
+        let (_tmp, store, outside) = setup();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate/alpha/1")).unwrap();
+        assert!(is_outside(&store.begin(&node("nodes/gate/alpha/1"))));
+        assert!(outside.join("precious").exists());
+    }
+
+    #[test]
+    fn begin_refuses_a_link_on_the_way_down() {
+        let (_tmp, store, outside) = setup();
+        fs::create_dir_all(outside.join("alpha/1")).unwrap();
+        fs::remove_dir_all(store.root.join("nodes/gate")).unwrap();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate")).unwrap();
+        assert!(is_outside(&store.begin(&node("nodes/gate/alpha/1"))));
+        assert!(outside.join("precious").exists());
+        assert!(outside.join("alpha/1").is_dir());
+    }
+
+    #[test]
+    fn a_path_that_climbs_out_is_refused() {
+        let (_tmp, store, outside) = setup();
+        for dir in ["nodes/../../outside", "/tmp", ""] {
+            assert!(is_outside(&store.begin(&node(dir))), "{dir}");
+        }
+        assert!(outside.join("precious").exists());
+    }
+
+    #[test]
+    fn a_round_directory_that_is_a_link_is_refused() {
+        let (tmp, _, outside) = setup();
+        let linked = RoundStore::new(&tmp.path().join("out"), &name("linked-2026-01-01"));
+        std::os::unix::fs::symlink(&outside, &linked.root).unwrap();
+        assert!(matches!(linked.lock(), Err(StoreError::Outside { .. })));
+        assert!(matches!(linked.clean(), Err(StoreError::Outside { .. })));
+        assert!(is_outside(&linked.begin(&node("nodes/gate/alpha/1"))));
+        assert_eq!(
+            crate::fsutil::list_files(&outside).unwrap(),
+            [PathBuf::from("precious")]
+        );
+    }
+
     #[test]
     fn only_plain_relative_paths_are_outputs() {
         for ok in ["a", "files/a.py", "files/sub/b"] {
@@ -614,5 +738,14 @@ mod tests {
         ] {
             assert!(!is_plain_relative(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn clean_removes_links_not_what_they_point_at() {
+        let (_tmp, store, outside) = setup();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate/alpha/1")).unwrap();
+        assert!(store.clean().unwrap());
+        assert!(!store.root.exists());
+        assert!(outside.join("precious").exists());
     }
 }

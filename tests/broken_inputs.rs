@@ -538,3 +538,100 @@ fn gate_without_junit() {
     let reason = failed_gate("echo all good", None);
     insta::assert_snapshot!("gate_junit_missing", reason);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Links planted in the round directory: a re-run writes and removes only inside the round, never
+// through a symbolic link to elsewhere.
+
+/// A directory outside the round holding one file pipe must never touch; returns it (kept alive)
+/// and the file.
+fn precious() -> (tempfile::TempDir, PathBuf) {
+    let outside = tempfile::tempdir().expect("temp dir");
+    let file = outside.path().join("precious.txt");
+    std::fs::write(&file, "keep me").expect("write");
+    (outside, file)
+}
+
+#[test]
+fn a_node_directory_linked_outside_is_never_emptied() {
+    let r = Round::finished();
+    let (outside, file) = precious();
+    let node = r.round_dir().join("nodes/gate/ann/1");
+    std::fs::remove_dir_all(&node).expect("remove the node directory");
+    std::os::unix::fs::symlink(outside.path(), &node).expect("link");
+
+    let run = r.run(&["--force", "gate"]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    let (state, reason) = outcome(&run.summary, "gate:ann#1");
+    assert_eq!(state, "failed", "{}", run.summary);
+    assert!(reason.contains("symbolic link"), "{reason}");
+    // The other gate ran as usual.
+    assert_eq!(outcome(&run.summary, "gate:bob#1").0, "executed");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+    assert_eq!(all_files(outside.path()), vec![file.clone()]);
+    insta::assert_snapshot!("node_dir_linked_outside", r.scrub(&reason));
+
+    // A link higher up (`nodes/gate`) is refused the same way.
+    let gate = r.round_dir().join("nodes/gate");
+    std::fs::remove_file(&node).expect("unlink");
+    let moved = outside.path().join("gate");
+    std::fs::rename(&gate, &moved).expect("move nodes/gate out");
+    std::os::unix::fs::symlink(&moved, &gate).expect("link");
+    let before = all_files(outside.path());
+    let run = r.run(&["--force", "gate"]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    assert_eq!(outcome(&run.summary, "gate:bob#1").0, "failed");
+    assert_eq!(all_files(outside.path()), before, "nothing outside changed");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+
+    // `pipe clean` removes the link, never what it points at.
+    let out = r
+        .cmd(&["clean", "pipeline.toml"])
+        .output()
+        .expect("pipe runs");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{out:?}");
+    assert!(!r.round_dir().exists());
+    assert_eq!(all_files(outside.path()), before);
+}
+
+#[test]
+fn a_round_directory_linked_elsewhere_is_refused() {
+    let r = Round::finished();
+    let (outside, file) = precious();
+    let elsewhere = outside.path().join("round");
+    std::fs::rename(r.round_dir(), &elsewhere).expect("move the round out");
+    std::os::unix::fs::symlink(&elsewhere, r.round_dir()).expect("link");
+    let before = all_files(outside.path());
+
+    let out = r
+        .cmd(&["run", "pipeline.toml", "--force", "build"])
+        .output()
+        .expect("pipe runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{stderr}");
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert_eq!(all_files(outside.path()), before, "nothing outside changed");
+
+    let out = r
+        .cmd(&["clean", "pipeline.toml"])
+        .output()
+        .expect("pipe runs");
+    let clean = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{clean}");
+    assert!(clean.contains("is a symbolic link"), "{clean}");
+    assert_eq!(all_files(outside.path()), before);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+    insta::assert_snapshot!(
+        "round_dir_linked_elsewhere",
+        r.scrub(&clean.replace(&outside.path().display().to_string(), "[OUTSIDE]"))
+    );
+}

@@ -122,6 +122,9 @@ const CASES: &[(&str, &str)] = &[
     ("unknown-stage-key-typo", "pipeline.toml"),
     ("unknown-stage-kind", "pipeline.toml"),
     ("unknown-top-level-key", "pipeline.toml"),
+    ("unsafe-names", "pipeline.toml"),
+    ("unsafe-names-yaml", "pipeline.yaml"),
+    ("unsafe-task-names", "pipeline.toml"),
     ("wrong-type-samples", "pipeline.toml"),
     ("yaml-unknown-key", "pipeline.yaml"),
 ];
@@ -197,6 +200,9 @@ broken_case! {
     unknown_stage_key_typo => "unknown-stage-key-typo", "pipeline.toml";
     unknown_stage_kind => "unknown-stage-kind", "pipeline.toml";
     unknown_top_level_key => "unknown-top-level-key", "pipeline.toml";
+    unsafe_names => "unsafe-names", "pipeline.toml";
+    unsafe_names_yaml => "unsafe-names-yaml", "pipeline.yaml";
+    unsafe_task_names => "unsafe-task-names", "pipeline.toml";
     wrong_type_samples => "wrong-type-samples", "pipeline.toml";
     yaml_unknown_key => "yaml-unknown-key", "pipeline.yaml";
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::diag::Diag;
+use crate::names::SafeName;
 use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
 use crate::task::Task;
@@ -34,12 +35,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The task named `name`, or the round's only task when `name` is none.
-    pub fn task(&self, name: Option<&str>) -> &Task {
+    pub fn task(&self, name: Option<&SafeName>) -> &Task {
         match name {
             Some(n) => self
                 .tasks
                 .iter()
-                .find(|t| t.name == n)
+                .find(|t| &t.name == n)
                 .expect("plan tasks come from the pipeline"),
             None => &self.tasks[0],
         }
@@ -60,10 +61,11 @@ impl Pipeline {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
-    pub name: String,
-    pub date: String,
+    pub name: SafeName,
+    /// `YYYY-MM-DD`.
+    pub date: SafeName,
     /// `<name>-<date>`: the round's directory under `out/`.
-    pub id: String,
+    pub id: SafeName,
     pub samples: u32,
     pub sandbox: SandboxChoice,
     /// `sandbox = "auto"` may run model code without isolation when this machine has neither
@@ -135,7 +137,8 @@ pub enum ProviderKind {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelConfig {
-    pub id: String,
+    /// Names the model's node directories and recordings; also its id as a judge.
+    pub id: SafeName,
     pub provider: String,
     pub model: String,
     pub price: Price,
@@ -146,7 +149,8 @@ pub struct ModelConfig {
 
 #[derive(Debug, Clone)]
 pub struct Stage {
-    pub name: String,
+    /// Names the stage's directory under `nodes/`.
+    pub name: SafeName,
     pub needs: Vec<String>,
     pub kind: StageKind,
 }

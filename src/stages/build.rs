@@ -279,7 +279,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let report = BuildReport {
         harness,
         outcome,
-        model: model.clone(),
+        model: model.to_string(),
         model_slug: m.model.clone(),
         sample: *sample,
         usage: response.usage,
@@ -327,7 +327,7 @@ pub(super) fn prompt_context(
     };
     Ok(BuildCtx {
         task: TaskCtx {
-            name: ctx.task().name.clone(),
+            name: ctx.task().name.to_string(),
             spec: ctx.task().spec.clone(),
         },
         workspace,

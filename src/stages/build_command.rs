@@ -153,13 +153,13 @@ pub async fn run(
     };
     let cctx = CommandCtx {
         model: CommandModelCtx {
-            id: model.clone(),
+            id: model.to_string(),
             slug: m.model.clone(),
             provider: m.provider.clone(),
             base_url,
         },
         task: CommandTaskCtx {
-            name: task.name.clone(),
+            name: task.name.to_string(),
         },
         sample: *sample,
     };
@@ -181,10 +181,10 @@ pub async fn run(
     let mut env: BTreeMap<String, String> = secrets.iter().cloned().collect();
     // A value this short is no credential and would match by accident: not searched for.
     secrets.retain(|(_, v)| v.len() >= MIN_SECRET_LEN);
-    env.insert("PIPE_MODEL".into(), model.clone());
+    env.insert("PIPE_MODEL".into(), model.to_string());
     env.insert("PIPE_MODEL_SLUG".into(), m.model.clone());
     env.insert("PIPE_SAMPLE".into(), sample.to_string());
-    env.insert("PIPE_TASK".into(), task.name.clone());
+    env.insert("PIPE_TASK".into(), task.name.to_string());
 
     let staging = tempfile::Builder::new()
         .prefix("pipe-agent-")
@@ -358,7 +358,7 @@ pub async fn run(
         agent: None,
         harness: Harness::Command,
         outcome,
-        model: model.clone(),
+        model: model.to_string(),
         model_slug: m.model.clone(),
         sample: *sample,
         usage: reported.usage.unwrap_or(Usage::default()),

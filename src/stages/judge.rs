@@ -467,8 +467,8 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         None => label(&p.round.id, model, *sample),
     };
     let mut judgment = Judgment {
-        judge: judge.clone(),
-        implementation: model.clone(),
+        judge: judge.to_string(),
+        implementation: model.to_string(),
         sample: *sample,
         label: label.clone(),
         tier,
@@ -521,7 +521,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let listed = listing(&files, &format!("{}\0{judge}", p.round.id), *max_impl_bytes);
     let jctx = JudgeCtx {
         task: TaskCtx {
-            name: ctx.task().name.clone(),
+            name: ctx.task().name.to_string(),
             spec: ctx.task().spec.clone(),
         },
         rubric: (**rubric).clone(),

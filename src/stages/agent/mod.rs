@@ -412,7 +412,7 @@ pub async fn run(
         sandbox: None,
         harness: Harness::Agent,
         outcome,
-        model: model.id.clone(),
+        model: model.id.to_string(),
         model_slug: model.model.clone(),
         sample: match &ctx.node.subject {
             crate::plan::Subject::Impl { sample, .. } => *sample,
