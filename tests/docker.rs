@@ -47,6 +47,7 @@ fn job(script: &str) -> Job {
         python: vec![],
         network: false,
         collect_dir: None,
+        limits: pipe::sandbox::JobLimits::default(),
     }
 }
 

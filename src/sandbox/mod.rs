@@ -1,8 +1,8 @@
 //! Sandboxes: where model-written code runs. A [`Job`] names input directories, a command and
 //! limits; a sandbox copies the inputs into a fresh workspace, runs the command with nothing of
 //! pipe's environment, kills it at the timeout, caps its output and hands back the files asked
-//! for. `local` runs on the host (under bubblewrap when installed); the Docker sandbox keeps the
-//! same contract.
+//! for. `local` runs on the host under bubblewrap (or, unisolated, without it); the Docker sandbox
+//! keeps the same contract.
 
 pub mod bootstrap;
 pub mod docker;
@@ -36,6 +36,33 @@ pub struct Job {
     pub network: bool,
     /// A directory (relative to `$PIPE_WORK`) read back whole after the run.
     pub collect_dir: Option<CollectDir>,
+    /// Resource limits of the job's processes (the local sandbox's rlimits; a Docker container
+    /// has its own cgroup limits).
+    pub limits: JobLimits,
+}
+
+/// What each process of a local job may use, set as rlimits before the command starts (under
+/// bubblewrap too). The CPU time of each process is capped at the job's timeout plus a margin,
+/// and no process writes a core file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Address space of each process, in bytes; `None` leaves it unlimited (an agent CLI on V8 or
+    /// JavaScriptCore reserves tens of GiB of address space it never touches).
+    pub address_space: Option<u64>,
+    /// Processes and threads the job may start, beyond those its user already has.
+    pub processes: u64,
+    /// The largest file a process may write, in bytes: a write past it kills the writer.
+    pub file_size: u64,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self {
+            address_space: Some(2 << 30),
+            processes: 256,
+            file_size: 256 << 20,
+        }
+    }
 }
 
 /// A directory to read back after a job, within limits: regular files only (a symlink is never
@@ -107,7 +134,7 @@ pub struct JobResult {
     /// The directory of [`Job::collect_dir`], when asked for and present.
     #[serde(skip)]
     pub tree: Option<CollectedTree>,
-    /// Which sandbox ran it (`local`, `local+bwrap`, `docker`).
+    /// Which sandbox ran it (`unisolated`, `local+bwrap`, `docker`).
     pub sandbox: String,
 }
 
@@ -179,6 +206,9 @@ impl Sandbox {
         image: &str,
         round: &str,
     ) -> Result<(Self, Option<String>), String> {
+        // Whichever sandbox runs now, the workspaces a killed pipe left (copies of hidden tests
+        // among them) go.
+        local::sweep_leftovers();
         if choice == SandboxChoice::Local {
             return Ok((Self::Local(local::LocalSandbox::detect()), None));
         }
@@ -206,10 +236,10 @@ impl Sandbox {
                 let network = if local.bwrap {
                     ""
                 } else {
-                    ", and network access (bubblewrap is not installed)"
+                    ", and the host's files and network (bubblewrap is not installed)"
                 };
                 let warning = format!(
-                    "{e}; running model code in the local sandbox instead: no memory, pids or CPU limits, no read-only root{network}"
+                    "{e}; running model code in the local sandbox instead: rlimits (address space, processes, CPU time) rather than a memory cgroup, no CPU share{network}"
                 );
                 Ok((Self::Local(local), Some(warning)))
             }

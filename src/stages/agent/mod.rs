@@ -781,6 +781,7 @@ fn workspace_job(
         python: task.python_requirements.clone(),
         network: false,
         collect_dir: None,
+        limits: crate::sandbox::JobLimits::default(),
     }
 }
 
