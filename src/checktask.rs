@@ -36,7 +36,11 @@ async fn visible_check(
         return Ok(None);
     };
     let io = |e: std::io::Error| NodeError::Infrastructure(e.to_string());
-    let ws = tempfile::tempdir().map_err(io)?;
+    // The reference solution: for no other user's eyes (a job run as `nobody` among them).
+    let ws = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(io)?;
     crate::fsutil::copy_tree(reference, ws.path()).map_err(io)?;
     if let (Some(dir), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
         crate::fsutil::copy_tree(dir, &ws.path().join(name)).map_err(io)?;
@@ -399,7 +403,7 @@ mod tests {
             tests_total: 1,
             reason: None,
             duration_ms: 5,
-            sandbox: "local".into(),
+            sandbox: "unisolated".into(),
             output: String::new(),
             visible: None,
         };

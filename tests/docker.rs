@@ -42,6 +42,7 @@ fn job(script: &str) -> Job {
         python: vec![],
         network: false,
         collect_dir: None,
+        limits: pipe::sandbox::JobLimits::default(),
     }
 }
 

@@ -38,6 +38,33 @@ pub struct Job {
     pub network: bool,
     /// A directory (relative to `$PIPE_WORK`) read back whole after the run.
     pub collect_dir: Option<CollectDir>,
+    /// Resource limits of the job's processes (the local sandbox's rlimits; a Docker container
+    /// has its own cgroup limits).
+    pub limits: JobLimits,
+}
+
+/// What each process of a local job may use, set as rlimits before the command starts (under
+/// bubblewrap too). The CPU time of each process is capped at the job's timeout plus a margin,
+/// and no process writes a core file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Address space of each process, in bytes; `None` leaves it unlimited (an agent CLI on V8 or
+    /// JavaScriptCore reserves tens of GiB of address space it never touches).
+    pub address_space: Option<u64>,
+    /// Processes and threads the job may start, beyond those its user already has.
+    pub processes: u64,
+    /// The largest file a process may write, in bytes: a write past it kills the writer.
+    pub file_size: u64,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self {
+            address_space: Some(2 << 30),
+            processes: 256,
+            file_size: 256 << 20,
+        }
+    }
 }
 
 /// A directory to read back after a job, within limits: regular files only (a symlink is never
@@ -201,6 +228,9 @@ impl Sandbox {
         image: &str,
         round: &str,
     ) -> Result<Selected, SelectError> {
+        // Whichever sandbox runs now, the workspaces a killed pipe left (copies of hidden tests
+        // among them) go.
+        local::sweep_leftovers();
         match choice {
             SandboxChoice::Local => local_required().map(|l| Selected::quiet(Self::Local(l))),
             SandboxChoice::Unisolated => Ok(Selected {
@@ -219,7 +249,7 @@ impl Sandbox {
                 let bwrap = match local_required() {
                     Ok(l) => {
                         let warning = format!(
-                            "{docker}; running model code in the local sandbox under bubblewrap instead: no memory, pids or CPU limits, and it runs as you, able to read the host's files"
+                            "{docker}; running model code in the local sandbox under bubblewrap instead: rlimits rather than a container's cgroup limits, and no read-only image of its own"
                         );
                         return Ok(Selected {
                             sandbox: Self::Local(l),

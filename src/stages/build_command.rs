@@ -23,7 +23,7 @@ use crate::config::{CommandHarness, Harness, ProviderKind, Template};
 use crate::fsutil;
 use crate::plan::Subject;
 use crate::provider::Usage;
-use crate::sandbox::{CollectDir, Job, JobResult};
+use crate::sandbox::{CollectDir, Job, JobLimits, JobResult};
 use crate::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
 
 /// Where the workspace, the prompt and the tools sit under `$PIPE_WORK`.
@@ -226,6 +226,12 @@ pub async fn run(
             max_files: MAX_FILES,
             max_bytes: MAX_BYTES,
         }),
+        // An agent CLI runs on a JavaScript engine that reserves far more address space than it
+        // uses: no address-space cap (Docker's memory limit still applies there).
+        limits: JobLimits {
+            address_space: None,
+            ..JobLimits::default()
+        },
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
     drop(staging);

@@ -799,6 +799,7 @@ fn workspace_job(
         python: task.python_requirements.clone(),
         network: false,
         collect_dir: None,
+        limits: crate::sandbox::JobLimits::default(),
     }
 }
 
