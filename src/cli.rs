@@ -274,7 +274,12 @@ fn load(file: &Path, purpose: Purpose, json: bool) -> Option<Pipeline> {
         }
         Err(diags) => {
             if json {
-                println!("{}", serde_json::json!({"ok": false, "diagnostics": diags}));
+                // The first problems, in file order, and how many more there are.
+                let (shown, more) = crate::diag::shown(&diags);
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "diagnostics": shown, "omitted": more})
+                );
             } else {
                 eprint!("{}", render_all(&diags, &cwd()));
             }

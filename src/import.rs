@@ -57,10 +57,11 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     }
 }
 
-/// Reads and parses a JSON file; an error names the file, line:column and the key path.
+/// Reads and parses a JSON file of at most [`MAX_IMPORT_BYTES`](crate::limits::MAX_IMPORT_BYTES);
+/// an error names the file, line:column and the key path.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
+    let text = crate::limits::read_text(path, crate::limits::MAX_IMPORT_BYTES, "a JSON file")
+        .map_err(|e| input(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
@@ -171,6 +172,30 @@ fn rubric_or(name: &str, builtin: RubricInfo) -> Result<RubricInfo, ImportError>
                 &std::env::current_dir().unwrap_or_default(),
             ))
         })
+}
+
+/// An imported score must lie on its scale (`min..=max`): one outside it would skew every mean
+/// and median it enters.
+fn check_score(
+    at: &str,
+    value: f64,
+    min: f64,
+    max: f64,
+    rubric: &RubricInfo,
+) -> Result<(), ImportError> {
+    // Rounding slack: weights like 0.3 + 0.2 + ... sum to 1 only nearly.
+    let slack = 1e-9 * min.abs().max(max.abs()).max(1.0);
+    if value >= min - slack && value <= max + slack {
+        return Ok(());
+    }
+    let (min, max) = (
+        crate::dataset::round_to(min, 6),
+        crate::dataset::round_to(max, 6),
+    );
+    Err(input(format!(
+        "{at}: {value} is outside the scale {min}..{max} of the rubric `{}`",
+        rubric.name
+    )))
 }
 
 fn criterion(id: &str, label: &str, max: f64, weight: f64) -> CriterionInfo {
@@ -387,8 +412,8 @@ pub fn round_data_from_dataset(
         });
         for (k, j) in d.scores.iter().enumerate() {
             let place = format!("{at}.perImplDetail[{i}].scores[{k}]");
-            for (key, _) in &j.scores.0 {
-                if !rubric.criteria.iter().any(|c| &c.id == key) {
+            for (key, value) in &j.scores.0 {
+                let Some(c) = rubric.criteria.iter().find(|c| &c.id == key) else {
                     return Err(input(format!(
                         "{place}: `{key}` is not a criterion of the rubric `{}` (criteria: {})",
                         rubric.name,
@@ -399,6 +424,9 @@ pub fn round_data_from_dataset(
                             .collect::<Vec<_>>()
                             .join(", ")
                     )));
+                };
+                if let Some(n) = value {
+                    check_score(&format!("{place}.{key}"), n.0, c.min, c.max, rubric)?;
                 }
             }
             let scores: BTreeMap<String, Option<f64>> = rubric
@@ -649,6 +677,13 @@ pub fn round_data_from_multivac(
                 "{at}: judgments[{i}].weighted_score is not a number"
             )));
         }
+        check_score(
+            &format!("{at}: judgments[{i}].weighted_score"),
+            j.weighted_score,
+            rubric.composite_min(),
+            rubric.composite_max(),
+            rubric,
+        )?;
         if judgments
             .iter()
             .any(|o| o.judge == j.judge_key && o.model == j.respondent_key)

@@ -20,6 +20,7 @@ pub mod import;
 pub mod interrupt;
 pub mod junit;
 pub mod key;
+pub mod limits;
 pub mod names;
 pub mod outstanding;
 pub mod plan;

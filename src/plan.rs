@@ -1,7 +1,7 @@
 //! The plan: the validated pipeline expanded into a sealed petgraph DAG of nodes, one per unit of
 //! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use petgraph::Direction;
@@ -105,7 +105,9 @@ pub struct PlanBuilder {
     graph: DiGraph<Node, ()>,
     by_stage: BTreeMap<String, Vec<NodeIndex>>,
     /// Per-implementation nodes by (stage, implementation), and round nodes by stage.
-    by_impl: std::collections::HashMap<(String, Impl), Vec<NodeIndex>>,
+    /// Per-implementation nodes by stage, then by the implementation's position in the round's
+    /// list (a build's one node, a judge stage's one per judge); round nodes by stage.
+    by_impl: std::collections::HashMap<String, Vec<Vec<NodeIndex>>>,
     rounds: BTreeMap<String, NodeIndex>,
     /// Each node's key input and recording, by node index, until `seal` computes the keys.
     inputs: Vec<(KeyInput, Option<PathBuf>)>,
@@ -146,8 +148,10 @@ impl Plan {
                 })
             })
             .collect();
-        for stage in &p.stages {
-            b.expand(p, stage, &impls);
+        let builds = build_upstream(p);
+        for (i, stage) in p.stages.iter().enumerate() {
+            let build = builds[i].map(|j| p.stages[j].name.as_str());
+            b.expand(p, stage, build, &impls);
         }
         b.seal()
     }
@@ -207,7 +211,16 @@ impl Plan {
 }
 
 impl PlanBuilder {
-    fn add(&mut self, p: &Pipeline, stage: &Stage, subject: Subject, deps: Vec<NodeIndex>) {
+    /// Adds a node; `imp` is the position of its implementation in the round's list, for a node
+    /// about one.
+    fn add(
+        &mut self,
+        p: &Pipeline,
+        stage: &Stage,
+        subject: Subject,
+        imp: Option<usize>,
+        deps: Vec<NodeIndex>,
+    ) {
         let id = node_id(&stage.name, &subject);
         let dir = node_dir(&stage.name, &subject);
         // The key waits for `seal`: it needs the upstream keys and the node's recording, read
@@ -219,13 +232,13 @@ impl PlanBuilder {
         let key = String::new();
         let tolerant = matches!(stage.kind, StageKind::Aggregate);
         let next = NodeIndex::new(self.graph.node_count());
-        match subject.implementation() {
-            Some((task, model, sample)) => {
-                let k = (
-                    stage.name.to_string(),
-                    (task.cloned(), model.clone(), sample),
-                );
-                self.by_impl.entry(k).or_default().push(next);
+        match imp {
+            Some(i) => {
+                let nodes = self.by_impl.entry(stage.name.to_string()).or_default();
+                if nodes.len() <= i {
+                    nodes.resize_with(i + 1, Vec::new);
+                }
+                nodes[i].push(next);
             }
             None => {
                 self.rounds.insert(stage.name.to_string(), next);
@@ -249,40 +262,22 @@ impl PlanBuilder {
             .push(ix);
     }
 
-    /// The node of `stage` about an implementation (or the stage's round node).
-    fn impl_nodes(&self, stage: &str, imp: &Impl) -> Vec<NodeIndex> {
-        let key = (stage.to_string(), imp.clone());
-        match self.by_impl.get(&key) {
-            Some(v) => v.clone(),
-            None => self.rounds.get(stage).copied().into_iter().collect(),
+    /// The nodes of `stage` about the implementation at position `imp` (or the stage's round
+    /// node).
+    fn impl_nodes(&self, stage: &str, imp: usize) -> &[NodeIndex] {
+        match self.by_impl.get(stage) {
+            Some(v) => v.get(imp).map_or(&[], Vec::as_slice),
+            None => self.rounds.get(stage).map_or(&[], std::slice::from_ref),
         }
     }
 
-    fn upstream_stages<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p Stage> {
-        let mut seen: Vec<&Stage> = Vec::new();
-        let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
-        while let Some(n) = todo.pop() {
-            if let Some(s) = p.stage(n)
-                && !seen.iter().any(|x| x.name == s.name)
-            {
-                todo.extend(s.needs.iter().map(String::as_str));
-                seen.push(s);
-            }
-        }
-        seen
-    }
-
-    fn expand(&mut self, p: &Pipeline, stage: &Stage, impls: &[Impl]) {
-        let upstream = Self::upstream_stages(p, stage);
-        let build = upstream
-            .iter()
-            .find(|s| matches!(s.kind, StageKind::Build { .. }))
-            .map(|s| s.name.to_string());
-        let per_impl_deps = |b: &Self, imp: &Impl| {
+    fn expand(&mut self, p: &Pipeline, stage: &Stage, build: Option<&str>, impls: &[Impl]) {
+        let per_impl_deps = |b: &Self, imp: usize| {
             let mut deps: Vec<NodeIndex> = Vec::new();
-            for n in stage.needs.iter().chain(build.iter()) {
-                for d in b.impl_nodes(n, imp) {
-                    if !deps.contains(&d) {
+            let mut seen: HashSet<NodeIndex> = HashSet::new();
+            for n in stage.needs.iter().map(String::as_str).chain(build) {
+                for &d in b.impl_nodes(n, imp) {
+                    if seen.insert(d) {
                         deps.push(d);
                     }
                 }
@@ -291,11 +286,11 @@ impl PlanBuilder {
         };
         match &stage.kind {
             StageKind::Build { .. } | StageKind::Gate { .. } | StageKind::Command { .. } => {
-                for imp in impls {
+                for (i, imp) in impls.iter().enumerate() {
                     let deps = if matches!(stage.kind, StageKind::Build { .. }) {
                         Vec::new()
                     } else {
-                        per_impl_deps(self, imp)
+                        per_impl_deps(self, i)
                     };
                     let (task, model, sample) = imp.clone();
                     let subject = Subject::Impl {
@@ -303,13 +298,13 @@ impl PlanBuilder {
                         model,
                         sample,
                     };
-                    self.add(p, stage, subject, deps);
+                    self.add(p, stage, subject, Some(i), deps);
                 }
             }
             StageKind::Judge { .. } => {
                 for judge in &p.models {
-                    for imp in impls {
-                        let deps = per_impl_deps(self, imp);
+                    for (i, imp) in impls.iter().enumerate() {
+                        let deps = per_impl_deps(self, i);
                         let (task, model, sample) = imp.clone();
                         let subject = Subject::Judgment {
                             judge: judge.id.clone(),
@@ -317,21 +312,21 @@ impl PlanBuilder {
                             model,
                             sample,
                         };
-                        self.add(p, stage, subject, deps);
+                        self.add(p, stage, subject, Some(i), deps);
                     }
                 }
             }
             StageKind::Aggregate | StageKind::Publish { .. } => {
                 let mut deps: Vec<NodeIndex> = Vec::new();
                 let names: Vec<&str> = if matches!(stage.kind, StageKind::Aggregate) {
-                    upstream.iter().map(|s| s.name.as_str()).collect()
+                    upstream(p, stage)
                 } else {
                     stage.needs.iter().map(String::as_str).collect()
                 };
                 for name in names {
                     deps.extend(self.by_stage.get(name).into_iter().flatten().copied());
                 }
-                self.add(p, stage, Subject::Round, deps);
+                self.add(p, stage, Subject::Round, None, deps);
             }
         }
     }
@@ -391,6 +386,109 @@ fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
             .flat_map(|h| h.join().expect("reading recordings does not panic"))
             .collect()
     })
+}
+
+/// Per stage of `p` (in its dependency order), the position of a build stage upstream of it, if
+/// any: one pass over the stages, each taking its needs' answers. (The loader has checked that a
+/// stage working per implementation has exactly one build upstream.)
+fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
+    let position: std::collections::HashMap<&str, usize> = p
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(p.stages.len());
+    for s in &p.stages {
+        let found = s.needs.iter().find_map(|n| {
+            let j = *position.get(n.as_str())?;
+            if matches!(p.stages[j].kind, StageKind::Build { .. }) {
+                Some(j)
+            } else {
+                out.get(j).copied().flatten()
+            }
+        });
+        out.push(found);
+    }
+    out
+}
+
+/// The names of every stage upstream of `stage`, each once: a walk over `needs` that visits only
+/// what lies upstream.
+fn upstream<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p str> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out: Vec<&str> = Vec::new();
+    let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
+    while let Some(n) = todo.pop() {
+        if let Some(s) = p.stage(n)
+            && seen.insert(s.name.as_str())
+        {
+            todo.extend(s.needs.iter().map(String::as_str));
+            out.push(s.name.as_str());
+        }
+    }
+    out
+}
+
+/// What [`Plan::build`] would make of a pipeline, counted without making it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    pub nodes: u64,
+    /// Dependency edges, counted from above (a node's needs, each at most one node, but for the
+    /// aggregate and publish nodes, which depend on every node of the stages they follow).
+    pub edges: u64,
+    /// The stage making the most nodes, and how many.
+    pub largest: (String, u64),
+}
+
+/// Counts the nodes and edges of `p`'s plan in time linear in its stages (plus, for each
+/// aggregate stage, the stages upstream of it).
+pub fn size(p: &Pipeline) -> Size {
+    let tasks = if p.is_suite() { p.tasks.len() } else { 1 } as u64;
+    let impls = tasks
+        .saturating_mul(p.models.len() as u64)
+        .saturating_mul(u64::from(p.round.samples));
+    let mut nodes_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut size = Size {
+        nodes: 0,
+        edges: 0,
+        largest: (String::new(), 0),
+    };
+    for stage in &p.stages {
+        let needs = stage.needs.len() as u64 + 1;
+        let (nodes, edges) = match &stage.kind {
+            StageKind::Build { .. } => (impls, 0),
+            StageKind::Gate { .. } | StageKind::Command { .. } => {
+                (impls, impls.saturating_mul(needs))
+            }
+            StageKind::Judge { .. } => {
+                let n = impls.saturating_mul(p.models.len() as u64);
+                (n, n.saturating_mul(needs))
+            }
+            StageKind::Aggregate => (
+                1,
+                upstream(p, stage)
+                    .iter()
+                    .map(|s| nodes_of.get(s).copied().unwrap_or(0))
+                    .fold(0, u64::saturating_add),
+            ),
+            StageKind::Publish { .. } => (
+                1,
+                stage
+                    .needs
+                    .iter()
+                    .map(|s| nodes_of.get(s.as_str()).copied().unwrap_or(0))
+                    .fold(0, u64::saturating_add),
+            ),
+        };
+        nodes_of.insert(stage.name.as_str(), nodes);
+        size.nodes = size.nodes.saturating_add(nodes);
+        size.edges = size.edges.saturating_add(edges);
+        if nodes > size.largest.1 {
+            size.largest = (stage.name.to_string(), nodes);
+        }
+    }
+    size
 }
 
 pub fn node_id(stage: &str, subject: &Subject) -> String {

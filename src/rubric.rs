@@ -2,6 +2,7 @@
 //! `rubrics/*.toml` (or `.yaml`); the judge prompt, the answer schema and the report columns all
 //! follow it.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,7 @@ impl Rubric {
 
     pub fn load(file: &Path) -> Result<Self, Vec<Diag>> {
         let doc = SourceDoc::load(file).map_err(|d| vec![d])?;
-        let mut diags = Vec::new();
+        let mut diags = doc.non_finite_errors();
         let root = KeyPath::root();
         let Some(raw) = section::<RawRubric>(&doc, &root, "the rubric", &mut diags) else {
             return Err(diags);
@@ -138,8 +139,8 @@ impl Rubric {
             }
         };
         let mut criteria = Vec::new();
-        // (index in the file, id) of every criterion read so far.
-        let mut seen: Vec<(usize, String)> = Vec::new();
+        // The index in the file of every criterion id read so far.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for i in 0..raw.criteria.len() {
             let at = root.key("criteria").index(i);
             let Some(c) = section::<RawCriterion>(&doc, &at, "a criterion", &mut diags) else {
@@ -159,13 +160,16 @@ impl Rubric {
                 );
             }
             if !(c.weight.is_finite() && c.weight >= 0.0) {
-                diags.push(doc.error_at(
-                    &at.key("weight"),
-                    format!("criterion `{}` has a negative weight", c.id),
-                    false,
-                ));
+                diags.push(
+                    doc.error_at(
+                        &at.key("weight"),
+                        format!("criterion `{}` has a negative weight ({})", c.id, c.weight),
+                        false,
+                    )
+                    .help("a weight is how much the criterion counts in the composite: 0 or more"),
+                );
             }
-            if let Some((first, _)) = seen.iter().find(|(_, id)| *id == c.id) {
+            if let Some(first) = seen.get(&c.id) {
                 diags.push(
                     doc.error_at(
                         &at.key("id"),
@@ -178,7 +182,7 @@ impl Rubric {
                     )),
                 );
             }
-            seen.push((i, c.id.clone()));
+            seen.entry(c.id.clone()).or_insert(i);
             criteria.push(Criterion {
                 id: c.id,
                 label: c.label,
@@ -194,6 +198,15 @@ impl Rubric {
                 "a rubric needs at least one criterion",
                 false,
             ));
+        } else if criteria.len() == raw.criteria.len() && criteria.iter().all(|c| c.weight == 0.0) {
+            diags.push(
+                doc.error_at(
+                    &root.key("criteria"),
+                    "every criterion has weight 0: the composite score of every implementation would be 0",
+                    true,
+                )
+                .help("give at least one criterion a weight above 0 (a criterion without `weight` counts 1)"),
+            );
         }
         let mut checks = Vec::new();
         for i in 0..raw.checks.len() {
@@ -216,8 +229,9 @@ impl Rubric {
                 .help("list verdicts best to worst"),
             );
         }
+        let mut verdicts: HashSet<&str> = HashSet::new();
         for (i, v) in raw.verdicts.iter().enumerate() {
-            if raw.verdicts[..i].contains(v) {
+            if !verdicts.insert(v) {
                 diags.push(doc.error_at(
                     &root.key("verdicts").index(i),
                     format!("duplicate verdict `{v}`"),

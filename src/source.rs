@@ -1,20 +1,22 @@
 //! Operator-written files (pipelines, rubrics, tasks) as parsed documents that remember where
 //! every key is, so any later check can point at the line and column it is about.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::diag::Diag;
+use crate::diag::{Diag, LineIndex};
+use crate::limits::{self, ReadError};
 
 /// One step of a key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// A key path inside a document, displayed as `stages.judge.needs[0]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct KeyPath(pub Vec<Seg>);
 
 impl KeyPath {
@@ -97,8 +99,15 @@ pub struct SourceDoc {
     pub file: PathBuf,
     pub text: String,
     pub format: Format,
+    /// The data; a number that is not finite (TOML's `nan`, `inf`; YAML's `.nan`, `.inf`) is
+    /// `null` here and listed in `non_finite`.
     pub value: serde_json::Value,
     toml: Option<toml_edit::Document<String>>,
+    yaml: Option<YamlIndex>,
+    lines: LineIndex,
+    /// Where the document holds a number that is not finite, and the number.
+    non_finite: Vec<(KeyPath, f64)>,
+    non_finite_at: std::collections::HashSet<KeyPath>,
 }
 
 impl fmt::Debug for SourceDoc {
@@ -110,12 +119,19 @@ impl fmt::Debug for SourceDoc {
 }
 
 impl SourceDoc {
-    /// Reads and parses a TOML or YAML file (by extension). Errors are located diagnostics.
+    /// Reads and parses a TOML or YAML file (by extension), of at most
+    /// [`MAX_CONFIG_BYTES`](limits::MAX_CONFIG_BYTES). Errors are located diagnostics.
     pub fn load(file: &Path) -> Result<Self, Diag> {
-        let bytes = std::fs::read(file).map_err(|e| {
-            Diag::error(file, format!("cannot read file: {e}"))
-                .help("check the path; paths are relative to the file that names them")
-        })?;
+        let bytes = limits::read(file, limits::MAX_CONFIG_BYTES, "a pipeline, rubric or task file")
+            .map_err(|e| {
+                let help = match e {
+                    ReadError::Io { .. } => {
+                        "check the path; paths are relative to the file that names them"
+                    }
+                    _ => "check that this is the file you meant; a round this large belongs in several pipelines",
+                };
+                Diag::error(file, e.detail()).help(help)
+            })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let offset = e.utf8_error().valid_up_to();
             // Shown lossily, so the caret lands on a `�` in the whole line; the valid prefix keeps
@@ -143,12 +159,18 @@ impl SourceDoc {
                     Diag::error(file, format!("invalid TOML: {}", e.message().trim()))
                         .at(&text, offset)
                 })?;
+                let mut non_finite = Vec::new();
+                let value = toml_to_json(value, &mut Vec::new(), &mut non_finite);
                 Ok(Self {
                     file: file.to_path_buf(),
-                    value: toml_to_json(value),
+                    value,
+                    lines: LineIndex::new(&text),
                     text,
                     format,
                     toml: Some(doc),
+                    yaml: None,
+                    non_finite_at: non_finite.iter().map(|(p, _)| p.clone()).collect(),
+                    non_finite,
                 })
             }
             Format::Yaml => {
@@ -159,16 +181,48 @@ impl SourceDoc {
                         None => d,
                     }
                 })?;
-                let value = yaml_to_json(value).map_err(|m| Diag::error(file, m))?;
+                let mut non_finite = Vec::new();
+                let value = yaml_to_json(value, &mut Vec::new(), &mut non_finite)
+                    .map_err(|m| Diag::error(file, m))?;
                 Ok(Self {
                     file: file.to_path_buf(),
                     value,
+                    lines: LineIndex::new(&text),
+                    yaml: Some(YamlIndex::new(&text)),
                     text,
                     format,
                     toml: None,
+                    non_finite_at: non_finite.iter().map(|(p, _)| p.clone()).collect(),
+                    non_finite,
                 })
             }
         }
+    }
+
+    /// A located error for every number of the document that is not finite: no setting of pipe
+    /// (a price, a weight, a scale, a temperature) means anything as `nan` or `inf`.
+    pub fn non_finite_errors(&self) -> Vec<Diag> {
+        self.non_finite
+            .iter()
+            .map(|(path, n)| {
+                let name = match path.0.last() {
+                    Some(Seg::Key(k)) => format!("`{k}`"),
+                    _ => "this value".to_string(),
+                };
+                self.error_at(
+                    path,
+                    format!("{name} must be a finite number, found {}", number_text(*n)),
+                    false,
+                )
+                .help("`nan` and `inf` are not usable values here: write a number")
+            })
+            .collect()
+    }
+
+    /// True when the value at `path` is a number that is not finite (reported by
+    /// [`Self::non_finite_errors`]).
+    pub fn is_non_finite(&self, path: &KeyPath) -> bool {
+        self.non_finite_at.contains(path)
     }
 
     /// The value at a key path.
@@ -195,7 +249,7 @@ impl SourceDoc {
     fn located(&self, diag: Diag, path: &KeyPath, on_key: bool) -> Diag {
         let diag = diag.path(path.to_string());
         match self.offset_of(path, on_key) {
-            Some(offset) => diag.at(&self.text, offset),
+            Some(offset) => diag.at_indexed(&self.lines, &self.text, offset),
             None => diag,
         }
     }
@@ -205,9 +259,10 @@ impl SourceDoc {
         // Walk up to the longest prefix that can be found, so a missing key points at its table.
         let mut path = path.clone();
         loop {
-            let found = match &self.toml {
-                Some(doc) => toml_offset(doc, &path.0, on_key),
-                None => yaml_offset(&self.text, &path.0, on_key),
+            let found = match (&self.toml, &self.yaml) {
+                (Some(doc), _) => toml_offset(doc, &path.0, on_key),
+                (None, Some(index)) => index.offset(&self.text, &path.0, on_key),
+                (None, None) => Some(0),
             };
             if found.is_some() || path.0.is_empty() {
                 return found;
@@ -261,11 +316,12 @@ fn toml_offset(doc: &toml_edit::Document<String>, path: &[Seg], on_key: bool) ->
 }
 
 fn toml_offset_in_table(table: &toml_edit::Table, path: &[Seg], on_key: bool) -> Option<usize> {
-    // Spans survive a clone, so the walk below reads the original positions.
-    let owned = toml_edit::Item::Table(table.clone());
-    let mut item = &owned;
-    let mut key_span = None;
-    for seg in path {
+    let Some((Seg::Key(first), rest)) = path.split_first() else {
+        return None;
+    };
+    let (key, mut item) = table.get_key_value(first)?;
+    let mut key_span = key.span();
+    for seg in rest {
         match (seg, item) {
             (Seg::Key(k), toml_edit::Item::Table(t)) => {
                 let (key, next) = t.get_key_value(k)?;
@@ -289,113 +345,244 @@ fn toml_offset_in_table(table: &toml_edit::Table, path: &[Seg], on_key: bool) ->
     item.span().or(key_span).map(|s| s.start)
 }
 
-/// Finds a key path in YAML text by indentation: good for block-style documents, which is what
-/// operators write; flow-style collections resolve to their key. Without `on_key`, a key whose
-/// value is on its own line resolves to that value.
-fn yaml_offset(text: &str, path: &[Seg], on_key: bool) -> Option<usize> {
-    let lines: Vec<(usize, &str)> = {
-        let mut offset = 0;
-        text.split_inclusive('\n')
-            .map(|l| {
-                let start = offset;
-                offset += l.len();
-                (start, l.trim_end_matches(['\n', '\r']))
-            })
-            .collect()
-    };
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let meaningful = |l: &str| {
-        let t = l.trim_start();
-        !t.is_empty() && !t.starts_with('#') && t != "---"
-    };
-    // The region is [lo, hi) over lines, with children indented more than `parent`.
-    let (mut lo, mut hi, mut parent): (usize, usize, isize) = (0, lines.len(), -1);
-    let mut found = Some(0);
-    // Where the value of the last key found starts, when it is on the key's line.
-    let mut value_at = None;
-    for seg in path {
-        let mut hit = None;
-        value_at = None;
-        match seg {
-            Seg::Key(k) => {
-                for (i, (_, l)) in lines.iter().enumerate().take(hi).skip(lo) {
-                    if !meaningful(l) || (indent(l) as isize) <= parent {
-                        continue;
-                    }
-                    let t = l.trim_start().trim_start_matches("- ");
-                    let bare = t
-                        .strip_prefix(k.as_str())
-                        .is_some_and(|r| r.starts_with(':'));
-                    let quoted = t
-                        .strip_prefix(&format!("\"{k}\""))
-                        .is_some_and(|r| r.starts_with(':'));
-                    if bare || quoted {
-                        let col = l.len() - t.len();
-                        hit = Some((i, col));
-                        let after = col + k.len() + if quoted { 3 } else { 1 };
-                        let rest = &l[after..];
-                        let value = rest.trim_start();
-                        if !value.is_empty() && !value.starts_with('#') {
-                            value_at = Some(lines[i].0 + after + (rest.len() - value.len()));
-                        }
-                        break;
-                    }
-                }
-            }
-            Seg::Index(n) => {
-                let mut count = 0;
-                for (i, (_, l)) in lines.iter().enumerate().take(hi).skip(lo) {
-                    if meaningful(l)
-                        && (indent(l) as isize) > parent
-                        && l.trim_start().starts_with("- ")
-                    {
-                        if count == *n {
-                            hit = Some((i, indent(l) + 2));
-                            break;
-                        }
-                        count += 1;
-                    }
-                }
-            }
-        }
-        let (i, col) = hit?;
-        found = Some(lines[i].0 + col);
-        parent = col as isize - 1;
-        lo = i + 1;
-        hi = (lo..lines.len())
-            .find(|&j| {
-                meaningful(lines[j].1)
-                    && (indent(lines[j].1) as isize) <= parent.max(indent(lines[i].1) as isize - 1)
-            })
-            .unwrap_or(lines.len());
-        // A key whose value is on the same line (flow style) keeps its own line as the region.
-        if lo == hi {
-            lo = i;
-            hi = i + 1;
-        }
-    }
-    if !on_key && let Some(at) = value_at {
-        return Some(at);
-    }
-    found
+/// A YAML document's lines, indexed once so each key path is found in logarithmic time: a file of
+/// 50,000 unknown keys is located in linear time, not by rescanning the file per key.
+///
+/// Finds key paths by indentation: good for block-style documents, which is what operators
+/// write; flow-style collections resolve to their key. Without `on_key`, a key whose value is on
+/// its own line resolves to that value.
+struct YamlIndex {
+    /// Byte offset where each line starts, and its length without the line ending.
+    lines: Vec<(usize, usize)>,
+    /// Indentation of each meaningful line; `usize::MAX` for blank lines, comments and `---`.
+    indent: Vec<usize>,
+    /// Minimum of `indent` over ranges of lines: where a block ends.
+    ends: MinTree,
+    /// Meaningful lines by the key they start with (after any `- `), in line order: (line,
+    /// column of the key, whether it is quoted).
+    keys: HashMap<String, Vec<(usize, usize, bool)>>,
+    /// Meaningful lines that start a sequence item (`- `), in order.
+    items: Vec<usize>,
 }
 
-fn toml_to_json(v: toml::Value) -> serde_json::Value {
+impl YamlIndex {
+    fn new(text: &str) -> Self {
+        let mut index = Self {
+            lines: Vec::new(),
+            indent: Vec::new(),
+            ends: MinTree::new(&[]),
+            keys: HashMap::new(),
+            items: Vec::new(),
+        };
+        let mut offset = 0;
+        for (i, raw) in text.split_inclusive('\n').enumerate() {
+            let l = raw.trim_end_matches(['\n', '\r']);
+            index.lines.push((offset, l.len()));
+            offset += raw.len();
+            let trimmed = l.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed == "---" {
+                index.indent.push(usize::MAX);
+                continue;
+            }
+            index.indent.push(l.len() - trimmed.len());
+            if trimmed.starts_with("- ") {
+                index.items.push(i);
+            }
+            let t = trimmed.trim_start_matches("- ");
+            let col = l.len() - t.len();
+            for (key, quoted) in key_candidates(t) {
+                index.keys.entry(key).or_default().push((i, col, quoted));
+            }
+        }
+        index.ends = MinTree::new(&index.indent);
+        index
+    }
+
+    fn line<'t>(&self, text: &'t str, i: usize) -> &'t str {
+        let (start, len) = self.lines[i];
+        &text[start..start + len]
+    }
+
+    fn offset(&self, text: &str, path: &[Seg], on_key: bool) -> Option<usize> {
+        let n = self.lines.len();
+        // The region is [lo, hi) over lines, with children indented more than `parent`. Every
+        // meaningful line of a region is, but a flow-style one (a single line), which is checked.
+        let (mut lo, mut hi, mut parent): (usize, usize, isize) = (0, n, -1);
+        let mut found = Some(0);
+        // Where the value of the last key found starts, when it is on the key's line.
+        let mut value_at = None;
+        let deeper = |line: usize, parent: isize| self.indent[line] as isize > parent;
+        for seg in path {
+            value_at = None;
+            let (i, col) = match seg {
+                Seg::Key(k) => {
+                    let hits = self.keys.get(k.as_str())?;
+                    let first = hits.partition_point(|h| h.0 < lo);
+                    let &(i, col, quoted) = hits[first..]
+                        .iter()
+                        .take_while(|h| h.0 < hi)
+                        .find(|h| deeper(h.0, parent))?;
+                    let l = self.line(text, i);
+                    let after = col + k.len() + if quoted { 3 } else { 1 };
+                    let rest = &l[after..];
+                    let value = rest.trim_start();
+                    if !value.is_empty() && !value.starts_with('#') {
+                        value_at = Some(self.lines[i].0 + after + (rest.len() - value.len()));
+                    }
+                    (i, col)
+                }
+                Seg::Index(item) => {
+                    let first = self.items.partition_point(|&j| j < lo);
+                    let i = *self.items.get(first.checked_add(*item)?)?;
+                    if i >= hi || !deeper(i, parent) {
+                        return None;
+                    }
+                    (i, self.indent[i] + 2)
+                }
+            };
+            found = Some(self.lines[i].0 + col);
+            parent = col as isize - 1;
+            lo = i + 1;
+            let bound = parent.max(self.indent[i] as isize - 1);
+            hi = usize::try_from(bound)
+                .ok()
+                .and_then(|b| self.ends.first_at_most(lo, b))
+                .unwrap_or(n);
+            // A key whose value is on the same line (flow style) keeps its own line as the region.
+            if lo == hi {
+                lo = i;
+                hi = i + 1;
+            }
+        }
+        if !on_key && let Some(at) = value_at {
+            return Some(at);
+        }
+        found
+    }
+}
+
+/// The keys a YAML line (after its indentation and any `- `) may start with: up to the first
+/// `:`, up to the first `: ` (keys like `a:b`), and a double-quoted key. At most three per line,
+/// so the index stays linear in the file's size however many colons a line holds.
+fn key_candidates(t: &str) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    if let Some(j) = t.find(':') {
+        out.push((t[..j].to_string(), false));
+    }
+    let separator = t
+        .char_indices()
+        .find(|&(j, c)| c == ':' && t[j + 1..].chars().next().is_none_or(char::is_whitespace));
+    if let Some((j, _)) = separator
+        && out.first().is_none_or(|(k, _)| k.len() != j)
+    {
+        out.push((t[..j].to_string(), false));
+    }
+    if let Some(quoted) = t.strip_prefix('"')
+        && let Some(j) = quoted.find("\":")
+    {
+        out.push((quoted[..j].to_string(), true));
+    }
+    out
+}
+
+/// A segment tree of minimums: the first position at or after `lo` whose value is at most a
+/// bound, in logarithmic time.
+struct MinTree {
+    size: usize,
+    tree: Vec<usize>,
+}
+
+impl MinTree {
+    fn new(values: &[usize]) -> Self {
+        let size = values.len().next_power_of_two();
+        let mut tree = vec![usize::MAX; 2 * size];
+        tree[size..size + values.len()].copy_from_slice(values);
+        for i in (1..size).rev() {
+            tree[i] = tree[2 * i].min(tree[2 * i + 1]);
+        }
+        Self { size, tree }
+    }
+
+    fn first_at_most(&self, lo: usize, bound: usize) -> Option<usize> {
+        self.find(1, 0, self.size, lo, bound)
+    }
+
+    fn find(&self, node: usize, l: usize, r: usize, lo: usize, bound: usize) -> Option<usize> {
+        if r <= lo || self.tree[node] > bound {
+            return None;
+        }
+        if r - l == 1 {
+            return Some(l);
+        }
+        let m = l.midpoint(r);
+        self.find(2 * node, l, m, lo, bound)
+            .or_else(|| self.find(2 * node + 1, m, r, lo, bound))
+    }
+}
+
+/// `number` as the file would write it: `nan`, `inf`, `-inf`.
+fn number_text(n: f64) -> String {
+    if n.is_nan() {
+        "nan".into()
+    } else if n > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
+}
+
+/// A float as JSON; one that is not finite becomes `null` and is recorded at `at`.
+fn float_to_json(f: f64, at: &[Seg], non_finite: &mut Vec<(KeyPath, f64)>) -> serde_json::Value {
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            non_finite.push((KeyPath(at.to_vec()), f));
+            serde_json::Value::Null
+        },
+        serde_json::Value::Number,
+    )
+}
+
+fn toml_to_json(
+    v: toml::Value,
+    at: &mut Vec<Seg>,
+    non_finite: &mut Vec<(KeyPath, f64)>,
+) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
         toml::Value::String(s) => J::String(s),
         toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Float(f) => float_to_json(f, at, non_finite),
         toml::Value::Boolean(b) => J::Bool(b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
+        toml::Value::Array(a) => J::Array(
+            a.into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    at.push(Seg::Index(i));
+                    let v = toml_to_json(v, at, non_finite);
+                    at.pop();
+                    v
+                })
+                .collect(),
+        ),
+        toml::Value::Table(t) => J::Object(
+            t.into_iter()
+                .map(|(k, v)| {
+                    at.push(Seg::Key(k.clone()));
+                    let v = toml_to_json(v, at, non_finite);
+                    at.pop();
+                    (k, v)
+                })
+                .collect(),
+        ),
     }
 }
 
-fn yaml_to_json(v: serde_yaml::Value) -> Result<serde_json::Value, String> {
+fn yaml_to_json(
+    v: serde_yaml::Value,
+    at: &mut Vec<Seg>,
+    non_finite: &mut Vec<(KeyPath, f64)>,
+) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     Ok(match v {
         serde_yaml::Value::Null => J::Null,
@@ -407,13 +594,18 @@ fn yaml_to_json(v: serde_yaml::Value) -> Result<serde_json::Value, String> {
                 J::from(u)
             } else {
                 n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(J::Null, J::Number)
+                    .map_or(J::Null, |f| float_to_json(f, at, non_finite))
             }
         }
         serde_yaml::Value::String(s) => J::String(s),
         serde_yaml::Value::Sequence(s) => {
-            J::Array(s.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+            let mut out = Vec::with_capacity(s.len());
+            for (i, v) in s.into_iter().enumerate() {
+                at.push(Seg::Index(i));
+                out.push(yaml_to_json(v, at, non_finite)?);
+                at.pop();
+            }
+            J::Array(out)
         }
         serde_yaml::Value::Mapping(m) => {
             let mut out = serde_json::Map::new();
@@ -428,11 +620,14 @@ fn yaml_to_json(v: serde_yaml::Value) -> Result<serde_json::Value, String> {
                         ));
                     }
                 };
-                out.insert(key, yaml_to_json(v)?);
+                at.push(Seg::Key(key.clone()));
+                let v = yaml_to_json(v, at, non_finite)?;
+                at.pop();
+                out.insert(key, v);
             }
             J::Object(out)
         }
-        serde_yaml::Value::Tagged(t) => yaml_to_json(t.value)?,
+        serde_yaml::Value::Tagged(t) => yaml_to_json(t.value, at, non_finite)?,
     })
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::check::section;
 use crate::diag::Diag;
 use crate::fsutil;
+use crate::limits;
 use crate::names::{NameError, SafeName, shown};
 use crate::source::{KeyPath, SourceDoc};
 
@@ -160,7 +161,7 @@ impl Task {
             )]);
         }
         let doc = SourceDoc::load(&file).map_err(|d| vec![d])?;
-        let mut diags = Vec::new();
+        let mut diags = doc.non_finite_errors();
         let root = KeyPath::root();
         let Some(raw) = section::<RawTask>(&doc, &root, "the task file", &mut diags) else {
             return Err(diags);
@@ -200,16 +201,27 @@ impl Task {
         };
 
         let spec_path = dir.join(&raw.spec);
-        let spec = match std::fs::read_to_string(&spec_path) {
+        let spec = match limits::read_text(&spec_path, limits::MAX_SPEC_BYTES, "a task's spec") {
             Ok(s) => s,
+            Err(limits::ReadError::Io { source, .. }) => {
+                diags.push(
+                    doc.error_at(
+                        &root.key("spec"),
+                        format!("cannot read spec `{}`: {source}", raw.spec),
+                        false,
+                    )
+                    .help("`spec` is relative to the task directory (where task.toml is)"),
+                );
+                String::new()
+            }
             Err(e) => {
                 diags.push(
                     doc.error_at(
                         &root.key("spec"),
-                        format!("cannot read spec `{}`: {e}", raw.spec),
+                        format!("spec `{}`: {}", raw.spec, e.detail()),
                         false,
                     )
-                    .help("`spec` is relative to the task directory (where task.toml is)"),
+                    .help("the spec is pasted into every build and judge prompt: keep it to what a model needs"),
                 );
                 String::new()
             }
@@ -284,6 +296,21 @@ impl Task {
                         "runner `command` needs `command = [...]`",
                         false,
                     ));
+                }
+                if let Some(t) = g.timeout_secs
+                    && !(1..=limits::MAX_TIMEOUT_SECS).contains(&t)
+                {
+                    diags.push(
+                        doc.error_at(
+                            &root.key("gate").key("timeout_secs"),
+                            format!(
+                                "`timeout_secs` is {t}; it must be between 1 and {} seconds",
+                                limits::MAX_TIMEOUT_SECS
+                            ),
+                            false,
+                        )
+                        .help("the seconds one run of the hidden tests may take before it is stopped; leave the key out for the default (300)"),
+                    );
                 }
                 if g.repeat == Some(0) {
                     diags.push(doc.error_at(

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::Template;
 use crate::diag::Diag;
+use crate::limits;
 use crate::rubric::Rubric;
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,10 +149,16 @@ impl JudgeCtx {
     }
 }
 
-/// Renders a template with strict undefined: a missing variable is an error.
+/// Renders a template with strict undefined: a missing variable is an error. Every rendering has
+/// a budget: [`TEMPLATE_FUEL`](limits::TEMPLATE_FUEL) instructions,
+/// [`TEMPLATE_RECURSION`](limits::TEMPLATE_RECURSION) nested calls and
+/// [`MAX_RENDERED_BYTES`](limits::MAX_RENDERED_BYTES) of output; past any of them the rendering
+/// stops with a located error.
 pub fn render<S: Serialize>(template: &Template, ctx: &S) -> Result<String, Diag> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(limits::TEMPLATE_FUEL));
+    env.set_recursion_limit(limits::TEMPLATE_RECURSION);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.keep_trailing_newline(true);
     env.set_syntax(syntax.build().expect("default delimiters are valid"));
@@ -162,7 +169,54 @@ pub fn render<S: Serialize>(template: &Template, ctx: &S) -> Result<String, Diag
     };
     env.add_template(&name, &template.text).map_err(diag)?;
     let tmpl = env.get_template(&name).map_err(diag)?;
-    tmpl.render(minijinja::value::Serde(ctx)).map_err(diag)
+    let mut out = Capped::default();
+    match tmpl.render_captured_to(minijinja::value::Serde(ctx), &mut out) {
+        Ok(_) => Ok(String::from_utf8(out.bytes).expect("a rendering is UTF-8")),
+        Err(_) if out.over => Err(Diag::error(
+            &template.path,
+            format!(
+                "the template renders more than {}",
+                limits::bytes(limits::MAX_RENDERED_BYTES as u64)
+            ),
+        )
+        .help("a prompt this long is no prompt a model can take; look for a loop that repeats too much")),
+        Err(e) => Err(diag(e)),
+    }
+}
+
+/// A rendering's output, refused past [`MAX_RENDERED_BYTES`](limits::MAX_RENDERED_BYTES).
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > limits::MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("the rendering is too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A template rendered while a round runs: an error is the operator's (a configuration failure),
+/// named by the template's file, line and column.
+pub fn render_for_run<S: Serialize>(template: &Template, ctx: &S) -> Result<String, String> {
+    render(template, ctx).map_err(|d| {
+        let place = match d.line {
+            0 => d.file.display().to_string(),
+            line => format!("{}:{line}:{}", d.file.display(), d.col),
+        };
+        let help = d.help.map(|h| format!(" ({h})")).unwrap_or_default();
+        format!("{place}: {}{help}", d.message)
+    })
 }
 
 /// Checks a template by rendering it against a sample context.
@@ -172,10 +226,27 @@ pub fn check<S: Serialize>(template: &Template, sample: &S) -> Option<Diag> {
 
 fn template_diag(path: &Path, text: &str, e: &minijinja::Error, ctx: &serde_json::Value) -> Diag {
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    let recursion = e.detail() == Some("recursion limit exceeded");
     let message = match e.kind() {
         minijinja::ErrorKind::UndefinedError => format!("undefined variable in template{detail}"),
         minijinja::ErrorKind::SyntaxError => format!("template syntax error{detail}"),
+        minijinja::ErrorKind::OutOfFuel => format!(
+            "the template runs too long: it used up its budget of {} steps",
+            limits::TEMPLATE_FUEL
+        ),
+        _ if recursion => format!(
+            "the template nests calls more than {} deep",
+            limits::TEMPLATE_RECURSION
+        ),
         kind => format!("template error ({kind}){detail}"),
+    };
+    let budget_help = match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => Some(
+            "a prompt template renders in a few thousand steps; look for a loop over a large \
+             `range(...)` or loops nested in loops",
+        ),
+        _ if recursion => Some("look for a macro that calls itself without end"),
+        _ => None,
     };
     let diag = Diag::error(path, message);
     match (e.range(), e.line()) {
@@ -190,7 +261,7 @@ fn template_diag(path: &Path, text: &str, e: &minijinja::Error, ctx: &serde_json
         }
         _ => diag,
     }
-    .help_opt(
+    .help_opt(budget_help.map(str::to_string).or_else(|| {
         matches!(e.kind(), minijinja::ErrorKind::UndefinedError).then(|| {
             e.range()
                 .and_then(|r| text.get(r))
@@ -200,8 +271,8 @@ fn template_diag(path: &Path, text: &str, e: &minijinja::Error, ctx: &serde_json
                      (\"Prompt templates\")"
                         .to_string()
                 })
-        }),
-    )
+        })
+    }))
 }
 
 /// For an undefined `a.b.c`, the closest name the context has where the lookup failed.
@@ -288,6 +359,72 @@ mod tests {
         )
         .unwrap();
         assert!(d.help.unwrap().contains("README.md"));
+    }
+
+    #[test]
+    fn a_template_that_would_run_forever_stops_at_its_budget() {
+        // 10^10 iterations: hours without a budget.
+        let d = check(
+            &t("Spec\n{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\n"),
+            &BuildCtx::sample(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.message,
+            format!(
+                "the template runs too long: it used up its budget of {} steps",
+                limits::TEMPLATE_FUEL
+            )
+        );
+        assert_eq!(d.file, Path::new("p.md.j2"));
+        assert_eq!(d.line, 2, "{d:?}");
+        assert!(d.help.unwrap().contains("range"));
+        // One range too large for minijinja is refused outright.
+        let d = check(
+            &t("{% for i in range(100000000) %}x{% endfor %}"),
+            &BuildCtx::sample(),
+        )
+        .unwrap();
+        assert_eq!(d.line, 1, "{d:?}");
+    }
+
+    #[test]
+    fn a_macro_that_calls_itself_stops_at_the_recursion_limit() {
+        let text = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}\n";
+        // On a thread with a small stack (a tokio worker has 2 MiB), without overflowing it.
+        let d = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || check(&t(text), &BuildCtx::sample()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.message,
+            format!(
+                "the template nests calls more than {} deep",
+                limits::TEMPLATE_RECURSION
+            )
+        );
+        assert!(d.line >= 1, "{d:?}");
+    }
+
+    #[test]
+    fn a_rendering_is_capped_in_size() {
+        let d = check(
+            &t("{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}"),
+            &BuildCtx::sample(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.message,
+            "the template renders more than 16 MiB (16777216 bytes)"
+        );
+        assert!(
+            render_for_run(&t("{{ nope }}"), &BuildCtx::sample())
+                .unwrap_err()
+                .starts_with("p.md.j2:1:4: undefined variable in template")
+        );
     }
 
     #[test]

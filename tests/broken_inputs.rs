@@ -333,6 +333,49 @@ fn recording_that_is_not_utf8() {
     insta::assert_snapshot!("recording_not_utf8", reason);
 }
 
+/// A recording past the size the replay provider reads (a sparse file: 65 MiB, almost all NULs)
+/// is refused unread, with its size and the limit.
+#[test]
+fn recording_past_the_size_limit() {
+    let r = Round::finished();
+    let rel = "recordings/build/bob/1.yaml";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(r.path(rel))
+        .expect("the fixture has the recording")
+        .set_len(65 << 20)
+        .expect("grow the recording");
+    let run = r.run(&["--force", "build"]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    let (state, reason) = outcome(&run.summary, "build:bob#1");
+    assert_eq!(state, "failed", "{}", run.summary);
+    insta::assert_snapshot!("recording_past_the_size_limit", r.scrub(&reason));
+}
+
+/// A prompt template that behaves on `pipe validate`'s sample context but runs away on the real
+/// task (two loops as long as the spec, squared) stops at its budget when a build renders it: the
+/// build fails as a configuration problem naming the template's file, line and column, and the
+/// round goes on to its report.
+#[test]
+fn build_template_that_runs_away_on_the_real_task() {
+    let r = Round::finished();
+    r.edit(
+        "build.md.j2",
+        "{{ task.spec }}\n",
+        "{{ task.spec }}\n{% for i in range(task.spec | length * 60) %}{% for j in range(task.spec | length * 60) %}{% endfor %}{% endfor %}\n",
+    );
+    let run = r.run(&[]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    let (state, reason) = outcome(&run.summary, "build:ann#1");
+    assert_eq!(state, "failed", "{}", run.summary);
+    assert_eq!(
+        outcome(&run.summary, "build:bob#1"),
+        (state, reason.clone())
+    );
+    assert_eq!(outcome(&run.summary, "publish").0, "executed");
+    insta::assert_snapshot!("build_template_out_of_fuel", r.scrub(&reason));
+}
+
 /// An answer can only be invalid UTF-8 when it comes from a recording: a live endpoint's answer
 /// is decoded from JSON, always text. Such a recording is a corrupt input file, not something the
 /// model said, so the build node fails (located, retried once the file is mended) rather than

@@ -409,3 +409,46 @@ fn an_import_never_writes_through_a_linked_round_directory() {
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+/// A score outside the rubric's scale would skew every mean and median it enters: the import
+/// refuses it, naming the file and the JSON path.
+#[test]
+fn imported_scores_outside_the_scale_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("openbenchmark-dataset.json"))
+        .unwrap()
+        .replacen(
+            "\"spec\": 8, \"quality\": 15",
+            "\"spec\": 8, \"quality\": 25",
+            1,
+        );
+    std::fs::write(tmp.path().join("high.json"), text).unwrap();
+    let (code, _, stderr) = pipe(
+        tmp.path(),
+        &["import", "openbenchmark", "high.json", "--out", "out"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "high.json: rounds[0].perImplDetail[0].scores[1].quality: 25 is outside the scale 0..20 of the rubric `code-review`"
+        ),
+        "{stderr}"
+    );
+
+    let text = std::fs::read_to_string(fixture("multivac-evaluation.json"))
+        .unwrap()
+        .replacen("\"weighted_score\": 8.5", "\"weighted_score\": -3", 1);
+    std::fs::write(tmp.path().join("low.json"), text).unwrap();
+    let (code, _, stderr) = pipe(
+        tmp.path(),
+        &["import", "multivac", "low.json", "--out", "out"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "low.json: judgments[0].weighted_score: -3 is outside the scale 0..10 of the rubric `multivac`"
+        ),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("out").exists());
+}

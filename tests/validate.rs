@@ -99,13 +99,16 @@ const CASES: &[(&str, &str)] = &[
     ("missing-task-dir", "pipeline.toml"),
     ("needs-unknown-stage", "pipeline.toml"),
     ("negative-price", "pipeline.toml"),
+    ("non-finite-numbers", "pipeline.toml"),
     ("non-utf8", "pipeline.toml"),
+    ("plan-too-large", "pipeline.toml"),
     ("rubric-duplicate-criterion", "pipeline.toml"),
     ("rubric-inverted-scale", "pipeline.toml"),
     ("rubric-no-verdicts", "pipeline.toml"),
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("sandbox-fallback-not-auto", "pipeline.toml"),
+    ("rubric-zero-weights", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
     ("suite-html-format", "pipeline.toml"),
     ("task-bad-agent-table", "pipeline.toml"),
@@ -116,6 +119,7 @@ const CASES: &[(&str, &str)] = &[
     ("task-unknown-runner", "pipeline.toml"),
     ("tasks-and-task", "pipeline.toml"),
     ("tasks-glob-matches-nothing", "pipeline.toml"),
+    ("template-runs-forever", "pipeline.toml"),
     ("template-syntax-error", "pipeline.toml"),
     ("template-undefined-variable", "pipeline.toml"),
     ("unknown-provider", "pipeline.toml"),
@@ -126,7 +130,9 @@ const CASES: &[(&str, &str)] = &[
     ("unsafe-names-yaml", "pipeline.yaml"),
     ("unsafe-task-names", "pipeline.toml"),
     ("wrong-type-samples", "pipeline.toml"),
+    ("yaml-non-finite", "pipeline.yaml"),
     ("yaml-unknown-key", "pipeline.yaml"),
+    ("zero-timeouts", "pipeline.toml"),
 ];
 
 const VALID: &str = "valid-yaml";
@@ -177,13 +183,16 @@ broken_case! {
     missing_task_dir => "missing-task-dir", "pipeline.toml";
     needs_unknown_stage => "needs-unknown-stage", "pipeline.toml";
     negative_price => "negative-price", "pipeline.toml";
+    non_finite_numbers => "non-finite-numbers", "pipeline.toml";
     non_utf8 => "non-utf8", "pipeline.toml";
+    plan_too_large => "plan-too-large", "pipeline.toml";
     rubric_duplicate_criterion => "rubric-duplicate-criterion", "pipeline.toml";
     rubric_inverted_scale => "rubric-inverted-scale", "pipeline.toml";
     rubric_no_verdicts => "rubric-no-verdicts", "pipeline.toml";
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     sandbox_fallback_not_auto => "sandbox-fallback-not-auto", "pipeline.toml";
+    rubric_zero_weights => "rubric-zero-weights", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
     suite_html_format => "suite-html-format", "pipeline.toml";
     task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";
@@ -194,6 +203,7 @@ broken_case! {
     task_unknown_runner => "task-unknown-runner", "pipeline.toml";
     tasks_and_task => "tasks-and-task", "pipeline.toml";
     tasks_glob_matches_nothing => "tasks-glob-matches-nothing", "pipeline.toml";
+    template_runs_forever => "template-runs-forever", "pipeline.toml";
     template_syntax_error => "template-syntax-error", "pipeline.toml";
     template_undefined_variable => "template-undefined-variable", "pipeline.toml";
     unknown_provider => "unknown-provider", "pipeline.toml";
@@ -204,7 +214,9 @@ broken_case! {
     unsafe_names_yaml => "unsafe-names-yaml", "pipeline.yaml";
     unsafe_task_names => "unsafe-task-names", "pipeline.toml";
     wrong_type_samples => "wrong-type-samples", "pipeline.toml";
+    yaml_non_finite => "yaml-non-finite", "pipeline.yaml";
     yaml_unknown_key => "yaml-unknown-key", "pipeline.yaml";
+    zero_timeouts => "zero-timeouts", "pipeline.toml";
 }
 
 /// The YAML pipeline of `valid-yaml` is the same round as its `pipeline.toml`: both validate, and

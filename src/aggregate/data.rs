@@ -55,6 +55,11 @@ impl RubricInfo {
     pub fn composite_max(&self) -> f64 {
         self.criteria.iter().map(|c| c.weight * c.max).sum()
     }
+
+    /// The lowest composite: the weighted sum of every criterion's minimum.
+    pub fn composite_min(&self) -> f64 {
+        self.criteria.iter().map(|c| c.weight * c.min).sum()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -55,7 +55,8 @@ pub fn section<T: DeserializeOwned>(
                     .iter()
                     .any(|k| suggest(k, known.iter().copied()) == Some(missing))
             });
-            if !misspelt {
+            // `weight = nan` is reported as such by `non_finite_errors`, not as a wrong type.
+            if !misspelt && !doc.is_non_finite(&at) {
                 let (message, help) = explain_serde(&message, what);
                 diags.push(doc.error_at(&at, message, false).help_opt(help));
             }

@@ -1,9 +1,9 @@
 //! Pipeline file -> validated [`Pipeline`], with every problem reported at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::DiGraph;
 
 use super::check::{kind_of, section};
@@ -18,6 +18,7 @@ use super::{
     PublishFormat, Round, SandboxChoice, Stage, StageKind, Template,
 };
 use crate::diag::{Diag, did_you_mean};
+use crate::limits;
 use crate::names::{NameError, SafeName, shown};
 use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
@@ -50,6 +51,9 @@ pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
         purpose,
     };
     let pipeline = l.pipeline();
+    if let Some(p) = &pipeline {
+        l.diags.extend(plan_too_large(&doc, p));
+    }
     let has_errors = l.diags.iter().any(Diag::is_error);
     match pipeline {
         Some(mut p) if !has_errors => {
@@ -58,6 +62,38 @@ pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
         }
         _ => Err(l.diags),
     }
+}
+
+/// A round whose plan would pass [`MAX_PLAN_NODES`](limits::MAX_PLAN_NODES) nodes or
+/// [`MAX_PLAN_EDGES`](limits::MAX_PLAN_EDGES) edges is refused before it is expanded (10,000
+/// models judging each other are 100,000,000 judgments), pointing at the stage that makes most.
+fn plan_too_large(doc: &SourceDoc, p: &Pipeline) -> Option<Diag> {
+    let size = crate::plan::size(p);
+    let (what, count, limit) = if size.nodes > limits::MAX_PLAN_NODES {
+        ("nodes", size.nodes, limits::MAX_PLAN_NODES)
+    } else if size.edges > limits::MAX_PLAN_EDGES {
+        (
+            "dependencies between nodes",
+            size.edges,
+            limits::MAX_PLAN_EDGES,
+        )
+    } else {
+        return None;
+    };
+    let (stage, nodes) = &size.largest;
+    Some(
+        doc.error_at(
+            &root().key("stages").key(stage),
+            format!(
+                "this round expands to {count} {what}, over pipe's limit of {limit}; stage `{stage}` alone makes {nodes} nodes ({} models, {} samples, {} task(s))",
+                p.models.len(),
+                p.round.samples,
+                p.tasks.len()
+            ),
+            true,
+        )
+        .help("pipe plans every node of a round before it runs any: split the round into several pipelines (fewer models, samples or tasks each)"),
+    )
 }
 
 struct Loader<'a> {
@@ -109,6 +145,7 @@ impl Loader<'_> {
             self.err(&root(), "a pipeline file must be a table of sections");
             return None;
         }
+        self.diags.extend(self.doc.non_finite_errors());
         // Unknown top-level sections; `round` missing is reported here too.
         section::<RawTop>(self.doc, &root(), "the pipeline file", &mut self.diags);
         let round = self.round();
@@ -127,15 +164,14 @@ impl Loader<'_> {
         if tasks.len() > 1 {
             self.suite_checks(&mut stages);
         }
-        Some(Pipeline {
-            file: self.doc.file.clone(),
+        Some(Pipeline::new(
+            self.doc.file.clone(),
             round,
             providers,
             models,
             stages,
             tasks,
-            warnings: Vec::new(),
-        })
+        ))
     }
 
     fn round(&mut self) -> Option<(Round, Vec<(KeyPath, String)>)> {
@@ -331,6 +367,7 @@ impl Loader<'_> {
                         }
                     }
                     let (retry_base_ms, retry_max_ms) = self.retry_backoff(&p, &raw);
+                    self.timeout(&p.key("timeout_secs"), raw.timeout_secs, "one model call");
                     ProviderKind::OpenAi {
                         base_url,
                         api_key_env: raw.api_key_env.clone(),
@@ -465,6 +502,8 @@ impl Loader<'_> {
             self.err(&at, msg);
             return out;
         };
+        // Each id's first position, for duplicates.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for i in 0..items.len() {
             let p = at.index(i);
             self.unknown_price_keys(&p.key("price"));
@@ -478,12 +517,14 @@ impl Loader<'_> {
                 false,
                 "the id names the model's node directories and recordings; the endpoint's name goes in `model`",
             );
-            if let Some(first) = out.iter().position(|m| m.id == raw.id) {
+            if let Some(&first) = seen.get(&raw.id) {
                 self.err(&p.key("id"), format!("duplicate model id `{}`", raw.id))
                     .help = Some(format!(
                     "model ids must be unique within a round; `models[{first}]` already uses `{}`",
                     raw.id
                 ));
+            } else {
+                seen.insert(raw.id.clone(), out.len());
             }
             if !providers.contains_key(&raw.provider)
                 && self
@@ -593,10 +634,14 @@ impl Loader<'_> {
         sample: &S,
     ) -> Option<Template> {
         let path = self.file(at, rel, "prompt template")?;
-        let text = match std::fs::read_to_string(&path) {
+        let text = match limits::read_text(&path, limits::MAX_TEMPLATE_BYTES, "a prompt template") {
             Ok(t) => t,
+            Err(limits::ReadError::Io { source, .. }) => {
+                self.err(at, format!("cannot read prompt template `{rel}`: {source}"));
+                return None;
+            }
             Err(e) => {
-                self.err(at, format!("cannot read prompt template `{rel}`: {e}"));
+                self.err(at, format!("prompt template `{rel}`: {}", e.detail()));
                 return None;
             }
         };
@@ -630,6 +675,7 @@ impl Loader<'_> {
             return None;
         };
         let names: Vec<String> = map.keys().cloned().collect();
+        let known: HashSet<&str> = names.iter().map(String::as_str).collect();
         let mut stages = Vec::new();
         let mut ok = true;
         for name in &names {
@@ -641,7 +687,7 @@ impl Loader<'_> {
                 true,
                 "a stage's name is its directory under out/<round>/nodes/",
             );
-            match (self.stage(&p, name, &names), safe) {
+            match (self.stage(&p, name, &names, &known), safe) {
                 (Some(s), Some(_)) => stages.push(s),
                 _ => ok = false,
             }
@@ -654,7 +700,13 @@ impl Loader<'_> {
         Some(sorted)
     }
 
-    fn stage(&mut self, p: &KeyPath, name: &str, names: &[String]) -> Option<Stage> {
+    fn stage(
+        &mut self,
+        p: &KeyPath,
+        name: &str,
+        names: &[String],
+        known: &HashSet<&str>,
+    ) -> Option<Stage> {
         let kind = match self.doc.get(p).and_then(|v| v.get("kind")) {
             Some(serde_json::Value::String(k)) => RawStageKind { kind: k.clone() },
             Some(other) => {
@@ -698,6 +750,11 @@ impl Loader<'_> {
             }
             "gate" => {
                 let r: RawGateStage = section(self.doc, p, &what, d)?;
+                self.timeout(
+                    &p.key("timeout_secs"),
+                    r.timeout_secs,
+                    "one run of the hidden tests",
+                );
                 (
                     r.needs,
                     StageKind::Gate {
@@ -774,6 +831,7 @@ impl Loader<'_> {
                 if r.command.trim().is_empty() {
                     self.err(&p.key("command"), "command is empty");
                 }
+                self.timeout(&p.key("timeout_secs"), r.timeout_secs, "the command");
                 (
                     r.needs,
                     StageKind::Command {
@@ -801,7 +859,7 @@ impl Loader<'_> {
                 )
                 .help = Some("a stage cannot depend on its own output".into());
                 ok = false;
-            } else if !names.contains(need) {
+            } else if !known.contains(need.as_str()) {
                 let help = did_you_mean(need, names.iter().map(String::as_str));
                 self.err(
                     &p.key("needs").index(i),
@@ -884,14 +942,11 @@ impl Loader<'_> {
             }));
             ok = false;
         }
-        if raw.timeout_secs == Some(0) {
-            self.err(&at.key("timeout_secs"), "timeout_secs must be at least 1")
-                .help = Some(format!(
-                "seconds the agent command may run; leave the key out for the default ({})",
-                CommandHarness::DEFAULT_TIMEOUT_SECS
-            ));
-            ok = false;
-        }
+        ok &= self.timeout(
+            &at.key("timeout_secs"),
+            raw.timeout_secs,
+            "the agent command",
+        );
         ok &= self.pass_through_env(&at.key("env"), &raw.env);
         if let Some(usage) = &raw.usage
             && !is_plain_relative(usage)
@@ -1008,15 +1063,22 @@ impl Loader<'_> {
     fn order(&mut self, stages: Vec<Stage>) -> Option<Vec<Stage>> {
         let mut g = DiGraph::<usize, ()>::new();
         let idx: Vec<_> = (0..stages.len()).map(|i| g.add_node(i)).collect();
+        let position: HashMap<&str, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         for (i, s) in stages.iter().enumerate() {
             for n in &s.needs {
-                if let Some(j) = stages.iter().position(|o| &o.name == n) {
+                if let Some(&j) = position.get(n.as_str()) {
                     g.add_edge(idx[j], idx[i], ());
                 }
             }
         }
         let mut ok = true;
-        for scc in tarjan_scc(&g) {
+        // Kosaraju's walk is iterative: a chain of 20,000 stages would overflow the stack of
+        // Tarjan's recursive one.
+        for scc in kosaraju_scc(&g) {
             if scc.len() > 1 {
                 let path = cycle_path(&stages, &scc.iter().map(|n| g[*n]).collect::<Vec<_>>());
                 let cycle = path
@@ -1054,77 +1116,120 @@ impl Loader<'_> {
         )
     }
 
-    /// Checks that stages are wired in a way the executor can expand.
-    fn check_shape(&mut self, stages: &[Stage]) {
-        let upstream = |s: &Stage| -> Vec<&Stage> {
-            let mut seen: Vec<&Stage> = Vec::new();
-            let mut todo: Vec<&str> = s.needs.iter().map(String::as_str).collect();
-            while let Some(n) = todo.pop() {
-                if let Some(st) = stages.iter().find(|x| x.name == n)
-                    && !seen.iter().any(|x| x.name == st.name)
-                {
-                    todo.extend(st.needs.iter().map(String::as_str));
-                    seen.push(st);
-                }
-            }
-            seen
+    /// A timeout in seconds: at least 1 (a zero timeout kills every run at once, or for a model
+    /// call means none at all) and at most [`MAX_TIMEOUT_SECS`](limits::MAX_TIMEOUT_SECS).
+    /// False when it is set and out of range (reported).
+    fn timeout(&mut self, at: &KeyPath, secs: Option<u64>, what: &str) -> bool {
+        let Some(secs) = secs else {
+            return true;
         };
+        let max = limits::MAX_TIMEOUT_SECS;
+        if (1..=max).contains(&secs) {
+            return true;
+        }
+        let key = match at.0.last() {
+            Some(crate::source::Seg::Key(k)) => k.clone(),
+            _ => "timeout".into(),
+        };
+        self.err(
+            at,
+            format!("`{key}` is {secs}; it must be between 1 and {max} seconds"),
+        )
+        .help = Some(format!(
+            "the seconds {what} may take before it is stopped; leave the key out for the default"
+        ));
+        false
+    }
+
+    /// Checks that stages are wired in a way the executor can expand. `stages` are in dependency
+    /// order, so one pass carries what lies upstream of each: up to two of its build stages (one
+    /// is right, two are enough to say why more are wrong) and whether an aggregate is there.
+    fn check_shape(&mut self, stages: &[Stage]) {
+        let position: HashMap<&str, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let mut builds: Vec<Vec<usize>> = Vec::with_capacity(stages.len());
+        let mut aggregated: Vec<bool> = Vec::with_capacity(stages.len());
         for s in stages {
-            let up = upstream(s);
-            let builds = up
+            let mut up: Vec<usize> = Vec::new();
+            let mut aggregate = false;
+            for j in s
+                .needs
                 .iter()
-                .filter(|u| matches!(u.kind, StageKind::Build { .. }))
-                .count();
-            let at = root().key("stages").key(&s.name);
-            match &s.kind {
-                StageKind::Build { .. } if !s.needs.is_empty() => {
-                    self.err(
-                        &at.key("needs"),
-                        format!("build stage `{}` cannot need other stages", s.name),
-                    )
-                    .help = Some("a build starts from the task alone; remove `needs`".into());
-                }
-                StageKind::Gate { .. } | StageKind::Judge { .. } | StageKind::Command { .. }
-                    if builds != 1 =>
+                .filter_map(|n| position.get(n.as_str()).copied())
+            {
+                let own = matches!(stages[j].kind, StageKind::Build { .. }).then_some(j);
+                for b in own
+                    .into_iter()
+                    .chain(builds.get(j).into_iter().flatten().copied())
                 {
-                    let msg = if builds == 0 {
-                        format!(
-                            "stage `{}` ({}) needs a build stage upstream",
-                            s.name,
-                            s.kind_name()
-                        )
-                    } else {
-                        format!(
-                            "stage `{}` ({}) has {builds} build stages upstream; it must have exactly one",
-                            s.name,
-                            s.kind_name()
-                        )
-                    };
-                    self.err(&at.key("needs"), msg).help =
-                        Some("add the build stage (or a stage after it) to `needs`".into());
+                    if up.len() < 2 && !up.contains(&b) {
+                        up.push(b);
+                    }
                 }
-                StageKind::Publish { .. }
-                    if !up.iter().any(|u| matches!(u.kind, StageKind::Aggregate)) =>
-                {
-                    self.err(
-                        &at.key("needs"),
-                        format!(
-                            "publish stage `{}` needs an aggregate stage upstream",
-                            s.name
-                        ),
-                    );
-                }
-                StageKind::Aggregate if builds == 0 => {
-                    self.err(
-                        &at.key("needs"),
-                        format!(
-                            "aggregate stage `{}` has nothing to aggregate: no build upstream",
-                            s.name
-                        ),
-                    );
-                }
-                _ => {}
+                aggregate |= matches!(stages[j].kind, StageKind::Aggregate)
+                    || aggregated.get(j).copied().unwrap_or(false);
             }
+            self.check_stage_shape(s, &up, aggregate, stages);
+            builds.push(up);
+            aggregated.push(aggregate);
+        }
+    }
+
+    /// The wiring of one stage, given (up to two of) the build stages upstream of it and whether
+    /// an aggregate stage is upstream.
+    fn check_stage_shape(&mut self, s: &Stage, builds: &[usize], aggregate: bool, all: &[Stage]) {
+        let at = root().key("stages").key(&s.name);
+        match &s.kind {
+            StageKind::Build { .. } if !s.needs.is_empty() => {
+                self.err(
+                    &at.key("needs"),
+                    format!("build stage `{}` cannot need other stages", s.name),
+                )
+                .help = Some("a build starts from the task alone; remove `needs`".into());
+            }
+            StageKind::Gate { .. } | StageKind::Judge { .. } | StageKind::Command { .. }
+                if builds.len() != 1 =>
+            {
+                let msg = if builds.is_empty() {
+                    format!(
+                        "stage `{}` ({}) needs a build stage upstream",
+                        s.name,
+                        s.kind_name()
+                    )
+                } else {
+                    format!(
+                        "stage `{}` ({}) has more than one build stage upstream (`{}`, `{}`); it must have exactly one",
+                        s.name,
+                        s.kind_name(),
+                        all[builds[0]].name,
+                        all[builds[1]].name
+                    )
+                };
+                self.err(&at.key("needs"), msg).help =
+                    Some("add the build stage (or a stage after it) to `needs`".into());
+            }
+            StageKind::Publish { .. } if !aggregate => {
+                self.err(
+                    &at.key("needs"),
+                    format!(
+                        "publish stage `{}` needs an aggregate stage upstream",
+                        s.name
+                    ),
+                );
+            }
+            StageKind::Aggregate if builds.is_empty() => {
+                self.err(
+                    &at.key("needs"),
+                    format!(
+                        "aggregate stage `{}` has nothing to aggregate: no build upstream",
+                        s.name
+                    ),
+                );
+            }
+            _ => {}
         }
     }
 
@@ -1273,6 +1378,7 @@ impl Loader<'_> {
     /// Every task the round names, globs expanded, in a stable order.
     fn tasks(&mut self, entries: &[(KeyPath, String)]) -> Option<Vec<Task>> {
         let mut tasks: Vec<Task> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut ok = true;
         for (at, entry) in entries {
             let dirs = match expand_task_glob(&self.dir, entry) {
@@ -1297,7 +1403,7 @@ impl Loader<'_> {
             for dir in dirs {
                 match self.task(at, entry, &dir) {
                     Some(t) => {
-                        if let Some(prev) = tasks.iter().find(|p| p.name == t.name) {
+                        if let Some(prev) = by_name.get(t.name.as_str()).map(|&i| &tasks[i]) {
                             let msg = format!(
                                 "task name `{}` is used by both {} and {}",
                                 t.name,
@@ -1308,6 +1414,7 @@ impl Loader<'_> {
                                 Some("task names identify results: give each task its own `name` in task.toml".into());
                             ok = false;
                         } else {
+                            by_name.insert(t.name.to_string(), tasks.len());
                             tasks.push(t);
                         }
                     }
@@ -1472,15 +1579,29 @@ fn cycle_path(stages: &[Stage], members: &[usize]) -> Vec<usize> {
         .iter()
         .min_by_key(|i| &stages[**i].name)
         .expect("non-empty");
+    let position: HashMap<&str, usize> = members
+        .iter()
+        .map(|&m| (stages[m].name.as_str(), m))
+        .collect();
+    // The members that need each member.
+    let mut needed_by: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &m in members {
+        for n in &stages[m].needs {
+            if let Some(&j) = position.get(n.as_str()) {
+                needed_by.entry(j).or_default().push(m);
+            }
+        }
+    }
     let mut path = vec![start];
     let mut cur = start;
     // Follow `needs` inside the component until we come back to the start.
     for _ in 0..members.len() {
-        let next = members
-            .iter()
+        let next = needed_by
+            .get(&cur)
+            .into_iter()
+            .flatten()
             .copied()
-            .filter(|m| stages[*m].needs.iter().any(|n| *n == stages[cur].name))
-            .min_by_key(|m| (usize::from(*m != start), stages[*m].name.clone()));
+            .min_by_key(|m| (usize::from(*m != start), &stages[*m].name));
         let Some(next) = next else { break };
         path.push(next);
         if next == start {
@@ -1571,7 +1692,7 @@ mod tests {
                 ),
                 (
                     "stages.build.command.timeout_secs".to_string(),
-                    "timeout_secs must be at least 1".to_string()
+                    "`timeout_secs` is 0; it must be between 1 and 86400 seconds".to_string()
                 ),
             ]
         );

@@ -6,7 +6,7 @@ pub mod fields;
 pub mod load;
 pub mod raw;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -31,16 +31,61 @@ pub struct Pipeline {
     /// The round's tasks: one, or a suite (`tasks = [...]`) whose nodes expand per task.
     pub tasks: Vec<Task>,
     pub warnings: Vec<Diag>,
+    /// Positions of models, stages and tasks by name: a lookup per node costs the same with ten
+    /// models or ten thousand.
+    index: Index,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    models: HashMap<String, usize>,
+    stages: HashMap<String, usize>,
+    tasks: HashMap<String, usize>,
+}
+
+/// Name -> position of the first item with that name.
+fn positions<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (i, name) in names.enumerate() {
+        out.entry(name.to_string()).or_insert(i);
+    }
+    out
 }
 
 impl Pipeline {
+    pub fn new(
+        file: PathBuf,
+        round: Round,
+        providers: BTreeMap<String, ProviderConfig>,
+        models: Vec<ModelConfig>,
+        stages: Vec<Stage>,
+        tasks: Vec<Task>,
+    ) -> Self {
+        let index = Index {
+            models: positions(models.iter().map(|m| m.id.as_str())),
+            stages: positions(stages.iter().map(|s| s.name.as_str())),
+            tasks: positions(tasks.iter().map(|t| t.name.as_str())),
+        };
+        Self {
+            file,
+            round,
+            providers,
+            models,
+            stages,
+            tasks,
+            warnings: Vec::new(),
+            index,
+        }
+    }
+
     /// The task named `name`, or the round's only task when `name` is none.
     pub fn task(&self, name: Option<&SafeName>) -> &Task {
         match name {
             Some(n) => self
+                .index
                 .tasks
-                .iter()
-                .find(|t| &t.name == n)
+                .get(n.as_str())
+                .map(|&i| &self.tasks[i])
                 .expect("plan tasks come from the pipeline"),
             None => &self.tasks[0],
         }
@@ -52,10 +97,10 @@ impl Pipeline {
     }
 
     pub fn model(&self, id: &str) -> Option<&ModelConfig> {
-        self.models.iter().find(|m| m.id == id)
+        self.index.models.get(id).map(|&i| &self.models[i])
     }
     pub fn stage(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.name == name)
+        self.index.stages.get(name).map(|&i| &self.stages[i])
     }
 }
 

@@ -152,15 +152,17 @@ impl ReplayProvider {
         notify: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, ProviderError> {
         let path = exchange_path(&self.dir, site).map_err(ProviderError::Replay)?;
-        let bytes = std::fs::read(&path).map_err(|e| {
-            ProviderError::Replay(format!(
-                "{}: no recording for stage `{}`, model `{}`, subject `{}`: cannot read it: {e}",
-                path.display(),
-                site.stage,
-                site.model,
-                site.subject
-            ))
-        })?;
+        let bytes = crate::limits::read(&path, crate::limits::MAX_RECORDING_BYTES, "a recording")
+            .map_err(|e| match e {
+                crate::limits::ReadError::Io { source, .. } => ProviderError::Replay(format!(
+                    "{}: no recording for stage `{}`, model `{}`, subject `{}`: cannot read it: {source}",
+                    path.display(),
+                    site.stage,
+                    site.model,
+                    site.subject
+                )),
+                other => ProviderError::Replay(other.to_string()),
+            })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let offset = e.utf8_error().valid_up_to();
             let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..offset]));

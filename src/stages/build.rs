@@ -213,11 +213,10 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let bctx = prompt_context(ctx, model, *sample)?;
     if harness == Harness::Agent {
         let template = agent_prompt.as_ref().unwrap_or(prompt);
-        let text =
-            templates::render(template, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+        let text = templates::render_for_run(template, &bctx).map_err(NodeError::Configuration)?;
         return super::agent::run(ctx, dir, m, agent, text).await;
     }
-    let text = templates::render(prompt, &bctx).map_err(|d| NodeError::Internal(d.message))?;
+    let text = templates::render_for_run(prompt, &bctx).map_err(NodeError::Configuration)?;
     let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
     let request = ChatRequest {
         model: m.model.clone(),

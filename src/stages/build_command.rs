@@ -144,8 +144,8 @@ pub async fn run(
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
-    let text = templates::render(prompt, &prompt_context(ctx, model, *sample)?)
-        .map_err(|d| NodeError::Internal(d.message))?;
+    let text = templates::render_for_run(prompt, &prompt_context(ctx, model, *sample)?)
+        .map_err(NodeError::Configuration)?;
     let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
     let base_url = match p.providers.get(&m.provider).map(|pr| &pr.kind) {
         Some(ProviderKind::OpenAi { base_url, .. }) => base_url.clone(),
@@ -163,8 +163,14 @@ pub async fn run(
         },
         sample: *sample,
     };
-    let command_line =
-        templates::render(&command.run, &cctx).map_err(|d| NodeError::Internal(d.message))?;
+    let command_line = templates::render(&command.run, &cctx).map_err(|d| {
+        NodeError::Configuration(format!(
+            "{}: the `run` template of build stage `{}`: {}",
+            command.run.path.display(),
+            ctx.node.stage,
+            d.message
+        ))
+    })?;
 
     // The values of the variables the agent needs: read now, handed to the sandbox only.
     let mut secrets: Vec<(String, String)> = Vec::new();

@@ -534,7 +534,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         answer_schema: serde_json::to_string_pretty(&rubric.answer_schema())
             .expect("schema serialises"),
     };
-    let rendered = templates::render(prompt, &jctx).map_err(|d| NodeError::Internal(d.message))?;
+    let rendered = templates::render_for_run(prompt, &jctx).map_err(NodeError::Configuration)?;
     let mut outputs = vec![write_text(dir, "prompt.md", &rendered)?];
     let mut messages = vec![Message::user(rendered)];
     let t = Instant::now();
