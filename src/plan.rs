@@ -369,8 +369,9 @@ impl PlanBuilder {
 }
 
 /// The digest of each recording (none where there is no path), read on every core.
+#[allow(clippy::ref_option_ref)] // the items of a slice of paths, borrowed by `chunks`
 fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
-    let read = |p: &Option<&Path>| p.map(key::recording_digest);
+    let read = |p: &Option<&Path>| -> Option<String> { p.as_deref().map(key::recording_digest) };
     let threads = crate::sandbox::default_slots().clamp(1, 8);
     let chunk = paths.len().div_ceil(threads).max(256);
     if paths.len() <= chunk {
