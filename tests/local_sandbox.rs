@@ -300,12 +300,17 @@ fn round(pipeline: &str) -> (tempfile::TempDir, Probe) {
     (dir, probe)
 }
 
-/// `pipe run pipeline.toml --json --sandbox local` in `root`, pipe's environment holding the
-/// probe's sentinel; returns the summary.
+/// `pipe run pipeline.toml --json --sandbox local` in `root` (`unisolated` when `extra_env`
+/// sets `PIPE_NO_BWRAP`), pipe's environment holding the probe's sentinel; returns the summary.
 fn run(root: &Path, probe: &Probe, extra_env: &[(&str, &str)]) -> Value {
+    let sandbox = if extra_env.iter().any(|(k, _)| *k == "PIPE_NO_BWRAP") {
+        "unisolated"
+    } else {
+        "local"
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
         .current_dir(root)
-        .args(["run", "pipeline.toml", "--json", "--sandbox", "local"])
+        .args(["run", "pipeline.toml", "--json", "--sandbox", sandbox])
         .env("PIPE_PROBE_SENTINEL", &probe.sentinel)
         .envs(extra_env.iter().copied())
         .stdin(Stdio::null())

@@ -281,7 +281,20 @@ fn the_report_labels_each_gate_by_the_sandbox_that_ran_it() {
     let file = gate.join("gate.json");
     let mut g = read_json(&file);
     g["sandbox"] = "local".into();
-    std::fs::write(&file, serde_json::to_vec(&g).unwrap()).unwrap();
+    let bytes = serde_json::to_vec(&g).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    // As an older pipe recorded it: the record lists the file as it now is (pipe verifies a done
+    // node's outputs against its record, and would otherwise run the gate again).
+    let record_file = gate.join("node.json");
+    let mut record = read_json(&record_file);
+    for out in record["outputs"].as_array_mut().unwrap() {
+        if out["path"] == "gate.json" {
+            out["bytes"] = bytes.len().into();
+            out["blake3"] = blake3::hash(&bytes).to_hex().to_string().into();
+            out.as_object_mut().unwrap().remove("stamp");
+        }
+    }
+    std::fs::write(&record_file, serde_json::to_vec(&record).unwrap()).unwrap();
     let o = r.pipe(
         &["run", "pipeline.toml", "--json", "--force", "aggregate"],
         true,

@@ -107,8 +107,8 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-no-verdicts", "pipeline.toml"),
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
-    ("sandbox-fallback-not-auto", "pipeline.toml"),
     ("rubric-zero-weights", "pipeline.toml"),
+    ("sandbox-fallback-not-auto", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
     ("suite-html-format", "pipeline.toml"),
     ("task-bad-agent-table", "pipeline.toml"),
@@ -191,8 +191,8 @@ broken_case! {
     rubric_no_verdicts => "rubric-no-verdicts", "pipeline.toml";
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
-    sandbox_fallback_not_auto => "sandbox-fallback-not-auto", "pipeline.toml";
     rubric_zero_weights => "rubric-zero-weights", "pipeline.toml";
+    sandbox_fallback_not_auto => "sandbox-fallback-not-auto", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
     suite_html_format => "suite-html-format", "pipeline.toml";
     task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";

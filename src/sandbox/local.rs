@@ -77,10 +77,18 @@ impl LocalSandbox {
     ) -> Result<JobResult, SandboxError> {
         static PROTECT: Once = Once::new();
         PROTECT.call_once(protect_process);
-        let user = limits::job_user();
+        let (path, expose) = self.python(job).await?;
+        let mut user = limits::job_user();
+        // Unisolated, a job run as `nobody` reads the venv and the Python it links to where they
+        // are; where others cannot enter them (a Python under /root), the job runs as root with
+        // every capability dropped instead: pipe's memory and environment stay closed to it
+        // (pipe is not dumpable and the job cannot ptrace), root's files do not.
+        let drop_caps = !self.bwrap && user.is_some() && !reachable(&expose);
+        if drop_caps {
+            user = None;
+        }
         let ws = self.workspace(job, user)?;
-        let (path, expose) = self.python(job, user).await?;
-        let mut cmd = self.command(job, ws.work(), &path, &expose, user)?;
+        let mut cmd = self.command(job, ws.work(), &path, &expose, user, drop_caps)?;
         let start = Instant::now();
         let child = cmd
             .spawn()
@@ -138,11 +146,7 @@ impl LocalSandbox {
 
     /// The job's `PATH` and the host directories it reads besides the system ones: the venv of
     /// its Python requirements and the Python that venv links to.
-    async fn python(
-        &self,
-        job: &Job,
-        user: Option<(u32, u32)>,
-    ) -> Result<(String, Vec<PathBuf>), SandboxError> {
+    async fn python(&self, job: &Job) -> Result<(String, Vec<PathBuf>), SandboxError> {
         let mut path = String::from("/usr/local/bin:/usr/bin:/bin");
         let mut expose: Vec<PathBuf> = Vec::new();
         if !job.python.is_empty() {
@@ -156,9 +160,6 @@ impl LocalSandbox {
                 expose.extend(python::base_prefix(venv));
             }
         }
-        if !self.bwrap && user.is_some() {
-            check_reachable(&expose)?;
-        }
         Ok((path, expose))
     }
 
@@ -171,6 +172,7 @@ impl LocalSandbox {
         path: &str,
         expose: &[PathBuf],
         user: Option<(u32, u32)>,
+        drop_caps: bool,
     ) -> Result<Command, SandboxError> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), path.to_string());
@@ -219,9 +221,16 @@ impl LocalSandbox {
         let uid = user.map_or_else(|| unsafe { libc::getuid() }, |(u, _)| u);
         let rlimits = limits::Rlimits::new(&job.limits, job.timeout, uid);
         let unisolated = !self.bwrap;
-        // SAFETY: the closure only makes async-signal-safe system calls (setsid, setrlimit, prctl).
+        // SAFETY: the closure only makes async-signal-safe system calls (setsid, setrlimit,
+        // prctl, capset).
         unsafe {
-            cmd.pre_exec(move || limits::confine(&rlimits, unisolated));
+            cmd.pre_exec(move || {
+                limits::confine(&rlimits, unisolated)?;
+                if drop_caps {
+                    limits::drop_capabilities()?;
+                }
+                Ok(())
+            });
         }
         Ok(cmd)
     }
@@ -328,16 +337,9 @@ fn bwrap_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Without bubblewrap a job run as `nobody` reads the venv and Python where they are: refuses
-/// (saying what to do) when they sit under a directory others cannot enter.
-fn check_reachable(expose: &[PathBuf]) -> Result<(), SandboxError> {
-    match expose.iter().find(|p| !limits::reachable_by_others(p)) {
-        None => Ok(()),
-        Some(p) => Err(SandboxError::Setup(format!(
-            "{} is not readable by `nobody`, which runs jobs without bubblewrap when pipe is root: set PIPE_CACHE_DIR (venvs) and PIPE_PYTHON (the Python they link to) to places others can read",
-            p.display()
-        ))),
-    }
+/// Whether `nobody` can read every one of `expose` (a venv, the Python it links to).
+fn reachable(expose: &[PathBuf]) -> bool {
+    expose.iter().all(|p| limits::reachable_by_others(p))
 }
 
 /// The job's process group (its session, led by the command): killed (SIGKILL) on demand and
