@@ -889,6 +889,30 @@ print(n)
         }
     }
 
+    /// Unisolated with a venv (the path that may keep uid 0 without capabilities, when pipe is
+    /// root and `nobody` cannot reach the venv): pipe's environment stays closed to the job.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unisolated_job_with_a_venv_cannot_read_pipes_environment() {
+        // What cargo put in this process's environment at its start (`/proc/<pid>/environ` shows
+        // that, not later `set_var`s); the job's own environment holds none of it.
+        let mut j = job(
+            "tr '\\0' '\\n' < /proc/$PPID/environ | grep -c CARGO_PKG_NAME=; \
+             grep CapEff /proc/self/status; echo done",
+        );
+        j.python = vec!["pytest==8.3.5".into()];
+        j.timeout = Duration::from_secs(120);
+        let r = LocalSandbox { bwrap: false }
+            .run(&j, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(r.stdout.contains("done"), "{r:?}");
+        assert!(!r.stdout.starts_with('1'), "{r:?}");
+        assert!(r.stdout.contains("CapEff:\t0000000000000000"), "{r:?}");
+        // The same read by this process finds it: the test can fail.
+        let own = std::fs::read(format!("/proc/{}/environ", std::process::id())).unwrap();
+        assert!(String::from_utf8_lossy(&own).contains("CARGO_PKG_NAME="));
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_job_is_a_session_of_its_own() {
         // Its own session: no controlling terminal to push keystrokes into.
