@@ -194,10 +194,22 @@ fn linear(
     max_cpu: f64,
     check: impl Fn(&Measured),
 ) -> (Measured, Measured) {
+    linear_run(file, &["validate", file], n, make, max_cpu, check)
+}
+
+/// [`linear`] for any command `args` reading `file`.
+fn linear_run(
+    file: &str,
+    args: &[&str],
+    n: usize,
+    make: impl Fn(usize) -> String,
+    max_cpu: f64,
+    check: impl Fn(&Measured),
+) -> (Measured, Measured) {
     let (_small_dir, small_root) = round(file, &make(n));
     let (_large_dir, large_root) = round(file, &make(2 * n));
     let run = |root: &Path| {
-        let m = measure(root, &["validate", file]);
+        let m = measure(root, args);
         check(&m);
         m
     };
@@ -337,5 +349,43 @@ fn a_pipeline_past_the_size_limit_is_refused_before_parsing() {
              = help: check that this is the file you meant; a round this large belongs in several pipelines\n1 error(s), 0 warning(s)\n",
             text.len()
         )
+    );
+}
+
+/// A Multivac evaluation of about `n` judgments: every model of `sqrt(n)` judging every other.
+fn multivac_evaluation(n: usize) -> String {
+    let models = (n as f64).sqrt().round() as usize;
+    let used: Vec<String> = (0..models)
+        .map(|i| format!("{{\"id\": \"m{i}\"}}"))
+        .collect();
+    let mut judgments = Vec::new();
+    for a in 0..models {
+        for b in (0..models).filter(|b| *b != a) {
+            let score = (a * 7 + b * 3) % 11;
+            judgments.push(format!(
+                "{{\"judge_key\": \"m{a}\", \"respondent_key\": \"m{b}\", \"weighted_score\": {score}}}"
+            ));
+        }
+    }
+    format!(
+        "{{\"question_id\": \"Q\", \"timestamp\": \"2026-04-02T13:30:34Z\", \"models_used\": [{}], \"judgments\": [{}]}}",
+        used.join(", "),
+        judgments.join(",\n")
+    )
+}
+
+/// An imported round is aggregated in time near its size: 100 models judging each other (with
+/// the bootstrap's 1,000 draws) took minutes when every lookup searched every judgment.
+#[test]
+fn ten_thousand_imported_judgments_aggregate_in_linear_time() {
+    linear_run(
+        "mv.json",
+        &["import", "multivac", "mv.json", "--out", "out"],
+        10_000,
+        multivac_evaluation,
+        10.0,
+        |m| {
+            assert_eq!(m.code, EXIT_OK, "{}", m.stderr);
+        },
     );
 }

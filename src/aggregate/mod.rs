@@ -7,7 +7,7 @@ pub mod data;
 pub mod suite;
 pub mod uncertainty;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -275,6 +275,33 @@ pub fn label(round_id: &str, model: &str, sample: u32) -> String {
 
 /// An implementation's composite from a set of judgments (with repeats, for the bootstrap).
 pub(crate) fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
+    let scored: Vec<Scored> = rows.iter().map(|j| Scored::of(j, rubric)).collect();
+    composite_of_scored(&scored.iter().collect::<Vec<_>>(), rubric)
+}
+
+/// What [`composite_of`] reads of a judgment: its composite and its score per criterion (in the
+/// rubric's order), compact, so the bootstrap's thousands of draws read them from one array.
+#[derive(Debug, Clone)]
+pub(crate) struct Scored {
+    composite: Option<f64>,
+    scores: Vec<Option<f64>>,
+}
+
+impl Scored {
+    pub(crate) fn of(j: &JudgmentRecord, rubric: &RubricInfo) -> Self {
+        Self {
+            composite: j.composite(&rubric.criteria),
+            scores: rubric
+                .criteria
+                .iter()
+                .map(|c| j.scores.get(&c.id).copied().flatten())
+                .collect(),
+        }
+    }
+}
+
+/// [`composite_of`] over judgments already [`Scored`].
+pub(crate) fn composite_of_scored(rows: &[&Scored], rubric: &RubricInfo) -> Option<f64> {
     match rubric.aggregation {
         Aggregation::Median => {
             if rubric.criteria.is_empty() {
@@ -283,20 +310,15 @@ pub(crate) fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Opt
             rubric
                 .criteria
                 .iter()
-                .map(|c| {
-                    let v: Vec<f64> = rows
-                        .iter()
-                        .filter_map(|r| r.scores.get(&c.id).copied().flatten())
-                        .collect();
+                .enumerate()
+                .map(|(i, c)| {
+                    let v: Vec<f64> = rows.iter().filter_map(|r| r.scores[i]).collect();
                     median(&v).map(|m| m * c.weight)
                 })
                 .sum()
         }
         Aggregation::Mean => {
-            let v: Vec<f64> = rows
-                .iter()
-                .filter_map(|r| r.composite(&rubric.criteria))
-                .collect();
+            let v: Vec<f64> = rows.iter().filter_map(|r| r.composite).collect();
             mean(&v)
         }
     }
@@ -324,17 +346,28 @@ pub fn compute(d: &RoundData) -> Aggregate {
     let rubric = &d.rubric;
     let criteria = &rubric.criteria;
     let rep = d.representative_sample.unwrap_or(d.samples);
+    // Judgments by (model, sample), builds and gates by model, grouped once: every lookup below
+    // is then by key, and a round of hundreds of models aggregates in time near its size.
+    let mut by_impl: HashMap<(&str, u32), Vec<&JudgmentRecord>> = HashMap::new();
+    for j in &d.judgments {
+        by_impl.entry((&j.model, j.sample)).or_default().push(j);
+    }
     let judgments_of = |model: &str, sample: u32| -> Vec<&JudgmentRecord> {
-        d.judgments
-            .iter()
-            .filter(|j| j.model == model && j.sample == sample)
-            .collect()
+        by_impl.get(&(model, sample)).cloned().unwrap_or_default()
     };
+    let mut builds_of: HashMap<&str, Vec<&BuildRecord>> = HashMap::new();
+    for b in &d.builds {
+        builds_of.entry(&b.model).or_default().push(b);
+    }
+    let mut gates_of: HashMap<(&str, u32), &GateRecord> = HashMap::new();
+    for g in &d.gates {
+        gates_of.entry((&g.model, g.sample)).or_insert(g);
+    }
     let mut rows = Vec::new();
     for m in &d.models {
-        let samples: Vec<&BuildRecord> = d.builds.iter().filter(|b| b.model == m.id).collect();
+        let samples: Vec<&BuildRecord> = builds_of.get(m.id.as_str()).cloned().unwrap_or_default();
         let build = samples.iter().find(|b| b.sample == rep).copied();
-        let gate = d.gates.iter().find(|g| g.model == m.id && g.sample == rep);
+        let gate = gates_of.get(&(m.id.as_str(), rep)).copied();
         let build_ok = build.is_some_and(|b| b.ok);
         let js = judgments_of(&m.id, rep);
         let median_over =
@@ -476,7 +509,34 @@ pub fn compute(d: &RoundData) -> Aggregate {
         .collect();
     judges.sort_unstable();
     judges.dedup();
-    let judges = &judges;
+    let judge_index: HashMap<&str, usize> =
+        judges.iter().enumerate().map(|(i, j)| (*j, i)).collect();
+    // Per row (a built implementation), its peer judgments grouped by judge, in their order, in
+    // one array (`starts[p]..starts[p + 1]` are judge `p`'s): a draw picks judges and takes
+    // theirs, without searching.
+    let per_judge: Vec<Option<(Vec<usize>, Vec<Scored>)>> = rows
+        .iter()
+        .map(|r| {
+            r.build_ok.then(|| {
+                let mut by: Vec<Vec<&JudgmentRecord>> = vec![Vec::new(); judges.len()];
+                for j in judgments_of(&r.implementation, r.sample) {
+                    if is_peer(j)
+                        && let Some(&i) = judge_index.get(j.judge.as_str())
+                    {
+                        by[i].push(j);
+                    }
+                }
+                let mut starts = Vec::with_capacity(judges.len() + 1);
+                let mut items = Vec::new();
+                for group in by {
+                    starts.push(items.len());
+                    items.extend(group.into_iter().map(|j| Scored::of(j, rubric)));
+                }
+                starts.push(items.len());
+                (starts, items)
+            })
+        })
+        .collect();
     let cis = uncertainty::bootstrap(
         judges.len(),
         rows.len(),
@@ -484,22 +544,16 @@ pub fn compute(d: &RoundData) -> Aggregate {
         d.bootstrap.seed,
         d.bootstrap.level,
         |pick| {
-            rows.iter()
-                .map(|r| {
-                    if !r.build_ok {
-                        return None;
+            let mut drawn: Vec<&Scored> = Vec::new();
+            per_judge
+                .iter()
+                .map(|by| {
+                    let (starts, items) = by.as_ref()?;
+                    drawn.clear();
+                    for &p in pick {
+                        drawn.extend(&items[starts[p]..starts[p + 1]]);
                     }
-                    let js = judgments_of(&r.implementation, r.sample);
-                    let drawn: Vec<&JudgmentRecord> = pick
-                        .iter()
-                        .flat_map(|p| {
-                            let judge = judges[*p];
-                            js.iter()
-                                .copied()
-                                .filter(move |j| is_peer(j) && j.judge == judge)
-                        })
-                        .collect();
-                    composite_of(&drawn, rubric)
+                    composite_of_scored(&drawn, rubric)
                 })
                 .collect()
         },
@@ -618,23 +672,43 @@ pub fn compute(d: &RoundData) -> Aggregate {
 
     // Judges: every model, plus anyone else who judged (experts).
     let mut judge_ids: Vec<String> = d.models.iter().map(|m| m.id.clone()).collect();
+    let mut listed: HashSet<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
     for j in &d.judgments {
-        if !judge_ids.contains(&j.judge) {
+        if listed.insert(&j.judge) {
             judge_ids.push(j.judge.clone());
         }
     }
     judge_ids.sort();
+    let models_by_id: HashMap<&str, &ModelInfo> =
+        d.models.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut judgments_by: HashMap<&str, Vec<&JudgmentRecord>> = HashMap::new();
+    for j in &d.judgments {
+        judgments_by.entry(&j.judge).or_default().push(j);
+    }
+    // Per row, each judge's first judgment and first peer judgment of it.
+    let firsts: Vec<(HashMap<&str, &JudgmentRow>, HashMap<&str, &JudgmentRow>)> = rows
+        .iter()
+        .map(|r| {
+            let (mut any, mut peer) = (HashMap::new(), HashMap::new());
+            for j in &r.judgments {
+                any.entry(j.judge.as_str()).or_insert(j);
+                if j.tier == Tier::Peer {
+                    peer.entry(j.judge.as_str()).or_insert(j);
+                }
+            }
+            (any, peer)
+        })
+        .collect();
     let mut judge_ranking = Vec::new();
     let mut judging_cost = Vec::new();
     let mut leniency = Vec::new();
     for judge in &judge_ids {
         let mut scored: Vec<(String, f64)> = rows
             .iter()
-            .filter_map(|r| {
-                let v = r
-                    .judgments
-                    .iter()
-                    .find(|j| &j.judge == judge)?
+            .zip(&firsts)
+            .filter_map(|(r, (any, _))| {
+                let v = any
+                    .get(judge.as_str())?
                     .scores
                     .get(first.as_ref()?)
                     .copied()
@@ -653,15 +727,13 @@ pub fn compute(d: &RoundData) -> Aggregate {
             judge: judge.clone(),
             top: [place(0), place(1), place(2)],
         });
-        let mine: Vec<&JudgmentRecord> = d.judgments.iter().filter(|j| &j.judge == judge).collect();
+        let mine: &[&JudgmentRecord] = judgments_by.get(judge.as_str()).map_or(&[], Vec::as_slice);
         judging_cost.push(JudgingCostRow {
             judge: judge.clone(),
-            model_slug: d
-                .models
-                .iter()
-                .find(|m| &m.id == judge)
+            model_slug: models_by_id
+                .get(judge.as_str())
                 .map_or_else(|| "\u{2014}".to_string(), |m| m.slug.clone()),
-            tier: if d.models.iter().any(|m| &m.id == judge) {
+            tier: if models_by_id.contains_key(judge.as_str()) {
                 Tier::Peer
             } else {
                 Tier::Expert
@@ -675,11 +747,9 @@ pub fn compute(d: &RoundData) -> Aggregate {
         });
         let offsets: Vec<f64> = rows
             .iter()
-            .filter_map(|r| {
-                let j = r
-                    .judgments
-                    .iter()
-                    .find(|j| &j.judge == judge && j.tier == Tier::Peer)?;
+            .zip(&firsts)
+            .filter_map(|(r, (_, peer))| {
+                let j = peer.get(judge.as_str())?;
                 Some(j.composite? - r.composite?)
             })
             .collect();

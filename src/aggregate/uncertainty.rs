@@ -66,29 +66,24 @@ pub fn krippendorff_interval(units: &[Vec<f64>]) -> Option<f64> {
     }
     let mut observed = 0.0;
     for u in &pairable {
-        let m = u.len() as f64;
-        let mut s = 0.0;
-        for (i, a) in u.iter().enumerate() {
-            for (j, b) in u.iter().enumerate() {
-                if i != j {
-                    s += (a - b) * (a - b);
-                }
-            }
-        }
-        observed += s / (m - 1.0);
+        observed += pair_disagreement(u) / (u.len() as f64 - 1.0);
     }
     observed /= n as f64;
     let all: Vec<f64> = pairable.iter().flat_map(|u| u.iter().copied()).collect();
-    let mut expected = 0.0;
-    for (i, a) in all.iter().enumerate() {
-        for (j, b) in all.iter().enumerate() {
-            if i != j {
-                expected += (a - b) * (a - b);
-            }
-        }
-    }
-    expected /= (n * (n - 1)) as f64;
+    let expected = pair_disagreement(&all) / (n * (n - 1)) as f64;
     (expected > 0.0).then(|| 1.0 - observed / expected)
+}
+
+/// The sum over ordered pairs `i != j` of `(a_i - a_j)^2`, as `2 n sum((a - mean)^2)`: linear
+/// in the number of values (a round of 200 models has 40,000 scores per criterion, 1.6e9 pairs).
+/// Exactly 0 when every value is the same.
+fn pair_disagreement(values: &[f64]) -> f64 {
+    if values.windows(2).all(|w| w[0] == w[1]) {
+        return 0.0;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    2.0 * n * values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>()
 }
 
 /// Below this, agreement is too low to draw conclusions from (Krippendorff's own threshold).
