@@ -25,8 +25,14 @@ pub async fn sandbox(task_dir: &std::path::Path, runs: usize) -> Result<String, 
         .ok_or("the task has no reference solution")?;
     let reference = std::fs::canonicalize(&reference).map_err(|e| e.to_string())?;
     let hidden = std::fs::canonicalize(&task.hidden_dir).map_err(|e| e.to_string())?;
-    let (local, _) = Sandbox::select(SandboxChoice::Local, &task.image, "bench").await?;
-    let (docker, _) = Sandbox::select(SandboxChoice::Docker, &task.image, "bench").await?;
+    let pick = async |choice| {
+        Sandbox::select(choice, false, &task.image, "bench")
+            .await
+            .map(|s| s.sandbox)
+            .map_err(|e| e.to_string())
+    };
+    let local = pick(SandboxChoice::Local).await?;
+    let docker = pick(SandboxChoice::Docker).await?;
     let timeout = Duration::from_secs(task.gate.timeout_secs);
     let cancel = CancellationToken::new();
     // One gate run, as the gate stage does it; the venv is warmed before timing.

@@ -14,9 +14,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK};
+use crate::cli::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::config::SandboxChoice;
 use crate::diag::render_all;
+use crate::interrupt::Interrupt;
 use crate::sandbox::Sandbox;
 use crate::stages::NodeError;
 use crate::stages::agent::{Verification, verify};
@@ -35,7 +36,11 @@ async fn visible_check(
         return Ok(None);
     };
     let io = |e: std::io::Error| NodeError::Infrastructure(e.to_string());
-    let ws = tempfile::tempdir().map_err(io)?;
+    // The reference solution: for no other user's eyes (a job run as `nobody` among them).
+    let ws = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(io)?;
     crate::fsutil::copy_tree(reference, ws.path()).map_err(io)?;
     if let (Some(dir), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
         crate::fsutil::copy_tree(dir, &ws.path().join(name)).map_err(io)?;
@@ -143,32 +148,22 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
             }
         }
     }
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
     // One sandbox per image, chosen (and its leftovers swept) once for the whole check.
     let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
     for task in &tasks {
         if sandboxes.contains_key(&task.image) {
             continue;
         }
-        match Sandbox::select(choice, &task.image, "check-task").await {
-            Ok((s, warning)) => {
-                if let Some(w) = warning {
-                    eprintln!("warning: {w}");
-                }
+        // No pipeline file here: `unisolated` is the only way to run without isolation.
+        match crate::cli::select_sandbox(choice, false, &task.image, "check-task").await {
+            Some(s) => {
                 sandboxes.insert(task.image.clone(), s);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
+            None => return EXIT_INVALID,
         }
     }
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
     let bar = progress_bar(tasks.len() as u64, json);
     let print = |line: String| match &bar {
         Some(b) => b.println(line),
@@ -215,6 +210,12 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // No check runs any more: whatever container an interrupted one left goes now.
+    for sandbox in sandboxes.values() {
+        if let Err(e) = sandbox.release().await {
+            eprintln!("warning: cannot remove this check's sandbox containers: {e}");
+        }
+    }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<TaskResult> = results.into_iter().map(|(_, r)| r).collect();
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -235,7 +236,8 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
         eprint!("{}", summary(&results, wall_ms));
     }
     if cancel.is_cancelled() {
-        EXIT_INTERRUPTED
+        eprintln!("stopped by {}", interrupt.describe());
+        interrupt.exit_code()
     } else if worst != EXIT_OK {
         worst
     } else if failed > 0 {
@@ -253,7 +255,7 @@ async fn check(
 ) -> Result<TaskResult, NodeError> {
     let Some(reference) = &task.reference_dir else {
         return Ok(TaskResult {
-            task: task.name.clone(),
+            task: task.name.to_string(),
             dir: task.dir.clone(),
             passed: false,
             tests_passed: 0,
@@ -285,7 +287,7 @@ async fn check(
     });
     let passed = report.passed && visible_failed.is_none();
     Ok(TaskResult {
-        task: task.name.clone(),
+        task: task.name.to_string(),
         dir: task.dir.clone(),
         passed,
         tests_passed: report.tests_passed,
@@ -300,7 +302,7 @@ async fn check(
 
 fn sandbox_failure(task: &Task, e: &NodeError) -> TaskResult {
     TaskResult {
-        task: task.name.clone(),
+        task: task.name.to_string(),
         dir: task.dir.clone(),
         passed: false,
         tests_passed: 0,
@@ -401,7 +403,7 @@ mod tests {
             tests_total: 1,
             reason: None,
             duration_ms: 5,
-            sandbox: "local".into(),
+            sandbox: "unisolated".into(),
             output: String::new(),
             visible: None,
         };

@@ -1,5 +1,6 @@
 //! The command line. Every expected error maps to an exit code here: 0 all done, 1 some node
-//! failed, 2 invalid config or usage, 130 interrupted.
+//! failed, 2 invalid config or usage (a sandbox this machine cannot provide included), 130
+//! interrupted by SIGINT, 143 by SIGTERM, 129 by SIGHUP.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,6 +17,7 @@ use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::diag::{Diag, render_all};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
+use crate::interrupt::Interrupt;
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
@@ -102,7 +104,8 @@ pub enum Command {
         pipeline: Option<PathBuf>,
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Also remove every sandbox container pipe left behind (a killed run's).
+        /// Also remove the sandbox containers a killed pipe left behind (never one whose pipe
+        /// still runs).
         #[arg(long)]
         containers: bool,
     },
@@ -364,17 +367,8 @@ async fn dispatch(cmd: Command) -> i32 {
             out,
             containers,
         } => {
-            if containers {
-                match crate::sandbox::docker::connect().await {
-                    Ok(d) => match crate::sandbox::docker::sweep(&d, None).await {
-                        Ok(n) => println!("removed {n} sandbox container(s)"),
-                        Err(e) => {
-                            eprintln!("error: cannot remove containers: {e}");
-                            return EXIT_FAILED;
-                        }
-                    },
-                    Err(e) => println!("no Docker engine answers ({e}): no containers to remove"),
-                }
+            if containers && let Err(code) = clean_containers().await {
+                return code;
             }
             let Some(pipeline) = pipeline else {
                 return if containers {
@@ -543,6 +537,9 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
     if let Some(a) = agg.avg_score {
         println!("avg_score {}", crate::aggregate::num(a));
     }
+    if let Some(w) = crate::stages::publish::unisolated_warning(&agg) {
+        println!("warning: {w}");
+    }
     EXIT_OK
 }
 
@@ -675,6 +672,38 @@ pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
     o
 }
 
+/// `pipe clean --containers`: removes the sandbox containers whose owner is gone and says how
+/// many it removed and how many it left to a pipe that still runs.
+async fn clean_containers() -> Result<(), i32> {
+    let docker = match crate::sandbox::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            println!("no Docker engine answers ({e}): no containers to remove");
+            return Ok(());
+        }
+    };
+    match crate::sandbox::docker::sweep(&docker).await {
+        Ok(swept) => {
+            println!(
+                "removed {} sandbox container(s) whose pipe is gone; left {} whose pipe still runs (or cannot be told)",
+                swept.removed, swept.alive
+            );
+            if swept.failed.is_empty() {
+                Ok(())
+            } else {
+                for f in &swept.failed {
+                    eprintln!("error: cannot remove container {f}");
+                }
+                Err(EXIT_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot remove containers: {e}");
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
 /// Nodes in flight by default: enough to keep a round's model calls overlapping; the providers
 /// and the sandbox bound their own share.
 const DEFAULT_JOBS: usize = 16;
@@ -690,6 +719,9 @@ async fn run(
     json: bool,
     verbose: bool,
 ) -> i32 {
+    // Signals are caught from here on: a stop before the first node leaves nothing half done.
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
     let store = RoundStore::new(out, &p.round.id);
     let lock = match store.lock() {
         Ok(l) => l,
@@ -709,18 +741,17 @@ async fn run(
         }
     }
     let round_id = p.round.id.clone();
-    let sandbox = match Sandbox::select(p.round.sandbox, &p.task(None).image, &round_id).await {
-        Ok((s, warning)) => {
-            if let Some(w) = warning {
-                eprintln!("warning: {w}");
-            }
-            s
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let Some(sandbox) = select_sandbox(
+        p.round.sandbox,
+        p.round.unisolated_fallback,
+        &p.task(None).image,
+        &round_id,
+    )
+    .await
+    else {
+        return EXIT_INVALID;
     };
+    let sandbox_label = sandbox.label();
     let providers = Arc::new(Providers::new(&p, strict, record));
     let quiet = json && !std::io::stderr().is_terminal();
     let services = Arc::new(Services {
@@ -730,20 +761,26 @@ async fn run(
         progress: None,
         quiet,
     });
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            c2.cancel();
-        }
-    });
     let opts = RunOptions {
         jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
         force: force.into_iter().collect::<BTreeSet<_>>(),
         cancel_deadline: Duration::from_secs(10),
     };
     let store = Arc::new(store);
-    let summary = match exec::run(plan, store.clone(), services, &opts, cancel, &round_id).await {
+    let result = exec::run(
+        plan,
+        store.clone(),
+        services.clone(),
+        &opts,
+        cancel,
+        &round_id,
+    )
+    .await;
+    // No job runs any more: whatever container an interrupted job could not remove goes now.
+    if let Err(e) = services.sandbox.release().await {
+        eprintln!("warning: cannot remove this run's sandbox containers: {e}");
+    }
+    let summary = match result {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -762,7 +799,7 @@ async fn run(
                 "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
                 "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
                 "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
-                "nodes": summary.nodes,
+                "sandbox": sandbox_label, "nodes": summary.nodes,
             })
         );
     } else {
@@ -793,7 +830,11 @@ async fn run(
         }
     }
     if summary.interrupted {
-        EXIT_INTERRUPTED
+        eprintln!(
+            "stopped by {}: finished nodes are saved; run again to resume",
+            interrupt.describe()
+        );
+        interrupt.exit_code()
     } else if summary.failed > 0 || summary.skipped > 0 {
         EXIT_FAILED
     } else {
@@ -801,15 +842,55 @@ async fn run(
     }
 }
 
+/// The sandbox of a run, its warning printed; `None` (the error printed) when this machine
+/// cannot provide what the round asks for.
+pub async fn select_sandbox(
+    choice: SandboxChoice,
+    unisolated_fallback: bool,
+    image: &str,
+    round: &str,
+) -> Option<Sandbox> {
+    match Sandbox::select(choice, unisolated_fallback, image, round).await {
+        Ok(selected) => {
+            if let Some(w) = selected.warning {
+                eprintln!("warning: {w}");
+            }
+            Some(selected.sandbox)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
     let store = RoundStore::new(out, &p.round.id);
     let plan = Plan::build(p);
-    let reasons = exec::plan_outstanding(&plan, &store, &BTreeSet::new());
     let recorded = exec::recorded(&plan, &store);
+    let reasons = exec::outstanding_of(&plan, &recorded, &BTreeSet::new());
     let mut rows = Vec::new();
     for (i, n) in plan.nodes().enumerate() {
-        let (state, why) = match (&recorded[i].1, reasons[i]) {
+        let (state, why) = match (&recorded[i].record, reasons[i]) {
             (Some(r), None) if r.status == Status::Done => ("done", String::new()),
+            (Some(r), Some(crate::outstanding::Reason::OutputsChanged))
+                if r.status == Status::Done =>
+            {
+                let changed = &recorded[i].changed;
+                let shown = changed
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = changed.len().saturating_sub(5);
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                ("stale", format!("outputs changed: {shown}{more}"))
+            }
             (Some(r), Some(reason)) if r.status == Status::Done => {
                 ("stale", reason_text(reason).to_string())
             }

@@ -198,6 +198,10 @@ pub struct Sample {
     pub test_exit_code: Option<i32>,
     #[serde(default = "dash")]
     pub model_slug: String,
+    /// The sandbox that ran this sample's gate (`docker`, `local+bwrap`, `unisolated`): a pipe
+    /// extension, absent where the source does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_sandbox: Option<String>,
 }
 
 /// SCOREBOARD_ROW.
@@ -435,6 +439,11 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             loc: b.loc,
             test_exit_code: b.test_exit_code,
             model_slug: slug_of(&b.model),
+            test_sandbox: data
+                .gates
+                .iter()
+                .find(|g| g.model == b.model && g.sample == b.sample && g.task == b.task)
+                .and_then(|g| g.sandbox.clone()),
         })
         .collect();
     let scoreboard = agg

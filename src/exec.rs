@@ -1,7 +1,8 @@
 //! The executor: runs a sealed plan on tokio. A node starts when its dependencies have finished;
 //! `--jobs` bounds how many run at once (providers bound their own concurrency); a failed node
-//! skips its dependents while independent work goes on; Ctrl-C stops scheduling, cancels running
-//! nodes with a deadline, and leaves the store consistent.
+//! skips its dependents while independent work goes on; a stopping signal (Ctrl-C, SIGTERM,
+//! SIGHUP: [`crate::interrupt`]) stops scheduling, cancels running nodes with a deadline, and
+//! leaves the store consistent.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -75,18 +76,58 @@ pub fn reason_text(r: Reason) -> &'static str {
         Reason::Forced => "forced",
         Reason::NeverFinished => "not done yet",
         Reason::KeyChanged => "inputs changed",
+        Reason::OutputsChanged => "outputs changed",
         Reason::UpstreamRuns => "upstream re-runs",
     }
 }
 
-/// What the store says of each node, in plan order.
-pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<(Recorded, Option<NodeRecord>)> {
-    plan.nodes()
-        .map(|n| match store.record(n) {
-            Some(r) if r.status == Status::Done => (Recorded::Done { key: r.key.clone() }, Some(r)),
-            other => (Recorded::Missing, other),
-        })
-        .collect()
+/// What the store holds of one node.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub recorded: Recorded,
+    pub record: Option<NodeRecord>,
+    /// Outputs of a done record that are missing or changed (see [`RoundStore::changed_outputs`]).
+    pub changed: Vec<String>,
+}
+
+/// What the store says of each node, in plan order. A done record is verified against its
+/// outputs, on every core: a file check is a `stat`, and a digest only where the times moved.
+pub fn recorded(plan: &Plan, store: &RoundStore) -> Vec<Stored> {
+    let nodes: Vec<&Node> = plan.nodes().collect();
+    let read = |n: &Node| match store.load(n) {
+        (Some(r), changed) if r.status == Status::Done => {
+            let key = r.key.clone();
+            Stored {
+                recorded: if changed.is_empty() {
+                    Recorded::Done { key }
+                } else {
+                    Recorded::Changed { key }
+                },
+                record: Some(r),
+                changed,
+            }
+        }
+        (other, _) => Stored {
+            recorded: Recorded::Missing,
+            record: other,
+            changed: Vec::new(),
+        },
+    };
+    let threads = crate::sandbox::default_slots().clamp(1, 8);
+    let chunk = nodes.len().div_ceil(threads).max(256);
+    if nodes.len() <= chunk {
+        return nodes.into_iter().map(read).collect();
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|n| read(n)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading records does not panic"))
+            .collect()
+    })
 }
 
 /// Which nodes must run, in plan order.
@@ -95,7 +136,15 @@ pub fn plan_outstanding(
     store: &RoundStore,
     force: &BTreeSet<String>,
 ) -> Vec<Option<Reason>> {
-    let rec = recorded(plan, store);
+    outstanding_of(plan, &recorded(plan, store), force)
+}
+
+/// Which nodes must run, given what the store holds of each ([`recorded`]).
+pub fn outstanding_of(
+    plan: &Plan,
+    rec: &[Stored],
+    force: &BTreeSet<String>,
+) -> Vec<Option<Reason>> {
     let deps = plan.dep_positions();
     let states: Vec<NodeState<'_>> = plan
         .nodes()
@@ -103,8 +152,8 @@ pub fn plan_outstanding(
         .map(|(i, n)| NodeState {
             key: &n.key,
             deps: &deps[i],
-            recorded: &rec[i].0,
-            forced: force.contains(&n.stage),
+            recorded: &rec[i].recorded,
+            forced: force.contains(n.stage.as_str()),
         })
         .collect();
     outstanding(&states)
@@ -149,7 +198,7 @@ pub async fn run(
         if reasons[i].is_some() {
             match stage_totals.iter_mut().find(|(s, _)| s == &n.stage) {
                 Some((_, c)) => *c += 1,
-                None => stage_totals.push((n.stage.clone(), 1)),
+                None => stage_totals.push((n.stage.to_string(), 1)),
             }
         }
     }
@@ -321,6 +370,11 @@ pub async fn run(
         }
     }
     committer.finish()?;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.kind == "publish" && states[i] == State::Finished(Outcome::Cached) {
+            store.restore_copies(n)?;
+        }
+    }
     progress.finish();
     let nodes_out: Vec<NodeReport> = reports
         .into_iter()
@@ -427,6 +481,11 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
     let t = Instant::now();
     let dir = match ctx.store.begin(&ctx.node) {
         Ok(d) => d,
+        // A node directory not plainly inside the round (a planted link) fails this node alone,
+        // and leaves no record: the record would be written there too.
+        Err(e @ StoreError::Outside { .. }) => {
+            return (Err(NodeError::Configuration(e.to_string())), None);
+        }
         Err(e) => return (Err(NodeError::Store(e)), None),
     };
     let result = stages::run(&ctx, &dir).await;
@@ -443,6 +502,7 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
         attempts: 1,
         usage: None,
         outputs: Vec::new(),
+        dirs: Vec::new(),
     };
     let outputs = match &result {
         Ok(outputs) => outputs.as_slice(),

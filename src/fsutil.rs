@@ -42,11 +42,18 @@ fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
         TMP_MARKER,
         std::process::id()
     ));
+    // A fresh file, never an existing one: a link planted under the temp name is removed (not
+    // followed) and the file created with O_EXCL, so the write cannot land anywhere else.
+    let create_new = |tmp: &Path| File::options().write(true).create_new(true).open(tmp);
     let create = |tmp: &Path| -> io::Result<File> {
-        match File::create(tmp) {
+        match create_new(tmp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir)?;
-                File::create(tmp)
+                create_new(tmp)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(tmp)?;
+                create_new(tmp)
             }
             other => other,
         }
@@ -121,6 +128,72 @@ pub fn remove_durably(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Why a path was refused by [`inside`].
+#[derive(Debug, thiserror::Error)]
+pub enum Outside {
+    /// The path is not plainly inside the directory: pipe writes and removes nothing there.
+    #[error("refusing to use {path}: {reason}")]
+    Refused { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// `base/rel`, proven inside `base` before anything there is written or removed: `rel` is plain
+/// components (no `..`, no root, not empty), no directory from `base` down is a symbolic link
+/// (each is looked at, not followed), and what exists of the path, canonicalised, lies under the
+/// canonical `base`. `base` itself is the directory the operator gave and may be a link; what
+/// does not exist yet is fine (the caller creates it).
+pub fn inside(base: &Path, rel: &Path) -> Result<PathBuf, Outside> {
+    let path = base.join(rel);
+    let refused = |path: &Path, reason: &str| Outside::Refused {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if rel.as_os_str().is_empty()
+        || !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refused(&path, "not a plain relative path"));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Outside::Io { path, source }
+    };
+    let mut cur = base.to_path_buf();
+    let mut existing = None;
+    for part in rel.components() {
+        cur.push(part);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(
+                    &cur,
+                    "a symbolic link where pipe writes; pipe follows none: remove it",
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(refused(&cur, "expected a directory, found a file"));
+            }
+            Ok(_) => existing = Some(cur.clone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(io(&cur)(e)),
+        }
+    }
+    if let Some(existing) = existing {
+        let root = fs::canonicalize(base).map_err(io(base))?;
+        let real = fs::canonicalize(&existing).map_err(io(&existing))?;
+        if !real.starts_with(&root) {
+            let reason = format!(
+                "it resolves to {}, outside {}",
+                real.display(),
+                base.display()
+            );
+            return Err(refused(&existing, &reason));
+        }
+    }
+    Ok(path)
 }
 
 /// Removes temp files left by a killed writer anywhere under `root`. Returns how many it removed.
@@ -216,6 +289,28 @@ mod tests {
         assert_eq!(
             list_files(dir.path()).unwrap(),
             vec![PathBuf::from("x/y/z.txt")]
+        );
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let path = dir.path().join("report.md");
+        let tmp = dir
+            .path()
+            .join(format!("report.md{TMP_MARKER}{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(
+            !fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 

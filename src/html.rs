@@ -1049,6 +1049,7 @@ h3{font-size:15px;margin:14px 0 6px}
 .meta{color:#56606b;margin:0 0 10px}
 .meta b{color:#1d232b;font-weight:600}
 .notice{background:#fff6d6;border:1px solid #e9cf6f;border-radius:6px;padding:8px 12px;margin:10px 0}
+.notice.danger{background:#fde8e6;border-color:#d9423b}
 .winner{font-size:16px;background:#fff;border-left:5px solid #59a14f;padding:10px 14px;border-radius:4px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 section.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:16px 20px 14px;margin:0 0 18px}
 figure{margin:0}
@@ -1149,6 +1150,13 @@ fn header(o: &mut String, a: &Aggregate) {
     );
     if a.replayed {
         o.push_str("<p class=\"notice\"><b>Replayed round.</b> Every model answer comes from recordings, not from live calls: the numbers show the pipeline, not today\u{2019}s models.</p>");
+    }
+    if let Some(w) = crate::stages::publish::unisolated_warning(a) {
+        let _ = write!(
+            o,
+            "<p class=\"notice danger\"><b>Warning: unisolated gates.</b> {}</p>",
+            esc(&w)
+        );
     }
     let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
     let gates = a.implementations.iter().filter(|r| r.gate_passed).count();
@@ -1279,6 +1287,29 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
         o.push_str("</ul>");
     }
     o.push_str("</section>\n");
+}
+
+/// Which sandbox ran each gate (nothing for imported rounds, which do not say).
+fn sandboxes(o: &mut String, a: &Aggregate) {
+    if a.sandboxes.is_empty() {
+        return;
+    }
+    o.push_str("<section class=\"card\"><h2>Sandboxes</h2><table><thead><tr><th>sandbox</th><th>isolation</th><th>gates</th></tr></thead><tbody>");
+    for u in &a.sandboxes {
+        let isolation = esc(crate::stages::publish::isolation_text(&u.sandbox));
+        let _ = write!(
+            o,
+            "<tr><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
+            esc(&u.sandbox),
+            if u.isolated {
+                isolation
+            } else {
+                format!("<span class=\"bad\">\u{26a0} {isolation}</span>")
+            },
+            esc(&crate::stages::publish::gates_text(a, &u.gates))
+        );
+    }
+    o.push_str("</tbody></table><p class=\"small\">Where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in.</p></section>\n");
 }
 
 fn agreement(o: &mut String, a: &Aggregate) {
@@ -1546,6 +1577,7 @@ pub fn render(a: &Aggregate) -> String {
     scoreboard(&mut o, a);
     agreement(&mut o, a);
     judging(&mut o, a);
+    sandboxes(&mut o, a);
     if !a.problems.is_empty() {
         o.push_str("<section class=\"card\"><h2>Infrastructure problems</h2><ul>");
         for p in &a.problems {
@@ -1706,6 +1738,11 @@ mod tests {
             avg_score: None,
             problems: Vec::new(),
             suite: None,
+            sandboxes: vec![crate::aggregate::SandboxUse {
+                sandbox: "unisolated<script>".into(),
+                isolated: false,
+                gates: vec![format!("{evil}#1")],
+            }],
         }
     }
 
@@ -1724,6 +1761,27 @@ mod tests {
         assert!(html.contains("task &amp; &quot;quotes&quot;"));
         assert_eq!(html.matches("<svg").count(), 4);
         assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn unisolated_gates_get_a_warning_and_their_own_row() {
+        let mut a = hostile();
+        let html = render(&a);
+        assert!(html.contains("<b>Warning: unisolated gates.</b> 1 of 1 gates ran unisolated"));
+        assert!(html.contains("<h2>Sandboxes</h2>"));
+        a.sandboxes[0].isolated = true;
+        a.sandboxes[0].sandbox = "docker".into();
+        let html = render(&a);
+        assert!(
+            !html.contains("unisolated gates"),
+            "no warning when all are isolated"
+        );
+        assert!(html.contains("<td><b>docker</b></td>"));
+        a.sandboxes.clear();
+        assert!(
+            !render(&a).contains("<h2>Sandboxes</h2>"),
+            "imports do not say"
+        );
     }
 
     #[test]

@@ -158,11 +158,28 @@ pub fn parse_problems(name: &str, text: &str) -> Result<Vec<Problem>, Vec<String
             ));
             continue;
         }
+        if let Some(c) = problem.task_id.chars().find(|c| c.is_control()) {
+            // The id is written into task.toml and SPEC.md: a line break there would add keys.
+            errors.push(format!(
+                "{name}:{n}: $.task_id: \"{}\" holds the control character U+{:04X}",
+                crate::names::shown(&problem.task_id),
+                u32::from(c)
+            ));
+            continue;
+        }
         let slug = problem.slug();
         if slug.is_empty() {
             errors.push(format!(
                 "{name}:{n}: `task_id` {:?} gives no task name (it needs a letter or digit)",
                 problem.task_id
+            ));
+            continue;
+        }
+        if let Err(e) = crate::names::check(&slug) {
+            errors.push(format!(
+                "{name}:{n}: $.task_id: \"{}\" gives the task name \"{}\", which is not a safe name: {e}",
+                crate::names::shown(&problem.task_id),
+                crate::names::shown(&slug)
             ));
             continue;
         }
@@ -283,9 +300,19 @@ pub fn reference(p: &Problem) -> String {
 /// files of an earlier import. Returns the directories in file order.
 pub fn import(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let problems = read_problems(file)?;
-    let mut dirs = Vec::with_capacity(problems.len());
+    let mut tasks = Vec::with_capacity(problems.len());
     for p in &problems {
-        let dir = out.join(p.slug());
+        let name = crate::names::SafeName::new(p.slug()).map_err(|e| {
+            ImportError::Input(format!("{}:{}: $.task_id: {e}", file.display(), p.line))
+        })?;
+        // Every directory written into, proven inside `out` before anything is written.
+        for sub in ["reference", "hidden"] {
+            fsutil::inside(out, &Path::new(name.as_str()).join(sub))?;
+        }
+        tasks.push((p, out.join(&name)));
+    }
+    let mut dirs = Vec::with_capacity(tasks.len());
+    for (p, dir) in tasks {
         let files = [
             ("task.toml".to_string(), task_toml(p)),
             ("SPEC.md".to_string(), spec(p)),

@@ -17,6 +17,7 @@ use crate::aggregate::{
 use crate::dataset::{DASH, Dataset, DatasetRound, SCHEMA_VERSION, parse_wall_clock};
 use crate::fsutil;
 use crate::junit::TestOutcome;
+use crate::names::{NameError, SafeName, shown};
 use crate::provider::Usage;
 use crate::rubric::{Aggregation, Rubric};
 
@@ -31,13 +32,16 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A directory to write into is not plainly inside `--out` (a planted link; exit 1).
+    #[error("{0}")]
+    Outside(#[from] fsutil::Outside),
 }
 
 impl ImportError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ImportError::Input(_) => crate::cli::EXIT_INVALID,
-            ImportError::Write { .. } => crate::cli::EXIT_FAILED,
+            ImportError::Write { .. } | ImportError::Outside(_) => crate::cli::EXIT_FAILED,
         }
     }
 }
@@ -86,6 +90,72 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
         ))
     })?;
     Ok(value)
+}
+
+/// A name read from an imported file (`at` is its JSON path, `$.rounds[0].task`), proven safe:
+/// names from a file become directories and node ids, so an unsafe one refuses the whole import.
+fn safe_name(file: &Path, at: &str, name: &str) -> Result<SafeName, ImportError> {
+    SafeName::new(name).map_err(|e| {
+        input(format!(
+            "{}: {at}: \"{}\" is not a safe name: {e}\n  = help: imported names follow the rule of a pipeline's names, which name directories: {}",
+            file.display(),
+            shown(name),
+            NameError::RULE
+        ))
+    })
+}
+
+/// Every name of a dataset, proven safe before anything is written: each round's task and date
+/// (its directory is `<task>-<date>`), and every model and judge it names.
+fn check_dataset_names(file: &Path, ds: &Dataset) -> Result<(), ImportError> {
+    for (i, r) in ds.rounds.iter().enumerate() {
+        let at = format!("$.rounds[{i}]");
+        let task = safe_name(file, &format!("{at}.task"), &r.task)?;
+        let Some(date) = crate::names::date(&r.date) else {
+            return Err(input(format!(
+                "{}: {at}.date: \"{}\" is not a YYYY-MM-DD date",
+                file.display(),
+                shown(&r.date)
+            )));
+        };
+        SafeName::joined(&task, &date).map_err(|e| {
+            input(format!(
+                "{}: {at}.task: the round directory \"{task}-{date}\" is not a safe name: {e}",
+                file.display()
+            ))
+        })?;
+        for (k, s) in r.samples.iter().enumerate() {
+            safe_name(file, &format!("{at}.samples[{k}].model"), &s.model)?;
+        }
+        for (k, d) in r.per_impl_detail.iter().enumerate() {
+            let here = format!("{at}.perImplDetail[{k}]");
+            safe_name(file, &format!("{here}.impl"), &d.implementation)?;
+            for (m, j) in d.scores.iter().enumerate() {
+                safe_name(file, &format!("{here}.scores[{m}].judge"), &j.judge)?;
+            }
+        }
+        for (k, c) in r.judging_cost.iter().enumerate() {
+            safe_name(file, &format!("{at}.judgingCost[{k}].judge"), &c.judge)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every name of a Multivac file, proven safe before anything is written.
+fn check_multivac_names(file: &Path, e: &Evaluation) -> Result<(), ImportError> {
+    safe_name(file, "$.question_id", &e.question_id)?;
+    for (i, m) in e.models_used.iter().enumerate() {
+        safe_name(file, &format!("$.models_used[{i}].id"), &m.id)?;
+    }
+    for (i, j) in e.judgments.iter().enumerate() {
+        safe_name(file, &format!("$.judgments[{i}].judge_key"), &j.judge_key)?;
+        safe_name(
+            file,
+            &format!("$.judgments[{i}].respondent_key"),
+            &j.respondent_key,
+        )?;
+    }
+    Ok(())
 }
 
 /// `rubrics/<name>.toml` under the current directory when present, else `builtin`.
@@ -336,6 +406,7 @@ pub fn round_data_from_dataset(
                 .then(|| "no hidden tests in the dataset".to_string()),
             tests,
             task: None,
+            sandbox: None,
         });
         for (k, j) in d.scores.iter().enumerate() {
             let place = format!("{at}.perImplDetail[{i}].scores[{k}]");
@@ -478,6 +549,7 @@ pub fn openbenchmark(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportErro
             ds.meta.schema_version
         )));
     }
+    check_dataset_names(file, &ds)?;
     let rubric = rubric_or("code-review", code_review_rubric())?;
     let source = file_name(file);
     let mut rounds: Vec<(RoundData, PathBuf)> = Vec::new();
@@ -491,7 +563,9 @@ pub fn openbenchmark(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportErro
                 data.round
             )));
         }
-        let dir = out.join(&data.round);
+        let id = SafeName::new(data.round.as_str())
+            .map_err(|e| input(format!("{at}: round `{}`: {e}", shown(&data.round))))?;
+        let dir = fsutil::inside(out, Path::new(id.as_str()))?;
         rounds.push((data, dir));
     }
     for (r, (data, _)) in ds.rounds.iter().zip(&rounds) {
@@ -707,9 +781,17 @@ pub fn round_data_from_multivac(
 /// `pipe import multivac FILE --out DIR`: one round directory, `DIR/<question_id>-<date>`.
 pub fn multivac(file: &Path, out: &Path) -> Result<PathBuf, ImportError> {
     let e: Evaluation = read_json(file)?;
+    check_multivac_names(file, &e)?;
     let rubric = rubric_or("multivac", multivac_rubric())?;
     let data = round_data_from_multivac(&e, &rubric, &file_name(file), file)?;
-    let dir = out.join(&data.round);
+    let id = SafeName::new(data.round.as_str()).map_err(|e| {
+        input(format!(
+            "{}: $.question_id: the round directory \"{}\" is not a safe name: {e}",
+            file.display(),
+            shown(&data.round)
+        ))
+    })?;
+    let dir = fsutil::inside(out, Path::new(id.as_str()))?;
     write_round(&dir, &data)?;
     Ok(dir)
 }

@@ -2,10 +2,12 @@
 //! its result; `pipe run -v` prints it. API keys never enter it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::config::{Harness, Pipeline, Stage, StageKind};
+use crate::names::SafeName;
 use crate::plan::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
@@ -25,6 +27,10 @@ pub struct KeyInput {
     pub task: BTreeMap<String, String>,
     pub template: Option<String>,
     pub rubric: Option<String>,
+    /// A replayed model's recorded exchange for this node, by content (`absent` when there is
+    /// none): the recording is the model, so editing it re-runs the nodes that replay it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     /// Upstream nodes' keys, sorted: a change upstream changes every key downstream.
     pub upstream: Vec<String>,
 }
@@ -78,6 +84,49 @@ fn model_part(p: &Pipeline, id: &str) -> Option<serde_json::Value> {
     }))
 }
 
+/// Where a replayed model's exchange for this node lies (read by [`recording_digest`]); none
+/// for a live model.
+fn exchange_of(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> Option<PathBuf> {
+    let m = p.model(model)?;
+    let crate::config::ProviderKind::Replay { recordings, .. } =
+        &p.providers.get(&m.provider)?.kind
+    else {
+        return None;
+    };
+    let site = crate::provider::CallSite {
+        stage: stage.name.clone(),
+        model: m.id.clone(),
+        subject: subject.call_subject()?,
+        turn: 0,
+    };
+    crate::provider::replay::exchange_path(recordings, &site).ok()
+}
+
+/// The recording a node replays, if its model is replayed: the builder's exchange for a build
+/// that calls a model (not an agent CLI), the judge's for a judgment.
+pub fn recording_path(p: &Pipeline, stage: &Stage, subject: &Subject) -> Option<PathBuf> {
+    match (&stage.kind, subject) {
+        (StageKind::Build { harness, .. }, Subject::Impl { model, .. }) => {
+            let m = p.model(model)?;
+            (m.harness.unwrap_or(*harness) != Harness::Command)
+                .then(|| exchange_of(p, stage, model, subject))
+                .flatten()
+        }
+        (StageKind::Judge { .. }, Subject::Judgment { judge, .. }) => {
+            exchange_of(p, stage, judge, subject)
+        }
+        _ => None,
+    }
+}
+
+/// A recording by content, `absent` when there is no file: the value of [`KeyInput::recording`].
+pub fn recording_digest(path: &Path) -> String {
+    std::fs::read(path).map_or_else(
+        |_| "absent".to_string(),
+        |bytes| blake3::hash(&bytes).to_hex().to_string(),
+    )
+}
+
 pub fn input_for(
     p: &Pipeline,
     stage: &Stage,
@@ -85,10 +134,10 @@ pub fn input_for(
     upstream: Vec<String>,
     memo: &mut Memo,
 ) -> KeyInput {
-    let task_name = subject.task().unwrap_or_default();
+    let task_name = subject.task().map_or("", SafeName::as_str);
     let mut input = KeyInput {
         format: FORMAT_VERSION,
-        stage: stage.name.clone(),
+        stage: stage.name.to_string(),
         kind: stage.kind_name(),
         config: serde_json::Value::Null,
         model: None,
@@ -96,6 +145,7 @@ pub fn input_for(
         task: BTreeMap::new(),
         template: None,
         rubric: None,
+        recording: None,
         upstream,
     };
     match &stage.kind {
@@ -166,8 +216,13 @@ pub fn input_for(
             rubric,
             max_impl_bytes,
         } => {
-            input.config =
-                serde_json::json!({"max_impl_bytes": max_impl_bytes, "round": p.round.id});
+            // The listing's layout is the prompt as much as the template is: a new layout
+            // re-runs the judges, and only them (and what follows).
+            input.config = serde_json::json!({
+                "max_impl_bytes": max_impl_bytes,
+                "round": p.round.id,
+                "listing": crate::stages::judge::LISTING_VERSION,
+            });
             input.template = Some(memo.get("prompt", &stage.name, "", || digest(&prompt.text)));
             input.rubric = Some(rubric.digest.clone());
             let spec = memo.get("spec", task_name, "", || {
@@ -192,8 +247,14 @@ pub fn input_for(
                 .iter()
                 .map(|m| (m.id.as_str(), m.model.as_str()))
                 .collect();
+            // The round's settings that reach the aggregate's numbers and text; the sandbox is
+            // where gates ran, read from the gates' own outputs, so it stays out of the key.
+            let mut round = serde_json::to_value(&p.round).expect("round serialises");
+            if let Some(r) = round.as_object_mut() {
+                r.remove("sandbox");
+            }
             input.config = serde_json::json!({
-                "prices": prices, "slugs": slugs, "round": p.round, "task": tasks,
+                "prices": prices, "slugs": slugs, "round": round, "task": tasks,
                 "representative_sample": p.round.representative_sample,
             });
         }

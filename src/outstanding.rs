@@ -7,6 +7,8 @@ pub enum Recorded {
     Missing,
     /// Finished successfully under this key.
     Done { key: String },
+    /// Finished under this key, but its outputs are missing or changed since.
+    Changed { key: String },
 }
 
 /// The inputs of [`outstanding`] for one node, in dependency order (dependencies first).
@@ -25,13 +27,14 @@ pub enum Reason {
     Forced,
     NeverFinished,
     KeyChanged,
+    OutputsChanged,
     UpstreamRuns,
 }
 
 /// For each node, `Some(reason)` when it has to run, `None` when its stored result stands.
 ///
-/// A node runs when it is forced, has no successful record, has one under a different key, or
-/// depends on a node that runs (whose output will be new).
+/// A node runs when it is forced, has no successful record, has one under a different key, has
+/// outputs that changed since, or depends on a node that runs (whose output will be new).
 pub fn outstanding(nodes: &[NodeState<'_>]) -> Vec<Option<Reason>> {
     let mut out: Vec<Option<Reason>> = Vec::with_capacity(nodes.len());
     for n in nodes {
@@ -40,7 +43,10 @@ pub fn outstanding(nodes: &[NodeState<'_>]) -> Vec<Option<Reason>> {
         } else {
             match n.recorded {
                 Recorded::Missing => Some(Reason::NeverFinished),
-                Recorded::Done { key } if key != n.key => Some(Reason::KeyChanged),
+                Recorded::Done { key } | Recorded::Changed { key } if key != n.key => {
+                    Some(Reason::KeyChanged)
+                }
+                Recorded::Changed { .. } => Some(Reason::OutputsChanged),
                 Recorded::Done { .. } => n
                     .deps
                     .iter()
@@ -80,7 +86,7 @@ mod tests {
                     }
                 })
                 .collect::<Vec<_>>();
-            let rec = proptest::collection::vec(0u8..3, n);
+            let rec = proptest::collection::vec(0u8..4, n);
             let forced = proptest::collection::vec(proptest::bool::weighted(0.1), n);
             (deps, rec, forced).prop_map(move |(deps, rec, forced)| {
                 let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
@@ -92,8 +98,11 @@ mod tests {
                         1 => Recorded::Done {
                             key: format!("k{i}"),
                         },
-                        _ => Recorded::Done {
+                        2 => Recorded::Done {
                             key: format!("old{i}"),
+                        },
+                        _ => Recorded::Changed {
+                            key: format!("k{i}"),
                         },
                     })
                     .collect();
@@ -116,6 +125,41 @@ mod tests {
                 forced: c.forced[i],
             })
             .collect()
+    }
+
+    #[test]
+    fn changed_outputs_run_the_node_and_its_dependents() {
+        let (a, b) = (
+            Recorded::Changed { key: "a".into() },
+            Recorded::Done { key: "b".into() },
+        );
+        let out = outstanding(&[
+            NodeState {
+                key: "a",
+                deps: &[],
+                recorded: &a,
+                forced: false,
+            },
+            NodeState {
+                key: "b",
+                deps: &[0],
+                recorded: &b,
+                forced: false,
+            },
+        ]);
+        assert_eq!(
+            out,
+            [Some(Reason::OutputsChanged), Some(Reason::UpstreamRuns)]
+        );
+        // A changed key says so first: the outputs are replaced either way.
+        let a = Recorded::Changed { key: "old".into() };
+        let out = outstanding(&[NodeState {
+            key: "a",
+            deps: &[],
+            recorded: &a,
+            forced: false,
+        }]);
+        assert_eq!(out, [Some(Reason::KeyChanged)]);
     }
 
     proptest! {

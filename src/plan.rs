@@ -2,14 +2,15 @@
 //! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use crate::config::{Pipeline, Stage, StageKind};
-use crate::key;
+use crate::key::{self, KeyInput};
+use crate::names::SafeName;
 
 /// What a node is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -18,16 +19,16 @@ pub enum Subject {
     /// One implementation: a model's build sample (of one task, in a round of several).
     Impl {
         #[serde(skip_serializing_if = "Option::is_none")]
-        task: Option<String>,
-        model: String,
+        task: Option<SafeName>,
+        model: SafeName,
         sample: u32,
     },
     /// A model judging an implementation (of one task, in a round of several).
     Judgment {
-        judge: String,
+        judge: SafeName,
         #[serde(skip_serializing_if = "Option::is_none")]
-        task: Option<String>,
-        model: String,
+        task: Option<SafeName>,
+        model: SafeName,
         sample: u32,
     },
     /// The round as a whole.
@@ -36,7 +37,7 @@ pub enum Subject {
 
 impl Subject {
     /// The implementation a node is about, if any: (task in a suite, model, sample).
-    pub fn implementation(&self) -> Option<(Option<&str>, &str, u32)> {
+    pub fn implementation(&self) -> Option<(Option<&SafeName>, &SafeName, u32)> {
         match self {
             Self::Impl {
                 task,
@@ -48,15 +49,35 @@ impl Subject {
                 model,
                 sample,
                 ..
-            } => Some((task.as_deref(), model, *sample)),
+            } => Some((task.as_ref(), model, *sample)),
             Self::Round => None,
         }
     }
 
+    /// How the node's model calls name their subject (a recording's file under
+    /// `<recordings>/<stage>/<model>/`): `1` for build sample 1, `alpha-1` for judging alpha's
+    /// sample 1, each under its task's name in a suite (`humaneval-0/1`).
+    pub fn call_subject(&self) -> Option<String> {
+        let (task, own) = match self {
+            Self::Impl { task, sample, .. } => (task, sample.to_string()),
+            Self::Judgment {
+                task,
+                model,
+                sample,
+                ..
+            } => (task, format!("{model}-{sample}")),
+            Self::Round => return None,
+        };
+        Some(match task {
+            Some(t) => format!("{t}/{own}"),
+            None => own,
+        })
+    }
+
     /// The task a node works on, in a round of several; none means the round's only task.
-    pub fn task(&self) -> Option<&str> {
+    pub fn task(&self) -> Option<&SafeName> {
         match self {
-            Self::Impl { task, .. } | Self::Judgment { task, .. } => task.as_deref(),
+            Self::Impl { task, .. } | Self::Judgment { task, .. } => task.as_ref(),
             Self::Round => None,
         }
     }
@@ -67,10 +88,10 @@ pub struct Node {
     /// Readable and unique: `build:alpha#1` (`build:humaneval-0/alpha#1` in a suite),
     /// `judge:glm->alpha#1`, `aggregate`.
     pub id: String,
-    pub stage: String,
+    pub stage: SafeName,
     pub kind: &'static str,
     pub subject: Subject,
-    /// The node's directory, relative to the round directory.
+    /// The node's directory, relative to the round directory: `nodes/` and safe names only.
     pub dir: PathBuf,
     /// blake3 of everything that can change the node's result.
     pub key: String,
@@ -87,11 +108,13 @@ pub struct PlanBuilder {
     /// list (a build's one node, a judge stage's one per judge); round nodes by stage.
     by_impl: std::collections::HashMap<String, Vec<Vec<NodeIndex>>>,
     rounds: BTreeMap<String, NodeIndex>,
+    /// Each node's key input and recording, by node index, until `seal` computes the keys.
+    inputs: Vec<(KeyInput, Option<PathBuf>)>,
     memo: key::Memo,
 }
 
 /// (task in a suite, model, sample).
-type Impl = (Option<String>, String, u32);
+type Impl = (Option<SafeName>, SafeName, u32);
 
 /// The sealed plan: nodes in a DAG, a topological order, and cache keys computed.
 #[derive(Debug)]
@@ -109,10 +132,11 @@ impl Plan {
             by_stage: BTreeMap::new(),
             by_impl: std::collections::HashMap::new(),
             rounds: BTreeMap::new(),
+            inputs: Vec::new(),
             memo: key::Memo::default(),
         };
         // A suite expands task by task; a round of one task keeps ids without the task.
-        let tasks: Vec<Option<String>> = if p.is_suite() {
+        let tasks: Vec<Option<SafeName>> = if p.is_suite() {
             p.tasks.iter().map(|t| Some(t.name.clone())).collect()
         } else {
             vec![None]
@@ -200,27 +224,25 @@ impl PlanBuilder {
     ) {
         let id = node_id(&stage.name, &subject);
         let dir = node_dir(&stage.name, &subject);
-        let mut upstream: Vec<String> = deps.iter().map(|d| self.graph[*d].key.clone()).collect();
-        upstream.sort();
-        let key = key::node_key(&key::input_for(
-            p,
-            stage,
-            &subject,
-            upstream,
-            &mut self.memo,
+        // The key waits for `seal`: it needs the upstream keys and the node's recording, read
+        // there for all nodes at once.
+        self.inputs.push((
+            key::input_for(p, stage, &subject, Vec::new(), &mut self.memo),
+            key::recording_path(p, stage, &subject),
         ));
+        let key = String::new();
         let tolerant = matches!(stage.kind, StageKind::Aggregate);
         let next = NodeIndex::new(self.graph.node_count());
         match imp {
             Some(i) => {
-                let nodes = self.by_impl.entry(stage.name.clone()).or_default();
+                let nodes = self.by_impl.entry(stage.name.to_string()).or_default();
                 if nodes.len() <= i {
                     nodes.resize_with(i + 1, Vec::new);
                 }
                 nodes[i].push(next);
             }
             None => {
-                self.rounds.insert(stage.name.clone(), next);
+                self.rounds.insert(stage.name.to_string(), next);
             }
         }
         let ix = self.graph.add_node(Node {
@@ -236,7 +258,7 @@ impl PlanBuilder {
             self.graph.add_edge(d, ix, ());
         }
         self.by_stage
-            .entry(stage.name.clone())
+            .entry(stage.name.to_string())
             .or_default()
             .push(ix);
     }
@@ -312,8 +334,25 @@ impl PlanBuilder {
 
     /// Freezes the graph. Stages are expanded in dependency order and a node only points at nodes
     /// added before it, so insertion order is a topological order (and a readable one).
-    fn seal(self) -> Plan {
+    fn seal(mut self) -> Plan {
         let order: Vec<NodeIndex> = self.graph.node_indices().collect();
+        // Recordings are read on every core (a round of 10,000 replayed nodes reads as many
+        // files), then keys are computed in insertion order, which is a topological order: a
+        // node is added after its dependencies.
+        let paths: Vec<Option<&Path>> = self.inputs.iter().map(|(_, p)| p.as_deref()).collect();
+        let digests = read_recordings(&paths);
+        let inputs = std::mem::take(&mut self.inputs);
+        for ((ix, (mut input, _)), recording) in order.iter().zip(inputs).zip(digests) {
+            let mut upstream: Vec<String> = self
+                .graph
+                .neighbors_directed(*ix, Direction::Incoming)
+                .map(|d| self.graph[d].key.clone())
+                .collect();
+            upstream.sort();
+            input.upstream = upstream;
+            input.recording = recording;
+            self.graph[*ix].key = key::node_key(&input);
+        }
         debug_assert!(self.graph.edge_indices().all(|e| {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
             a < b
@@ -328,6 +367,27 @@ impl PlanBuilder {
             by_id,
         }
     }
+}
+
+/// The digest of each recording (none where there is no path), read on every core.
+#[allow(clippy::ref_option_ref)] // the items of a slice of paths, borrowed by `chunks`
+fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
+    let read = |p: &Option<&Path>| -> Option<String> { p.as_deref().map(key::recording_digest) };
+    let threads = crate::sandbox::default_slots().clamp(1, 8);
+    let chunk = paths.len().div_ceil(threads).max(256);
+    if paths.len() <= chunk {
+        return paths.iter().map(read).collect();
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(read).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading recordings does not panic"))
+            .collect()
+    })
 }
 
 /// Per stage of `p` (in its dependency order), the position of a build stage upstream of it, if
@@ -427,7 +487,7 @@ pub fn size(p: &Pipeline) -> Size {
         size.nodes = size.nodes.saturating_add(nodes);
         size.edges = size.edges.saturating_add(edges);
         if nodes > size.largest.1 {
-            size.largest = (stage.name.clone(), nodes);
+            size.largest = (stage.name.to_string(), nodes);
         }
     }
     size
@@ -461,7 +521,8 @@ pub fn node_id(stage: &str, subject: &Subject) -> String {
     }
 }
 
-fn node_dir(stage: &str, subject: &Subject) -> PathBuf {
+/// `nodes/<stage>/...`: built from safe names and numbers only, so it never leaves the round.
+fn node_dir(stage: &SafeName, subject: &Subject) -> PathBuf {
     let base = PathBuf::from("nodes").join(stage);
     match subject {
         Subject::Impl {

@@ -57,8 +57,21 @@ impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
-                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
-                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Key(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    // A key that is not a bare word is quoted as TOML quotes it:
+                    // `stages."../../etc"`, so the path reads unambiguously.
+                    let bare = !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "\"{}\"", k.escape_debug())?;
+                    }
+                }
                 Seg::Index(n) => write!(f, "[{n}]")?,
             }
         }

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dirhandle::{DirHandle, FileStat, Kind};
 use crate::fsutil;
+use crate::names::SafeName;
 use crate::plan::Node;
 
 pub const RECORD_FILE: &str = "node.json";
@@ -53,6 +55,52 @@ pub struct OutputFile {
     pub path: String,
     pub bytes: u64,
     pub blake3: String,
+    /// The file's modification and change times when the record was made: while both and the
+    /// size are unchanged the file is taken as unchanged; otherwise its digest decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// A directory that holds outputs (`files/`, its subdirectories): a file added to it or removed
+/// from it changes what a dependent that lists the directory reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputDir {
+    pub path: String,
+    pub stamp: Stamp,
+}
+
+/// Modification and status-change times in nanoseconds since the epoch. The change time cannot
+/// be set back by a user (`touch -d` sets it to now), so an edit that restores the size and the
+/// modification time is still seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl From<&FileStat> for Stamp {
+    fn from(st: &FileStat) -> Self {
+        Self {
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+        }
+    }
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
 }
 
 /// What the store keeps about one node run.
@@ -72,6 +120,9 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::provider::Usage>,
     pub outputs: Vec<OutputFile>,
+    /// The directories below the node's own that hold outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<OutputDir>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +131,9 @@ pub enum StoreError {
     Busy { round: String, lock: PathBuf },
     #[error("cannot write to {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A path pipe would write or remove is not plainly inside the round directory.
+    #[error("refusing to use {path}: {reason}")]
+    Outside { path: PathBuf, reason: String },
 }
 
 pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -187,16 +241,28 @@ pub struct RoundLock {
     _file: File,
 }
 
+/// True for a non-empty relative path of plain components (no `..`, `.`, root or prefix).
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
 impl RoundStore {
-    pub fn new(out: &Path, round_id: &str) -> Self {
+    /// The round `round_id` under the output directory `out` (`--out`, given by the operator).
+    pub fn new(out: &Path, round_id: &SafeName) -> Self {
         Self {
             root: out.join(round_id),
         }
     }
 
-    /// Creates the directory and takes the round's lock.
+    /// Creates the directory and takes the round's lock. A round directory that is a symbolic
+    /// link is refused: pipe writes and removes only inside a real directory it was pointed at.
     pub fn lock(&self) -> Result<RoundLock, StoreError> {
+        self.check_root()?;
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        self.check_root()?;
         let path = self.root.join(".lock");
         let file = File::options()
             .create(true)
@@ -252,16 +318,81 @@ impl RoundStore {
 
     /// A node's record; a missing or unreadable record reads as none (the node runs again).
     pub fn record(&self, node: &Node) -> Option<NodeRecord> {
-        let path = self.node_dir(node).join(RECORD_FILE);
-        let bytes = fs::read(path).ok()?;
+        let dir = DirHandle::open(&self.node_dir(node)).ok()?;
+        Self::record_in(&dir, node)
+    }
+
+    fn record_in(dir: &DirHandle, node: &Node) -> Option<NodeRecord> {
+        let bytes = dir.read(RECORD_FILE).ok()?;
         let record: NodeRecord = serde_json::from_slice(&bytes).ok()?;
-        (record.format == RECORD_FORMAT && record.id == node.id).then_some(record)
+        // A record read back is input like any other: one whose paths would leave the node's
+        // directory is not pipe's and is ignored (the node runs again).
+        let confined = record
+            .outputs
+            .iter()
+            .map(|o| o.path.as_str())
+            .chain(record.dirs.iter().map(|d| d.path.as_str()))
+            .all(is_plain_relative);
+        (record.format == RECORD_FORMAT && record.id == node.id && confined).then_some(record)
+    }
+
+    /// A node's record with its outputs checked: for a done record, the outputs that are no
+    /// longer what it says (see [`RoundStore::changed_outputs`]).
+    pub fn load(&self, node: &Node) -> (Option<NodeRecord>, Vec<String>) {
+        let Ok(dir) = DirHandle::open(&self.node_dir(node)) else {
+            return (None, Vec::new());
+        };
+        let record = Self::record_in(&dir, node);
+        let changed = match &record {
+            Some(r) if r.status == Status::Done => self.changed_in(&dir, node, r),
+            _ => Vec::new(),
+        };
+        (record, changed)
+    }
+
+    /// The round directory, when it is not a symbolic link nor anything but a directory (a missing
+    /// one is fine: it is created).
+    fn check_root(&self) -> Result<(), StoreError> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.file_type().is_symlink() => Err(Self::outside(
+                &self.root,
+                format!(
+                    "the round directory is a symbolic link (to {}); pipe keeps a round in a real directory: remove the link",
+                    fs::read_link(&self.root)
+                        .map_or_else(|_| "?".into(), |t| t.display().to_string())
+                ),
+            )),
+            Ok(m) if !m.is_dir() => Err(Self::outside(
+                &self.root,
+                "the round directory is not a directory".into(),
+            )),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&self.root)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn outside(path: &Path, reason: String) -> StoreError {
+        StoreError::Outside {
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+
+    /// `rel` under the round directory, proven inside it ([`fsutil::inside`]) with the round
+    /// directory itself a real directory.
+    pub fn inside(&self, rel: &Path) -> Result<PathBuf, StoreError> {
+        self.check_root()?;
+        fsutil::inside(&self.root, rel).map_err(|e| match e {
+            fsutil::Outside::Refused { path, reason } => StoreError::Outside { path, reason },
+            fsutil::Outside::Io { path, source } => StoreError::Io { path, source },
+        })
     }
 
     /// Starts a node: forgets its record before any output is touched, so a crash mid-way never
     /// leaves a record pointing at half-replaced outputs. Returns the (emptied) output directory.
+    /// Nothing is removed unless the node directory is proven inside the round ([`Self::inside`]).
     pub fn begin(&self, node: &Node) -> Result<PathBuf, StoreError> {
-        let dir = self.node_dir(node);
+        let dir = self.inside(&node.dir)?;
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             return Ok(dir);
@@ -283,7 +414,8 @@ impl RoundStore {
         Ok(dir)
     }
 
-    /// A node's record, ready to commit: the manifest lists every output file with its digest.
+    /// A node's record, ready to commit: the manifest lists every output file with its digest,
+    /// size and times, and every directory below the node's own that holds outputs.
     pub fn prepare(
         &self,
         node: &Node,
@@ -296,10 +428,31 @@ impl RoundStore {
             .map(|rel| {
                 let path = dir.join(rel);
                 let bytes = fs::read(&path).map_err(io_err(&path))?;
+                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
                 Ok(OutputFile {
                     path: rel.to_string_lossy().into_owned(),
                     bytes: bytes.len() as u64,
                     blake3: blake3::hash(&bytes).to_hex().to_string(),
+                    stamp: Some(Stamp::of(&meta)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for rel in outputs {
+            let mut parent = rel.parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(p.to_path_buf());
+                parent = p.parent();
+            }
+        }
+        record.dirs = dirs
+            .into_iter()
+            .map(|rel| {
+                let path = dir.join(&rel);
+                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+                Ok(OutputDir {
+                    path: rel.to_string_lossy().into_owned(),
+                    stamp: Stamp::of(&meta),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -308,8 +461,104 @@ impl RoundStore {
         Ok(PendingRecord { path, bytes })
     }
 
-    /// Forgets the whole round.
+    /// The outputs of a record that are no longer what it says, each with what happened
+    /// (`files/x.py (missing)`, `files/x.py`, `files/evil.py (added)`); empty when all stand.
+    /// Size and times are compared first; a file whose times moved is hashed, so a touched but
+    /// unchanged file still stands.
+    pub fn changed_outputs(&self, node: &Node, record: &NodeRecord) -> Vec<String> {
+        match DirHandle::open(&self.node_dir(node)) {
+            Ok(dir) => self.changed_in(&dir, node, record),
+            Err(_) => vec![format!("{} (missing)", node.dir.display())],
+        }
+    }
+
+    fn changed_in(&self, dir: &DirHandle, node: &Node, record: &NodeRecord) -> Vec<String> {
+        let mut changed = Vec::new();
+        for out in &record.outputs {
+            let st = match dir.stat(&out.path) {
+                Ok(st) if st.kind == Kind::File => st,
+                Ok(_) => {
+                    changed.push(format!("{} (not a regular file)", out.path));
+                    continue;
+                }
+                Err(_) => {
+                    changed.push(format!("{} (missing)", out.path));
+                    continue;
+                }
+            };
+            if st.len != out.bytes {
+                changed.push(out.path.clone());
+                continue;
+            }
+            if out.stamp == Some(Stamp::from(&st)) {
+                continue;
+            }
+            let same = dir
+                .read(&out.path)
+                .is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == out.blake3);
+            if !same {
+                changed.push(out.path.clone());
+            }
+        }
+        for d in &record.dirs {
+            match dir.stat(&d.path) {
+                Ok(st) if st.kind == Kind::Dir && Stamp::from(&st) == d.stamp => continue,
+                Ok(st) if st.kind == Kind::Dir => {}
+                _ => {
+                    changed.push(format!("{}/ (missing)", d.path));
+                    continue;
+                }
+            }
+            let expected: std::collections::BTreeSet<&str> = record
+                .outputs
+                .iter()
+                .map(|o| o.path.as_str())
+                .chain(record.dirs.iter().map(|d| d.path.as_str()))
+                .filter_map(|p| p.strip_prefix(d.path.as_str())?.strip_prefix('/'))
+                .filter(|rest| !rest.contains('/'))
+                .collect();
+            let Ok(entries) = fs::read_dir(self.node_dir(node).join(&d.path)) else {
+                changed.push(format!("{}/ (unreadable)", d.path));
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !expected.contains(name.as_ref()) {
+                    changed.push(format!("{}/{name} (added)", d.path));
+                }
+            }
+        }
+        changed
+    }
+
+    /// The round directory keeps a copy of each output of a publish node (`report.md`, ...),
+    /// where people look first. After a run that found the node done, a copy that was deleted or
+    /// edited is written again from the node's verified output; returns how many were.
+    pub fn restore_copies(&self, node: &Node) -> Result<usize, StoreError> {
+        let Some(record) = self.record(node).filter(|r| r.status == Status::Done) else {
+            return Ok(0);
+        };
+        let dir = self.node_dir(node);
+        let mut restored = 0;
+        for out in record.outputs.iter().filter(|o| !o.path.contains('/')) {
+            let from = dir.join(&out.path);
+            let to = self.root.join(&out.path);
+            let same = fs::symlink_metadata(&to).is_ok_and(|m| m.is_file() && m.len() == out.bytes)
+                && fs::read(&to).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == out.blake3);
+            if !same {
+                let bytes = fs::read(&from).map_err(io_err(&from))?;
+                fsutil::write_atomic(&to, &bytes).map_err(io_err(&to))?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Forgets the whole round. A round directory that is a symbolic link is refused; links
+    /// inside it are removed, never followed.
     pub fn clean(&self) -> Result<bool, StoreError> {
+        self.check_root()?;
         if !self.root.exists() {
             return Ok(false);
         }
@@ -318,5 +567,185 @@ impl RoundStore {
         fs::remove_dir_all(&self.root).map_err(io_err(&self.root))?;
         drop(lock);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Subject;
+
+    fn name(s: &str) -> SafeName {
+        SafeName::new(s).unwrap()
+    }
+
+    fn node(dir: &str) -> Node {
+        Node {
+            id: "gate:alpha#1".into(),
+            stage: name("gate"),
+            kind: "gate",
+            subject: Subject::Impl {
+                task: None,
+                model: name("alpha"),
+                sample: 1,
+            },
+            dir: PathBuf::from(dir),
+            key: "k".into(),
+            tolerant: false,
+        }
+    }
+
+    fn record(store: &RoundStore, node: &Node, outputs: &[&str]) -> NodeRecord {
+        let blank = NodeRecord {
+            format: RECORD_FORMAT,
+            id: node.id.clone(),
+            key: node.key.clone(),
+            status: Status::Done,
+            failure: None,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            attempts: 1,
+            usage: None,
+            outputs: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let outputs: Vec<PathBuf> = outputs.iter().map(PathBuf::from).collect();
+        let pending = store.prepare(node, blank, &outputs).unwrap();
+        serde_json::from_slice(&pending.bytes).unwrap()
+    }
+
+    #[test]
+    fn outputs_are_verified_by_size_times_digest_and_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let n = node("nodes/build/a/1");
+        let dir = store.begin(&n).unwrap();
+        fs::create_dir_all(dir.join("files/sub")).unwrap();
+        fs::write(dir.join("build.json"), "{}").unwrap();
+        fs::write(dir.join("files/a.py"), "a = 1\n").unwrap();
+        fs::write(dir.join("files/sub/b.py"), "b = 2\n").unwrap();
+        let rec = record(&store, &n, &["build.json", "files/a.py", "files/sub/b.py"]);
+        assert_eq!(
+            rec.dirs.iter().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            ["files", "files/sub"]
+        );
+        assert!(store.changed_outputs(&n, &rec).is_empty());
+        // Rewritten with the same bytes: the times moved, the digest stands.
+        fs::write(dir.join("files/a.py"), "a = 1\n").unwrap();
+        assert!(store.changed_outputs(&n, &rec).is_empty());
+        fs::write(dir.join("files/a.py"), "a = 2\n").unwrap();
+        fs::write(dir.join("files/sub/c.py"), "").unwrap();
+        fs::remove_file(dir.join("build.json")).unwrap();
+        assert_eq!(
+            store.changed_outputs(&n, &rec),
+            [
+                "build.json (missing)",
+                "files/a.py",
+                "files/sub/c.py (added)"
+            ]
+        );
+        // A link where a file was is not the file.
+        fs::remove_file(dir.join("files/sub/c.py")).unwrap();
+        fs::remove_file(dir.join("files/sub/b.py")).unwrap();
+        std::os::unix::fs::symlink(dir.join("files/a.py"), dir.join("files/sub/b.py")).unwrap();
+        assert!(
+            store
+                .changed_outputs(&n, &rec)
+                .contains(&"files/sub/b.py (not a regular file)".to_string())
+        );
+    }
+
+    /// A round store under a temp dir, and a directory outside it holding one file.
+    fn setup() -> (tempfile::TempDir, RoundStore, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(&tmp.path().join("out"), &name("r-2026-01-01"));
+        fs::create_dir_all(store.root.join("nodes/gate/alpha")).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep").unwrap();
+        (tmp, store, outside)
+    }
+
+    fn is_outside(r: &Result<PathBuf, StoreError>) -> bool {
+        matches!(r, Err(StoreError::Outside { .. }))
+    }
+
+    #[test]
+    fn begin_empties_a_real_node_directory() {
+        let (_tmp, store, _) = setup();
+        let dir = store.root.join("nodes/gate/alpha/1");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("old.txt"), "x").unwrap();
+        assert_eq!(store.begin(&node("nodes/gate/alpha/1")).unwrap(), dir);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn begin_never_empties_a_node_directory_linked_outside() {
+        let (_tmp, store, outside) = setup();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate/alpha/1")).unwrap();
+        assert!(is_outside(&store.begin(&node("nodes/gate/alpha/1"))));
+        assert!(outside.join("precious").exists());
+    }
+
+    #[test]
+    fn begin_refuses_a_link_on_the_way_down() {
+        let (_tmp, store, outside) = setup();
+        fs::create_dir_all(outside.join("alpha/1")).unwrap();
+        fs::remove_dir_all(store.root.join("nodes/gate")).unwrap();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate")).unwrap();
+        assert!(is_outside(&store.begin(&node("nodes/gate/alpha/1"))));
+        assert!(outside.join("precious").exists());
+        assert!(outside.join("alpha/1").is_dir());
+    }
+
+    #[test]
+    fn a_path_that_climbs_out_is_refused() {
+        let (_tmp, store, outside) = setup();
+        for dir in ["nodes/../../outside", "/tmp", ""] {
+            assert!(is_outside(&store.begin(&node(dir))), "{dir}");
+        }
+        assert!(outside.join("precious").exists());
+    }
+
+    #[test]
+    fn a_round_directory_that_is_a_link_is_refused() {
+        let (tmp, _, outside) = setup();
+        let linked = RoundStore::new(&tmp.path().join("out"), &name("linked-2026-01-01"));
+        std::os::unix::fs::symlink(&outside, &linked.root).unwrap();
+        assert!(matches!(linked.lock(), Err(StoreError::Outside { .. })));
+        assert!(matches!(linked.clean(), Err(StoreError::Outside { .. })));
+        assert!(is_outside(&linked.begin(&node("nodes/gate/alpha/1"))));
+        assert_eq!(
+            crate::fsutil::list_files(&outside).unwrap(),
+            [PathBuf::from("precious")]
+        );
+    }
+
+    #[test]
+    fn only_plain_relative_paths_are_outputs() {
+        for ok in ["a", "files/a.py", "files/sub/b"] {
+            assert!(is_plain_relative(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "files/../../x",
+            "./a",
+            "files/./a",
+        ] {
+            assert!(!is_plain_relative(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clean_removes_links_not_what_they_point_at() {
+        let (_tmp, store, outside) = setup();
+        std::os::unix::fs::symlink(&outside, store.root.join("nodes/gate/alpha/1")).unwrap();
+        assert!(store.clean().unwrap());
+        assert!(!store.root.exists());
+        assert!(outside.join("precious").exists());
     }
 }

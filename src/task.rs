@@ -11,6 +11,7 @@ use crate::config::check::section;
 use crate::diag::Diag;
 use crate::fsutil;
 use crate::limits;
+use crate::names::{NameError, SafeName, shown};
 use crate::source::{KeyPath, SourceDoc};
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +101,8 @@ pub enum Runner {
 pub struct Task {
     pub dir: PathBuf,
     pub file: PathBuf,
-    pub name: String,
+    /// In a suite, names the task's node directories and recordings.
+    pub name: SafeName,
     pub spec: String,
     pub hidden_dir: PathBuf,
     pub reference_dir: Option<PathBuf>,
@@ -180,6 +182,23 @@ impl Task {
             .as_ref()
             .and_then(|_| section::<RawAgent>(&doc, &root.key("agent"), "[agent]", &mut diags));
         let agent = agent_raw.map(|a| agent_task(&doc, dir, &a, &mut diags));
+        let name = match SafeName::new(raw.name.as_str()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                diags.push(
+                    doc.error_at(
+                        &root.key("name"),
+                        format!("task name `{}` is not a safe name: {e}", shown(&raw.name)),
+                        false,
+                    )
+                    .help(format!(
+                        "the name identifies the task's results and, in a suite, names its node directories: {}",
+                        NameError::RULE
+                    )),
+                );
+                None
+            }
+        };
 
         let spec_path = dir.join(&raw.spec);
         let spec = match limits::read_text(&spec_path, limits::MAX_SPEC_BYTES, "a task's spec") {
@@ -314,9 +333,9 @@ impl Task {
                 repeat: 1,
             },
         };
-        if !diags.is_empty() {
+        let Some(name) = name.filter(|_| diags.is_empty()) else {
             return Err(diags);
-        }
+        };
         let mut digests = TaskDigests::default();
         digests.build.insert(
             raw.spec.clone(),
@@ -357,7 +376,7 @@ impl Task {
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
-            name: raw.name,
+            name,
             spec,
             hidden_dir,
             reference_dir,

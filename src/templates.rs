@@ -89,13 +89,12 @@ pub struct GateCtx {
 pub struct ImplCtx {
     /// The blind label: never the model's name.
     pub label: String,
-    /// The files, each fenced with `boundary`, ready to embed.
+    /// The implementation fenced with `boundary`, ready to embed: a manifest, the files, the
+    /// names of those left out for the size budget. Nothing derived from the implementation
+    /// (names, sizes, cut notes) is offered outside it.
     pub listing: String,
     /// The fence marker; the implementation cannot contain it.
     pub boundary: String,
-    pub files: Vec<String>,
-    /// Files left out (or cut) to keep within the size budget.
-    pub omitted: Vec<String>,
 }
 
 /// What `prompts/judge.md.j2` sees.
@@ -139,8 +138,6 @@ impl JudgeCtx {
                 label: "impl-x".into(),
                 listing: "files".into(),
                 boundary: "B".into(),
-                files: vec!["a.py".into()],
-                omitted: vec![],
             },
             gate: Some(GateCtx {
                 passed: true,

@@ -472,6 +472,46 @@ fn build_answer_whose_only_file_is_protected() {
     insta::assert_snapshot!("build_answer_only_protected_file", reason);
 }
 
+/// A file and a directory of one name cannot both be written: before, the write failed the node
+/// on every run; now the answer is refused.
+#[test]
+fn build_answer_with_a_file_and_a_directory_of_one_name() {
+    let reason = rejected_build(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path=adder.py/extra.py\nX = 1\n```\n",
+    );
+    insta::assert_snapshot!("build_answer_file_and_directory", reason);
+}
+
+/// A name longer than the file system takes (255 bytes), which failed the node on every run.
+#[test]
+fn build_answer_with_a_name_too_long_to_write() {
+    let reason = rejected_build(&format!(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path={}.py\nX = 1\n```\n",
+        "n".repeat(297)
+    ));
+    insta::assert_snapshot!("build_answer_name_too_long", reason);
+}
+
+/// A path of 5,000 bytes, past the system's limit for a whole path.
+#[test]
+fn build_answer_with_a_path_too_long_to_write() {
+    let reason = rejected_build(&format!(
+        "```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n```python path={}/x.py\nX = 1\n```\n",
+        vec!["d".repeat(99); 50].join("/")
+    ));
+    insta::assert_snapshot!("build_answer_path_too_long", reason);
+}
+
+/// More files than one answer may hold.
+#[test]
+fn build_answer_with_too_many_files() {
+    let mut answer =
+        String::from("```python path=adder.py\ndef add(a, b):\n    return a + b\n```\n");
+    answer.extend((0..600).map(|i| format!("```python path=pkg/m{i:03}.py\nX = {i}\n```\n")));
+    let reason = rejected_build(&answer);
+    insta::assert_snapshot!("build_answer_too_many_files", reason);
+}
+
 // ---------------------------------------------------------------------------------------------
 // JUnit: a task whose gate runs its own command, which must write JUnit XML to `$PIPE_JUNIT`.
 // A report that is malformed, lists no test, or is missing fails the gate with its reason; it
@@ -540,4 +580,101 @@ fn gate_with_junit_listing_no_test() {
 fn gate_without_junit() {
     let reason = failed_gate("echo all good", None);
     insta::assert_snapshot!("gate_junit_missing", reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links planted in the round directory: a re-run writes and removes only inside the round, never
+// through a symbolic link to elsewhere.
+
+/// A directory outside the round holding one file pipe must never touch; returns it (kept alive)
+/// and the file.
+fn precious() -> (tempfile::TempDir, PathBuf) {
+    let outside = tempfile::tempdir().expect("temp dir");
+    let file = outside.path().join("precious.txt");
+    std::fs::write(&file, "keep me").expect("write");
+    (outside, file)
+}
+
+#[test]
+fn a_node_directory_linked_outside_is_never_emptied() {
+    let r = Round::finished();
+    let (outside, file) = precious();
+    let node = r.round_dir().join("nodes/gate/ann/1");
+    std::fs::remove_dir_all(&node).expect("remove the node directory");
+    std::os::unix::fs::symlink(outside.path(), &node).expect("link");
+
+    let run = r.run(&["--force", "gate"]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    let (state, reason) = outcome(&run.summary, "gate:ann#1");
+    assert_eq!(state, "failed", "{}", run.summary);
+    assert!(reason.contains("symbolic link"), "{reason}");
+    // The other gate ran as usual.
+    assert_eq!(outcome(&run.summary, "gate:bob#1").0, "executed");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+    assert_eq!(all_files(outside.path()), vec![file.clone()]);
+    insta::assert_snapshot!("node_dir_linked_outside", r.scrub(&reason));
+
+    // A link higher up (`nodes/gate`) is refused the same way.
+    let gate = r.round_dir().join("nodes/gate");
+    std::fs::remove_file(&node).expect("unlink");
+    let moved = outside.path().join("gate");
+    std::fs::rename(&gate, &moved).expect("move nodes/gate out");
+    std::os::unix::fs::symlink(&moved, &gate).expect("link");
+    let before = all_files(outside.path());
+    let run = r.run(&["--force", "gate"]);
+    assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.summary, run.stderr);
+    assert_eq!(outcome(&run.summary, "gate:bob#1").0, "failed");
+    assert_eq!(all_files(outside.path()), before, "nothing outside changed");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+
+    // `pipe clean` removes the link, never what it points at.
+    let out = r
+        .cmd(&["clean", "pipeline.toml"])
+        .output()
+        .expect("pipe runs");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{out:?}");
+    assert!(!r.round_dir().exists());
+    assert_eq!(all_files(outside.path()), before);
+}
+
+#[test]
+fn a_round_directory_linked_elsewhere_is_refused() {
+    let r = Round::finished();
+    let (outside, file) = precious();
+    let elsewhere = outside.path().join("round");
+    std::fs::rename(r.round_dir(), &elsewhere).expect("move the round out");
+    std::os::unix::fs::symlink(&elsewhere, r.round_dir()).expect("link");
+    let before = all_files(outside.path());
+
+    let out = r
+        .cmd(&["run", "pipeline.toml", "--force", "build"])
+        .output()
+        .expect("pipe runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{stderr}");
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert_eq!(all_files(outside.path()), before, "nothing outside changed");
+
+    let out = r
+        .cmd(&["clean", "pipeline.toml"])
+        .output()
+        .expect("pipe runs");
+    let clean = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{clean}");
+    assert!(clean.contains("is a symbolic link"), "{clean}");
+    assert_eq!(all_files(outside.path()), before);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("still there"),
+        "keep me"
+    );
+    insta::assert_snapshot!(
+        "round_dir_linked_elsewhere",
+        r.scrub(&clean.replace(&outside.path().display().to_string(), "[OUTSIDE]"))
+    );
 }

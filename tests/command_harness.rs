@@ -293,3 +293,52 @@ fn an_agent_past_its_timeout_or_leaving_nothing_is_a_labelled_result() {
     let gate = read_json(&r.node("gate/ann/1/gate.json"));
     assert_eq!(gate["ran"], false);
 }
+
+/// A name of 250 bytes is fine in the sandbox but too long for pipe to write into the round
+/// (its temporary name is longer): before, it failed the build node on every run. Such names,
+/// and paths past the length limit, are now refused files of the collected workspace; the rest
+/// of the build stands.
+#[test]
+fn names_too_long_to_write_are_refused_files_not_a_failed_node() {
+    let r = Round::new();
+    let tool = r.root.join("tools/long-names");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\n\
+         printf 'def add(a, b):\\n    return a + b\\n' > adder.py\n\
+         echo x > \"$(printf '%0250d' 0)\"\n\
+         d=$(printf '%099d' 0); p=.\n\
+         for i in 1 2 3 4 5 6 7 8 9 10 11 12; do p=\"$p/$d\"; done\n\
+         mkdir -p \"$p\" && echo x > \"$p/x.py\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    r.edit(
+        "pipeline.toml",
+        "run = \"fake-agent {{ model.slug }} {{ sample }}\"",
+        "run = \"long-names\"",
+    );
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let ann = read_json(&r.node("build/ann/1/build.json"));
+    assert_eq!(ann["outcome"], "completed", "{ann}");
+    assert_eq!(ann["files"], serde_json::json!(["adder.py"]), "{ann}");
+    let reasons: Vec<&str> = ann["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{ann}");
+    assert!(
+        reasons.contains(&"a name in the path is 250 bytes long, over the limit of 200"),
+        "{ann}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("the path is ") && r.ends_with("over the limit of 1024")),
+        "{ann}"
+    );
+}

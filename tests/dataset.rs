@@ -317,6 +317,99 @@ fn bad_input_names_the_file_and_the_place() {
     assert!(!tmp.path().join("out").exists());
 }
 
+/// Imports `value` (written to `<tmp>/hostile.json`) with `pipe import KIND`; returns the exit
+/// code and stderr, and checks nothing was written: neither the output directory nor anything
+/// beside it.
+fn import_hostile(kind: &str, value: &Value) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("hostile.json"),
+        serde_json::to_vec_pretty(value).unwrap(),
+    )
+    .unwrap();
+    let (code, _, stderr) = pipe(
+        &work,
+        &["import", kind, "hostile.json", "--out", "out/deep"],
+    );
+    assert!(!work.join("out").exists(), "the import wrote: {stderr}");
+    let mut left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["work"], "something was written beside: {stderr}");
+    (code, stderr)
+}
+
+/// Hostile names in an openbenchmark dataset: each is refused with the file and the JSON path,
+/// and nothing is written (a task of `../../x` would have put a round directory beside `--out`).
+#[test]
+fn an_openbenchmark_dataset_with_unsafe_names_is_refused() {
+    let good = read(&fixture("openbenchmark-dataset.json"));
+    let long = "j".repeat(300);
+    let cases: [(&str, Value); 6] = [
+        ("/rounds/0/task", "../../escape".into()),
+        ("/rounds/1/task", ".hidden".into()),
+        ("/rounds/0/samples/3/model", "../x".into()),
+        ("/rounds/0/perImplDetail/1/impl", "openai/gpt-4".into()),
+        ("/rounds/0/perImplDetail/0/scores/1/judge", "a\0b".into()),
+        ("/rounds/0/judgingCost/2/judge", long.into()),
+    ];
+    let mut report = String::new();
+    for (pointer, name) in cases {
+        let mut v = good.clone();
+        *v.pointer_mut(pointer).unwrap() = name;
+        let (code, stderr) = import_hostile("openbenchmark", &v);
+        assert_eq!(code, 2, "{pointer}: {stderr}");
+        assert!(stderr.contains("is not a safe name"), "{pointer}: {stderr}");
+        report.push_str(&stderr);
+    }
+    insta::assert_snapshot!("openbenchmark_unsafe_names", report);
+}
+
+/// Hostile names in a Multivac file: the question id (the round directory) and model keys.
+#[test]
+fn a_multivac_file_with_unsafe_names_is_refused() {
+    let good = read(&fixture("multivac-evaluation.json"));
+    let cases: [(&str, Value); 4] = [
+        ("/question_id", "../../escape".into()),
+        ("/question_id", "..".into()),
+        ("/models_used/3/id", "../x".into()),
+        ("/judgments/4/judge_key", "model_a/../../b".into()),
+    ];
+    let mut report = String::new();
+    for (pointer, name) in cases {
+        let mut v = good.clone();
+        *v.pointer_mut(pointer).unwrap() = name;
+        let (code, stderr) = import_hostile("multivac", &v);
+        assert_eq!(code, 2, "{pointer}: {stderr}");
+        assert!(stderr.contains("is not a safe name"), "{pointer}: {stderr}");
+        report.push_str(&stderr);
+    }
+    insta::assert_snapshot!("multivac_unsafe_names", report);
+}
+
+/// A round directory under `--out` that is a link to elsewhere (planted, or left by another
+/// tool) is refused: an import writes nothing through it.
+#[test]
+fn an_import_never_writes_through_a_linked_round_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(tmp.path().join("out")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("out/CODE-015-2026-04-02")).unwrap();
+    let file = fixture("multivac-evaluation.json");
+    let (code, _, stderr) = pipe(
+        tmp.path(),
+        &["import", "multivac", file.to_str().unwrap(), "--out", "out"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
 /// A score outside the rubric's scale would skew every mean and median it enters: the import
 /// refuses it, naming the file and the JSON path.
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pipe::sandbox::docker::{self, DEFAULT_IMAGE, DockerSandbox, Limits};
+use pipe::sandbox::docker::{self, DEFAULT_IMAGE, DockerSandbox};
 use pipe::sandbox::{Job, JobResult};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -19,12 +19,7 @@ async fn sandbox(round: &str) -> Option<DockerSandbox> {
         Ok(_) => return unavailable("the sandbox image is missing"),
         Err(e) => return unavailable(&e),
     };
-    Some(DockerSandbox {
-        docker: engine,
-        image: DEFAULT_IMAGE.into(),
-        limits: Limits::default(),
-        round: round.into(),
-    })
+    Some(DockerSandbox::new(engine, DEFAULT_IMAGE, round).unwrap())
 }
 
 fn unavailable<T>(why: &str) -> Option<T> {
@@ -47,6 +42,7 @@ fn job(script: &str) -> Job {
         python: vec![],
         network: false,
         collect_dir: None,
+        limits: pipe::sandbox::JobLimits::default(),
     }
 }
 
@@ -472,10 +468,11 @@ async fn the_command_harness_runs_its_agent_in_a_container() {
     assert_eq!(leftover(&s).await, 0);
 }
 
-/// An image whose `/work` belongs to root (not one `pipe sandbox bootstrap` made): the prologue
-/// cannot unpack there, so the inputs go in through the archive API and the job still runs.
+/// An image whose `/work` belongs to root (not one `pipe sandbox bootstrap` made): the workspace
+/// is a tmpfs of the sandbox user's whatever the image holds there, so the job still runs, and
+/// no archive API call is needed.
 #[tokio::test]
-async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive_api() {
+async fn an_image_whose_work_belongs_to_root_still_gives_the_job_its_workspace() {
     let Some(mut s) = sandbox("test-root-work").await else {
         return;
     };
@@ -506,6 +503,7 @@ async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive
     let mut j = job("cat $PIPE_WORK/src/in.txt > $PIPE_WORK/out/copy.txt; id -u");
     j.inputs = vec![("src".into(), dir.path().to_path_buf())];
     j.collect = vec!["out/copy.txt".into()];
+    let since = now() - 0.1;
     let r = s.run(&j, &CancellationToken::new()).await;
     docker(&["rmi", &image]);
     let r = r.unwrap();
@@ -513,6 +511,13 @@ async fn an_image_whose_work_is_not_writable_gets_its_inputs_through_the_archive
     assert_eq!(
         r.files.get("out/copy.txt").map(Vec::as_slice),
         Some(&b"hello"[..])
+    );
+    let actions = actions(&s, since).await;
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a.starts_with("archive") || a.starts_with("extract")),
+        "{actions:?}"
     );
     assert_eq!(leftover(&s).await, 0);
 }
@@ -570,5 +575,679 @@ async fn a_collected_directory_keeps_its_caps_and_confinement() {
     let mut j = job("true");
     j.collect_dir = Some(spec(10, 10_000));
     assert!(run(&s, &j).await.tree.is_none(), "a missing directory");
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// What `df` says is free on the filesystem holding `path`, in bytes.
+fn available(path: &Path) -> u64 {
+    let o = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// The engine's data directory (where volumes and container layers live).
+async fn docker_root(s: &DockerSandbox) -> std::path::PathBuf {
+    let info = s.docker.info().await.unwrap();
+    info.docker_root_dir
+        .unwrap_or_else(|| "/var/lib/docker".into())
+        .into()
+}
+
+/// `/work` is a tmpfs with a hard cap (256 MiB by default, inside the 512 MiB memory limit): a job
+/// writing 1 GiB gets ENOSPC at the cap, is not killed for memory, and the engine's disk does not
+/// see the bytes; a job creating more files than the workspace's inodes gets ENOSPC too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_past_the_workspace_cap_fails_with_enospc_and_spares_the_host_disk() {
+    let Some(s) = sandbox("test-work-cap").await else {
+        return;
+    };
+    let cap = s.limits.work_bytes;
+    assert_eq!(cap, 256 << 20, "the documented default");
+    assert!(cap < s.limits.memory_bytes as u64, "the cap fits in memory");
+    let root = docker_root(&s).await;
+    let before = available(&root);
+    let mut j = job(
+        "stat -f -c %T /work; dd if=/dev/zero of=$PIPE_WORK/out/big bs=1M count=1024 2>&1; \
+         echo dd=$?; stat -c %s $PIPE_WORK/out/big; sleep 3",
+    );
+    j.timeout = Duration::from_secs(60);
+    let running = tokio::spawn({
+        let s = s.clone();
+        async move { s.run(&j, &CancellationToken::new()).await }
+    });
+    // The least free space the engine's disk had while the job ran (and held its file).
+    let mut lowest = before;
+    while !running.is_finished() {
+        lowest = lowest.min(available(&root));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = running.await.unwrap().unwrap();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"tmpfs"), "{r:?}");
+    assert!(r.stdout.contains("No space left on device"), "{r:?}");
+    assert!(lines.contains(&"dd=1"), "{r:?}");
+    let written: u64 = lines.last().unwrap().parse().unwrap();
+    assert!(
+        written <= cap && written > cap - (4 << 20),
+        "{written} bytes: {r:?}"
+    );
+    assert!(!r.oom_killed, "ENOSPC, not an out-of-memory kill: {r:?}");
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    // Writing the 1 GiB to the engine's disk would take it all; what other processes write
+    // meanwhile is noise well under the margin.
+    let drop_mib = before.saturating_sub(lowest) >> 20;
+    assert!(
+        drop_mib < 768,
+        "the engine's disk lost {drop_mib} MiB while the job wrote"
+    );
+
+    let r = run(
+        &s,
+        &job("python3 -c 'import errno\nn = 0\ntry:\n    while True:\n        open(\"f%d\" % n, \"w\").close()\n        n += 1\nexcept OSError as e:\n    print(n, errno.errorcode[e.errno])'"),
+    )
+    .await;
+    let mut words = r.stdout.split_whitespace();
+    let files: u64 = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert!(files < docker::WORK_INODES, "{r:?}");
+    assert_eq!(words.next(), Some("ENOSPC"), "{r:?}");
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// The workspace cap and the memory limit leave a real gate room: the atomic-write task's
+/// reference passes its hidden tests in Docker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_normal_gate_passes_within_the_workspace_cap() {
+    let Some(_s) = sandbox("check-task").await else {
+        return;
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "check-task",
+            "tasks/atomic-write",
+            "--sandbox",
+            "docker",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["passed"], 1, "{v}");
+    assert_eq!(v["tasks"][0]["sandbox"], "docker", "{v}");
+    assert!(v["tasks"][0]["tests_total"].as_u64().unwrap() > 10, "{v}");
+}
+
+/// The ids of the containers process `pid` owns (by their owner label), with whether each runs.
+async fn containers_of(s: &DockerSandbox, pid: u32) -> Vec<(String, bool)> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}=true", docker::LABEL_MANAGED)],
+    )]);
+    let list = s
+        .docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    list.into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(docker::LABEL_OWNER))
+                .and_then(|o| pipe::sandbox::owner::Owner::parse(o))
+                .is_some_and(|o| o.pid == pid)
+        })
+        .filter_map(|c| {
+            Some((
+                c.id?,
+                c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
+            ))
+        })
+        .collect()
+}
+
+/// Waits (up to a minute) until process `pid` has had a container running for two seconds (a
+/// long job's, not a passing one's); its id.
+async fn running_container_of(s: &DockerSandbox, pid: u32) -> String {
+    let t = Instant::now();
+    let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        let running: Vec<String> = containers_of(s, pid)
+            .await
+            .into_iter()
+            .filter_map(|(id, running)| running.then_some(id))
+            .collect();
+        seen.retain(|id, _| running.contains(id));
+        for id in running {
+            if seen
+                .entry(id.clone())
+                .or_insert_with(Instant::now)
+                .elapsed()
+                >= Duration::from_secs(2)
+            {
+                return id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("process {pid} ran no container for two seconds within a minute");
+}
+
+async fn exists(s: &DockerSandbox, id: &str) -> bool {
+    s.docker.inspect_container(id, None).await.is_ok()
+}
+
+/// A copy of the command-harness fixture's task whose reference sleeps at import: its gate holds
+/// a container for minutes.
+fn sleeping_task(dir: &Path) -> std::path::PathBuf {
+    let task = dir.join("sleepy");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent/task"),
+        &task,
+    );
+    std::fs::write(
+        task.join("reference/adder.py"),
+        "import time\ntime.sleep(600)\n\n\ndef add(a, b):\n    return a + b\n",
+    )
+    .unwrap();
+    let toml = task.join("task.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("timeout_secs = 60", "timeout_secs = 900"),
+    )
+    .unwrap();
+    task
+}
+
+/// `pipe check-task` of `task` in Docker, as a process of its own.
+fn check_task(task: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["check-task", "--sandbox", "docker"])
+        .arg(task)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `pipe clean --containers`: its stdout.
+fn clean_containers() -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["clean", "--containers"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
+/// "removed N ...; left M ..." → (N, M).
+fn clean_counts(stdout: &str) -> (usize, usize) {
+    let numbers: Vec<usize> = stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        stdout.starts_with("removed ") && stdout.contains("; left ") && numbers.len() == 2,
+        "{stdout}"
+    );
+    (numbers[0], numbers[1])
+}
+
+/// Two pipes at once: this process (a job of a sandbox whose round is `check-task`, the round a
+/// sweep used to remove) and a real `pipe check-task` whose gate sleeps. The other's start sweeps
+/// and leaves this process's running container; this process's sweep and `pipe clean
+/// --containers` leave the other's. Once the other pipe is killed outright, its container is the
+/// next sweep's, or `pipe clean --containers`'s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_removes_only_the_containers_of_a_pipe_that_is_gone() {
+    let Some(s) = sandbox("check-task").await else {
+        return;
+    };
+    let me = std::process::id();
+    let mine = tokio::spawn({
+        let s = s.clone();
+        async move {
+            let mut j = job("sleep 12; echo survived");
+            j.timeout = Duration::from_secs(60);
+            s.run(&j, &CancellationToken::new()).await
+        }
+    });
+    running_container_of(&s, me).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let task = sleeping_task(tmp.path());
+    let mut first = check_task(&task);
+    let theirs = running_container_of(&s, first.id()).await;
+    // The other pipe swept at its start, before its own container ran: this one's lived on.
+    let r = mine
+        .await
+        .unwrap()
+        .expect("this process's container was not removed");
+    assert_eq!(r.stdout, "survived\n", "{r:?}");
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+
+    let swept = docker::sweep(&s.docker).await.unwrap();
+    assert!(swept.alive >= 1, "{swept:?}");
+    assert!(
+        exists(&s, &theirs).await,
+        "a live pipe's container was swept"
+    );
+    let (_, alive) = clean_counts(&clean_containers());
+    assert!(alive >= 1);
+    assert!(
+        exists(&s, &theirs).await,
+        "`pipe clean --containers` removed a live pipe's container"
+    );
+
+    // Killed outright, the pipe cannot remove its container: the next sweep does.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(exists(&s, &theirs).await);
+    let swept = docker::sweep(&s.docker).await.unwrap();
+    assert!(!exists(&s, &theirs).await, "{swept:?}");
+
+    let mut second = check_task(&task);
+    let theirs = running_container_of(&s, second.id()).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let out = clean_containers();
+    clean_counts(&out);
+    assert!(!exists(&s, &theirs).await, "{out}");
+}
+
+/// Ctrl-C (SIGINT) of `pipe check-task` and of `pipe run` while a container runs: pipe stops, says
+/// it was interrupted, and its container is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupting_pipe_removes_its_running_containers() {
+    let Some(s) = sandbox("test-interrupt").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let task = sleeping_task(tmp.path());
+    let root = tmp.path().join("mini");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mini"),
+        &root,
+    );
+    let pipeline = root.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "command = \"env; sleep ${PIPE_TEST_SLEEP:-0}\"",
+        "command = \"sleep 600\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .args(["run", "pipeline.toml", "--sandbox", "docker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for mut child in [check_task(&task), run] {
+        let pid = child.id();
+        let id = running_container_of(&s, pid).await;
+        let t = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "interrupted");
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert!(!exists(&s, &id).await, "the container of {pid} is left");
+        assert!(containers_of(&s, pid).await.is_empty());
+    }
+}
+
+/// Model code looking for what it must not see. Its secrets are written as hex, so the source
+/// itself (collected, recorded) never holds them; `probe(gate)` returns what it found: a secret
+/// in its environment or any process's, a host path that exists, a secret in any file of the
+/// container (the hidden tests' only outside the gate, where they belong), the host's listener on
+/// 127.0.0.1, a network interface besides loopback, the engine's socket, root.
+const PROBE: &str = r#"import os, socket, stat, sys
+
+SECRETS = {@SECRETS@}
+HOST_PATHS = [@HOST_PATHS@]
+PORT = @PORT@
+
+
+def probe(gate):
+    found = []
+    secrets = {k: bytes.fromhex(v) for k, v in SECRETS.items()}
+    if gate:
+        del secrets["the hidden tests"]
+
+    def look(where, data):
+        for name, secret in secrets.items():
+            if secret in data:
+                found.append("%s in %s" % (name, where))
+
+    look("the environment", repr(sorted(os.environ.items())).encode())
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    look("/proc/%s/environ" % pid, f.read())
+            except OSError:
+                pass
+    for p in HOST_PATHS:
+        if os.path.lexists(p):
+            found.append("host path " + p)
+    files = 0
+    for root, dirs, names in os.walk("/"):
+        if root == "/":
+            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+        for n in names:
+            p = os.path.join(root, n)
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_size < (8 << 20):
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        look(p, f.read())
+                    files += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    try:
+        socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+        found.append("the host's listener on 127.0.0.1:%d" % PORT)
+    except OSError:
+        pass
+    others = [i for i in os.listdir("/sys/class/net") if i != "lo"]
+    if others:
+        found.append("network interfaces " + ",".join(others))
+    for p in ("/var/run/docker.sock", "/run/docker.sock"):
+        if os.path.lexists(p):
+            found.append("the engine's socket " + p)
+    if os.getuid() == 0:
+        found.append("root")
+    return found, files
+
+
+def report(where):
+    found, files = probe(False)
+    print("PROBE %s %s (%d files read)" % (where, "LEAK: " + "; ".join(found) if found else "clear", files))
+"#;
+
+/// The implementation a probing model builds: the probe runs at import, and `add` is right only
+/// when it found nothing, so a leak in the gate fails the gate (and says what leaked).
+const PROBING_ADDER: &str = r"
+
+FOUND, FILES = probe(True)
+
+
+def add(a, b):
+    assert not FOUND, FOUND
+    assert FILES > 1000, FILES
+    return a + b
+";
+
+fn hex(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The probe, end to end in Docker: a command-harness build (a shell script standing in for an
+/// agent CLI), an agent build's `run` tool (`python3 -m pytest -p probe`, an allowed command
+/// loading the model's own module) and both gates (the implementation probes at import) look for
+/// the task's hidden tests and reference, pipe's environment (a variable set in pipe's process
+/// and not passed), a file and paths of the host, the project tree, the host's 127.0.0.1 listener
+/// and the engine's socket. Each reports nothing found, and no secret reaches any file of the
+/// round.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_code_in_docker_finds_nothing_it_must_not_see() {
+    let Some(s) = sandbox("probe-2026-01-02").await else {
+        return;
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("probe");
+    let tag = format!("{}-{:x}", std::process::id(), now().to_bits());
+    let secret = |what: &str| format!("PIPE-PROBE-{what}-{tag}");
+    let (hidden, reference, env, host) = (
+        secret("HIDDEN"),
+        secret("REFERENCE"),
+        secret("ENV"),
+        secret("HOST"),
+    );
+
+    // The task: the command-harness fixture's, with secrets in its hidden tests and reference,
+    // visible tests and an `[agent]` table.
+    let task = root.join("task");
+    common::copy_dir(&repo.join("tests/fixtures/agent/task"), &task);
+    // The probe checks the gate's network itself (this test reads a port the build would write).
+    std::fs::remove_file(task.join("hidden/test_offline.py")).unwrap();
+    let hidden_test = task.join("hidden/test_adder.py");
+    let text = std::fs::read_to_string(&hidden_test).unwrap();
+    std::fs::write(&hidden_test, format!("# {hidden}\n{text}")).unwrap();
+    let reference_file = task.join("reference/adder.py");
+    let text = std::fs::read_to_string(&reference_file).unwrap();
+    std::fs::write(&reference_file, format!("# {reference}\n{text}")).unwrap();
+    std::fs::create_dir_all(task.join("visible")).unwrap();
+    std::fs::write(
+        task.join("visible/test_visible.py"),
+        "from adder import add\n\n\ndef test_visible():\n    assert add(1, 1) == 2\n",
+    )
+    .unwrap();
+    let mut toml = std::fs::read_to_string(task.join("task.toml")).unwrap();
+    toml.push_str(
+        "\n[agent]\nvisible_tests = \"visible\"\n\
+         verify = [\"python3\", \"-m\", \"pytest\", \"-q\", \"-p\", \"no:cacheprovider\", \"--junitxml=$PIPE_JUNIT\", \"visible\"]\n\
+         allow = [[\"python3\", \"-m\", \"pytest\"]]\n",
+    );
+    std::fs::write(task.join("task.toml"), toml).unwrap();
+    let host_file = tmp.path().join("host-secret.txt");
+    std::fs::write(&host_file, &host).unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    let probe = PROBE
+        .replace(
+            "@SECRETS@",
+            &format!(
+                "\"the hidden tests\": \"{}\", \"the reference\": \"{}\", \"pipe's environment\": \"{}\", \"a host file\": \"{}\"",
+                hex(&hidden),
+                hex(&reference),
+                hex(&env),
+                hex(&host)
+            ),
+        )
+        .replace(
+            "@HOST_PATHS@",
+            &[
+                host_file.clone(),
+                hidden_test.clone(),
+                reference_file.clone(),
+                root.join("pipeline.toml"),
+                repo.join("Cargo.toml"),
+                repo.join("src"),
+            ]
+            .iter()
+            .map(|p| quoted(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        )
+        .replace("@PORT@", &port.to_string());
+    let adder = format!("{probe}{PROBING_ADDER}");
+    let plugin = format!("{probe}\nreport(\"run-tool\")\n");
+
+    // The command harness's stand-in agent probes, then writes the probing implementation.
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("probe.py"),
+        format!("{probe}\nreport(\"build\")\n"),
+    )
+    .unwrap();
+    std::fs::write(tools.join("adder.py"), &adder).unwrap();
+    let agent = tools.join("probe-agent");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\npython3 \"$PIPE_WORK/tools/probe.py\" > probe.txt 2>&1\ncp \"$PIPE_WORK/tools/adder.py\" adder.py\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(
+        repo.join("tests/fixtures/agent/build.md.j2"),
+        root.join("build.md.j2"),
+    )
+    .unwrap();
+
+    // The agent model's recorded turns: the probe as a module, run as a pytest plugin through
+    // the allowed command, then the implementation and `done`.
+    let call = |id: &str, name: &str, args: Value| serde_json::json!({"id": id, "name": name, "arguments": args});
+    let turn = |calls: Vec<Value>| serde_json::json!({"usage": {"input_tokens": 100, "output_tokens": 10}, "tool_calls": calls});
+    let turns = serde_json::json!([
+        turn(vec![call(
+            "c1",
+            "write_file",
+            serde_json::json!({"path": "probe.py", "content": plugin})
+        )]),
+        turn(vec![call(
+            "c2",
+            "run",
+            serde_json::json!({"command": ["python3", "-m", "pytest", "-s", "-q", "-p", "probe", "visible"]})
+        )]),
+        turn(vec![call(
+            "c3",
+            "write_file",
+            serde_json::json!({"path": "adder.py", "content": adder})
+        )]),
+        turn(vec![call("c4", "done", serde_json::json!({}))]),
+    ]);
+    let exchange =
+        serde_json::json!({"stage": "build", "model": "ag", "subject": "1", "turns": turns});
+    let rec = root.join("rec/build/ag/1.yaml");
+    std::fs::create_dir_all(rec.parent().unwrap()).unwrap();
+    std::fs::write(&rec, serde_yaml::to_string(&exchange).unwrap()).unwrap();
+
+    std::fs::write(
+        root.join("pipeline.toml"),
+        format!(
+            r#"[round]
+name = "probe"
+date = "2026-01-02"
+task = "task"
+
+[providers.api]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[providers.replay]
+kind = "replay"
+recordings = "rec"
+
+[[models]]
+id = "cmd"
+provider = "api"
+model = "example/cmd"
+
+[[models]]
+id = "ag"
+provider = "replay"
+model = "example/ag"
+harness = "agent"
+
+[stages.build]
+kind = "build"
+prompt = "build.md.j2"
+harness = "command"
+
+[stages.build.command]
+run = "probe-agent"
+network = false
+tools = "tools"
+timeout_secs = 120
+
+[stages.build.agent]
+prompt = "{agent_prompt}"
+max_steps = 6
+
+[stages.gate]
+kind = "gate"
+needs = ["build"]
+"#,
+            agent_prompt = repo.join("prompts/build-agent.md.j2").display()
+        ),
+    )
+    .unwrap();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(&root)
+        .env("PROBE_SENTINEL", &env)
+        .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let node = |rel: &str| root.join("out/probe-2026-01-02/nodes").join(rel);
+
+    let build = std::fs::read_to_string(node("build/cmd/1/files/probe.txt")).unwrap();
+    assert!(build.starts_with("PROBE build clear ("), "{build}");
+    let transcript = std::fs::read_to_string(node("build/ag/1/transcript.jsonl")).unwrap();
+    let ran: Vec<Value> = transcript
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "tool" && e["name"] == "run")
+        .collect();
+    assert_eq!(ran.len(), 1, "{transcript}");
+    let result = ran[0]["result"].as_str().unwrap();
+    assert!(result.contains("PROBE run-tool clear ("), "{result}");
+    for model in ["cmd", "ag"] {
+        let gate: Value = read_json(&node(&format!("gate/{model}/1/gate.json")));
+        assert_eq!(gate["sandbox"], "docker", "{gate}");
+        assert_eq!(
+            gate["passed"],
+            true,
+            "{model}: {gate}\n{}",
+            std::fs::read_to_string(node(&format!("gate/{model}/1/output.txt")))
+                .unwrap_or_default()
+        );
+        assert_eq!(gate["tests_total"], 3, "{gate}");
+    }
+    for f in common::all_files(&root.join("out")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for secret in [&hidden, &reference, &env, &host] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} holds {secret}",
+                f.display()
+            );
+        }
+    }
+    drop(listener);
     assert_eq!(leftover(&s).await, 0);
 }

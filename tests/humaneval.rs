@@ -228,3 +228,72 @@ fn a_malformed_file_is_refused_with_every_line_located() {
     );
     insta::assert_snapshot!("import_humaneval_malformed", text(&out.stderr));
 }
+
+/// Hostile task ids: one that would add keys to the written task.toml (its id is copied into a
+/// comment there), one whose task name is too long for a directory. Each is refused, located by
+/// line and JSON path, and nothing is written.
+#[test]
+fn a_file_with_hostile_task_ids_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let problem = |task_id: &str| {
+        serde_json::json!({
+            "task_id": task_id,
+            "prompt": "def f(x):\n    \"\"\"Return x.\"\"\"\n",
+            "entry_point": "f",
+            "canonical_solution": "    return x\n",
+            "test": "def check(candidate):\n    assert candidate(1) == 1\n",
+        })
+        .to_string()
+    };
+    let lines = [
+        problem("HumanEval/0"),
+        // Would add `python = { requirements = [...] }` to task.toml: a package the gate installs.
+        problem("HumanEval/1\npython = { requirements = [\"evil-package\"] }"),
+        problem(&format!("HumanEval/{}", "9".repeat(300))),
+    ];
+    std::fs::write(tmp.path().join("hostile.jsonl"), lines.join("\n")).unwrap();
+    let out = pipe(
+        tmp.path(),
+        &["import", "humaneval", "hostile.jsonl", "--out", "tasks"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        !tmp.path().join("tasks").exists(),
+        "nothing is written from a hostile file"
+    );
+    insta::assert_snapshot!("import_humaneval_hostile_ids", text(&out.stderr));
+}
+
+/// A task directory under `--out` that is a link to elsewhere is refused before any task is
+/// written.
+#[test]
+fn an_import_never_writes_through_a_linked_task_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(tmp.path().join("tasks")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("tasks/humaneval-38")).unwrap();
+    let file = fixtures().join("mini.jsonl.gz");
+    let out = pipe(
+        tmp.path(),
+        &[
+            "import",
+            "humaneval",
+            file.to_str().unwrap(),
+            "--out",
+            "tasks",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("symbolic link"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tasks")).unwrap().count(),
+        1,
+        "no task was written"
+    );
+}

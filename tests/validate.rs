@@ -108,6 +108,7 @@ const CASES: &[(&str, &str)] = &[
     ("rubric-unknown-key", "pipeline.toml"),
     ("rubric-yaml-wrong-type", "pipeline.toml"),
     ("rubric-zero-weights", "pipeline.toml"),
+    ("sandbox-fallback-not-auto", "pipeline.toml"),
     ("stage-cycle", "pipeline.toml"),
     ("suite-html-format", "pipeline.toml"),
     ("task-bad-agent-table", "pipeline.toml"),
@@ -125,6 +126,9 @@ const CASES: &[(&str, &str)] = &[
     ("unknown-stage-key-typo", "pipeline.toml"),
     ("unknown-stage-kind", "pipeline.toml"),
     ("unknown-top-level-key", "pipeline.toml"),
+    ("unsafe-names", "pipeline.toml"),
+    ("unsafe-names-yaml", "pipeline.yaml"),
+    ("unsafe-task-names", "pipeline.toml"),
     ("wrong-type-samples", "pipeline.toml"),
     ("yaml-non-finite", "pipeline.yaml"),
     ("yaml-unknown-key", "pipeline.yaml"),
@@ -188,6 +192,7 @@ broken_case! {
     rubric_unknown_key => "rubric-unknown-key", "pipeline.toml";
     rubric_yaml_wrong_type => "rubric-yaml-wrong-type", "pipeline.toml";
     rubric_zero_weights => "rubric-zero-weights", "pipeline.toml";
+    sandbox_fallback_not_auto => "sandbox-fallback-not-auto", "pipeline.toml";
     stage_cycle => "stage-cycle", "pipeline.toml";
     suite_html_format => "suite-html-format", "pipeline.toml";
     task_bad_agent_table => "task-bad-agent-table", "pipeline.toml";
@@ -205,6 +210,9 @@ broken_case! {
     unknown_stage_key_typo => "unknown-stage-key-typo", "pipeline.toml";
     unknown_stage_kind => "unknown-stage-kind", "pipeline.toml";
     unknown_top_level_key => "unknown-top-level-key", "pipeline.toml";
+    unsafe_names => "unsafe-names", "pipeline.toml";
+    unsafe_names_yaml => "unsafe-names-yaml", "pipeline.yaml";
+    unsafe_task_names => "unsafe-task-names", "pipeline.toml";
     wrong_type_samples => "wrong-type-samples", "pipeline.toml";
     yaml_non_finite => "yaml-non-finite", "pipeline.yaml";
     yaml_unknown_key => "yaml-unknown-key", "pipeline.yaml";

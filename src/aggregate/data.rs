@@ -120,6 +120,20 @@ pub struct GateRecord {
     /// The task, in a round of several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The sandbox that ran the hidden tests (`docker`, `local+bwrap`, `unisolated`); none when
+    /// no test ran (the build produced nothing) or the round was imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl GateRecord {
+    /// How reports name the gate: `model#sample`, `task/model#sample` in a suite.
+    pub fn name(&self) -> String {
+        match &self.task {
+            Some(t) => format!("{t}/{}#{}", self.model, self.sample),
+            None => format!("{}#{}", self.model, self.sample),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

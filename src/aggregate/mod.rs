@@ -200,6 +200,57 @@ pub struct Aggregate {
     /// A round of several tasks: per-task results, pass rates, pass@k.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suite: Option<suite::Suite>,
+    /// Which sandbox ran every gate, from the gates' own outputs; unisolated ones first. Empty
+    /// for imported rounds, which do not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandboxes: Vec<SandboxUse>,
+}
+
+/// The gates one sandbox ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxUse {
+    /// `docker`, `local+bwrap`, `unisolated`.
+    pub sandbox: String,
+    /// In a container or under bubblewrap. False: the model code had no isolation at all.
+    pub isolated: bool,
+    /// The gates, as [`GateRecord::name`] names them.
+    pub gates: Vec<String>,
+}
+
+impl Aggregate {
+    /// Gates that ran the hidden tests in some sandbox.
+    pub fn sandboxed_gates(&self) -> usize {
+        self.sandboxes.iter().map(|s| s.gates.len()).sum()
+    }
+
+    /// Gates whose model code ran without isolation.
+    pub fn unisolated_gates(&self) -> usize {
+        self.sandboxes
+            .iter()
+            .filter(|s| !s.isolated)
+            .map(|s| s.gates.len())
+            .sum()
+    }
+}
+
+/// The round's gates grouped by the sandbox that ran them: unisolated first, then by name.
+pub fn sandbox_uses(gates: &[GateRecord]) -> Vec<SandboxUse> {
+    let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for g in gates {
+        if let Some(s) = &g.sandbox {
+            by.entry(s.as_str()).or_default().push(g.name());
+        }
+    }
+    let mut uses: Vec<SandboxUse> = by
+        .into_iter()
+        .map(|(sandbox, gates)| SandboxUse {
+            sandbox: sandbox.to_string(),
+            isolated: crate::sandbox::is_isolated(sandbox),
+            gates,
+        })
+        .collect();
+    uses.sort_by_key(|u| u.isolated);
+    uses
 }
 
 /// `10` for whole numbers, `9.5` otherwise.
@@ -289,6 +340,7 @@ pub fn compute(d: &RoundData) -> Aggregate {
         let mut a = compute(&bare);
         a.implementations.clear();
         a.suite = Some(suite);
+        a.sandboxes = sandbox_uses(&d.gates);
         return a;
     }
     let rubric = &d.rubric;
@@ -786,5 +838,67 @@ pub fn compute(d: &RoundData) -> Aggregate {
         avg_score,
         problems: d.problems.clone(),
         suite: None,
+        sandboxes: sandbox_uses(&d.gates),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(model: &str, sample: u32, task: Option<&str>, sandbox: Option<&str>) -> GateRecord {
+        GateRecord {
+            model: model.into(),
+            sample,
+            passed: true,
+            tests_passed: 1,
+            tests_total: 1,
+            tests: Vec::new(),
+            reason: None,
+            task: task.map(str::to_string),
+            sandbox: sandbox.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn gates_are_grouped_by_sandbox_unisolated_first() {
+        let gates = [
+            gate("ann", 1, Some("add"), Some("docker")),
+            gate("bob", 1, Some("add"), Some("unisolated")),
+            gate("ann", 2, Some("add"), Some("local+bwrap")),
+            gate("bob", 2, Some("add"), None),
+            gate("ann", 1, Some("sub"), Some("docker")),
+        ];
+        let uses = sandbox_uses(&gates);
+        let rows: Vec<(&str, bool, Vec<&str>)> = uses
+            .iter()
+            .map(|u| {
+                (
+                    u.sandbox.as_str(),
+                    u.isolated,
+                    u.gates.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("unisolated", false, vec!["add/bob#1"]),
+                ("docker", true, vec!["add/ann#1", "sub/ann#1"]),
+                ("local+bwrap", true, vec!["add/ann#2"]),
+            ]
+        );
+        // A gate that ran nothing (its build produced no implementation) is in no sandbox.
+        let uses = sandbox_uses(&[gate("bob", 2, None, None)]);
+        assert!(uses.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_label_counts_as_unisolated() {
+        let uses = sandbox_uses(&[
+            gate("ann", 1, None, Some("local")),
+            gate("bob", 1, None, Some("?")),
+        ]);
+        assert!(uses.iter().all(|u| !u.isolated), "{uses:?}");
     }
 }

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::diag::{Diag, did_you_mean};
 use crate::limits;
+use crate::names::{NameError, SafeName, shown};
 use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
 use crate::source::{KeyPath, SourceDoc};
@@ -112,6 +113,33 @@ impl Loader<'_> {
         self.diags.last_mut().expect("just pushed")
     }
 
+    /// Proves a name from the file safe; an unsafe one is a located error saying why, with the
+    /// rule and `why` the name must be safe (`on_key`: the name is a key, like a stage's).
+    fn safe_name(
+        &mut self,
+        at: &KeyPath,
+        what: &str,
+        name: &str,
+        on_key: bool,
+        why: &str,
+    ) -> Option<SafeName> {
+        match SafeName::new(name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                let d = self
+                    .doc
+                    .error_at(
+                        at,
+                        format!("{what} `{}` is not a safe name: {e}", shown(name)),
+                        on_key,
+                    )
+                    .help(format!("{why}: {}", NameError::RULE));
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
     fn pipeline(&mut self) -> Option<Pipeline> {
         if !self.doc.value.is_object() {
             self.err(&root(), "a pipeline file must be a table of sections");
@@ -150,33 +178,45 @@ impl Loader<'_> {
         let at = root().key("round");
         let raw: RawRound = section(self.doc, &at, "[round]", &mut self.diags)?;
         let mut ok = true;
-        if raw.name.is_empty()
-            || !raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            self.err(
-                &at.key("name"),
-                format!(
-                    "round name `{}` must be non-empty letters, digits, `-`, `_` or `.`",
-                    raw.name
-                ),
-            )
-            .help = Some("the name becomes a directory under out/".into());
-            ok = false;
-        }
+        let name = self.safe_name(
+            &at.key("name"),
+            "round name",
+            &raw.name,
+            false,
+            "the round's directory is out/<name>-<date>",
+        );
         let date = match raw.date {
             Some(d) => {
-                if d.parse::<jiff::civil::Date>().is_err() {
-                    self.err(&at.key("date"), format!("date `{d}` is not a date"))
-                        .help = Some("write it as YYYY-MM-DD".into());
-                    ok = false;
+                let date = crate::names::date(&d);
+                if date.is_none() {
+                    self.err(
+                        &at.key("date"),
+                        format!("date `{}` is not a date", shown(&d)),
+                    )
+                    .help = Some("write it as YYYY-MM-DD".into());
                 }
-                d
+                date
             }
-            None => jiff::Zoned::now().date().to_string(),
+            None => SafeName::new(jiff::Zoned::now().date().to_string()).ok(),
         };
+        let id = match (&name, &date) {
+            (Some(name), Some(date)) => match SafeName::joined(name, date) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.err(
+                        &at.key("name"),
+                        format!("the round id `{name}-{date}` is not a safe name: {e}"),
+                    )
+                    .help = Some(format!(
+                        "the round's directory is out/<name>-<date>: shorten the name to {} bytes",
+                        crate::names::MAX_NAME_BYTES - date.len() - 1
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        ok &= id.is_some();
         let samples = raw.samples.unwrap_or(1);
         if samples == 0 {
             self.err(&at.key("samples"), "samples must be at least 1");
@@ -194,16 +234,35 @@ impl Loader<'_> {
         let sandbox = match raw.sandbox.as_deref() {
             None | Some("local") => SandboxChoice::Local,
             Some("docker") => SandboxChoice::Docker,
+            Some("unisolated") => SandboxChoice::Unisolated,
             Some("auto") => SandboxChoice::Auto,
             Some(other) => {
-                let help = did_you_mean(other, ["local", "docker", "auto"]);
+                let help = did_you_mean(other, SandboxChoice::NAMES);
                 self.err(&at.key("sandbox"), format!("unknown sandbox `{other}`"))
                     .help = help;
                 ok = false;
                 SandboxChoice::Local
             }
         };
-        let id = format!("{}-{}", raw.name, date);
+        let unisolated_fallback = raw.unisolated_fallback.unwrap_or(false);
+        if unisolated_fallback && sandbox != SandboxChoice::Auto {
+            let set = if raw.sandbox.is_some() {
+                format!("`sandbox = \"{}\"`", sandbox.name())
+            } else {
+                "`sandbox = \"local\"` (the default)".to_string()
+            };
+            self.err(
+                &at.key("unisolated_fallback"),
+                format!("`unisolated_fallback` applies to `sandbox = \"auto\"` only, not to {set}"),
+            )
+            .help = Some(match sandbox {
+                SandboxChoice::Unisolated => {
+                    "`sandbox = \"unisolated\"` never isolates: remove `unisolated_fallback`".into()
+                }
+                _ => "`local` requires bubblewrap and `docker` the engine, never falling back: remove `unisolated_fallback`, or set `sandbox = \"auto\"` to fall back to no isolation where neither works".into(),
+            });
+            ok = false;
+        }
         let tasks = match (raw.task, raw.tasks) {
             (Some(t), None) => vec![(at.key("task"), t)],
             (None, Some(ts)) if !ts.is_empty() => ts
@@ -237,13 +296,17 @@ impl Loader<'_> {
                 Vec::new()
             }
         };
+        let (Some(name), Some(date), Some(id)) = (name, date, id) else {
+            return None;
+        };
         ok.then_some((
             Round {
-                name: raw.name,
+                name,
                 date,
                 id,
                 samples,
                 sandbox,
+                unisolated_fallback,
                 representative_sample: raw.representative_sample,
                 description: raw.description,
             },
@@ -447,25 +510,13 @@ impl Loader<'_> {
             let Some(raw) = section::<RawModel>(self.doc, &p, "a model", &mut self.diags) else {
                 continue;
             };
-            if raw.id.is_empty()
-                || !raw
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                || raw.id.starts_with('.')
-            {
-                self.err(
-                    &p.key("id"),
-                    format!(
-                        "model id `{}` must be letters, digits, `-`, `_` or `.`",
-                        raw.id
-                    ),
-                )
-                .help = Some(
-                    "the id names directories and node ids; keep the endpoint's name in `model`"
-                        .into(),
-                );
-            }
+            let id = self.safe_name(
+                &p.key("id"),
+                "model id",
+                &raw.id,
+                false,
+                "the id names the model's node directories and recordings; the endpoint's name goes in `model`",
+            );
             if let Some(&first) = seen.get(&raw.id) {
                 self.err(&p.key("id"), format!("duplicate model id `{}`", raw.id))
                     .help = Some(format!(
@@ -519,8 +570,9 @@ impl Loader<'_> {
                 .harness
                 .as_deref()
                 .and_then(|h| self.harness(&p.key("harness"), h));
+            let Some(id) = id else { continue };
             out.push(ModelConfig {
-                id: raw.id,
+                id,
                 provider: raw.provider,
                 model: raw.model,
                 price,
@@ -628,9 +680,16 @@ impl Loader<'_> {
         let mut ok = true;
         for name in &names {
             let p = at.key(name);
-            match self.stage(&p, name, &names, &known) {
-                Some(s) => stages.push(s),
-                None => ok = false,
+            let safe = self.safe_name(
+                &p,
+                "stage name",
+                name,
+                true,
+                "a stage's name is its directory under out/<round>/nodes/",
+            );
+            match (self.stage(&p, name, &names, &known), safe) {
+                (Some(s), Some(_)) => stages.push(s),
+                _ => ok = false,
             }
         }
         if !ok {
@@ -810,8 +869,9 @@ impl Loader<'_> {
                 ok = false;
             }
         }
-        ok.then(|| Stage {
-            name: name.to_string(),
+        ok.then_some(())?;
+        Some(Stage {
+            name: SafeName::new(name).ok()?,
             needs,
             kind,
         })
@@ -1343,7 +1403,7 @@ impl Loader<'_> {
             for dir in dirs {
                 match self.task(at, entry, &dir) {
                     Some(t) => {
-                        if let Some(prev) = by_name.get(&t.name).map(|&i| &tasks[i]) {
+                        if let Some(prev) = by_name.get(t.name.as_str()).map(|&i| &tasks[i]) {
                             let msg = format!(
                                 "task name `{}` is used by both {} and {}",
                                 t.name,
@@ -1354,7 +1414,7 @@ impl Loader<'_> {
                                 Some("task names identify results: give each task its own `name` in task.toml".into());
                             ok = false;
                         } else {
-                            by_name.insert(t.name.clone(), tasks.len());
+                            by_name.insert(t.name.to_string(), tasks.len());
                             tasks.push(t);
                         }
                     }
@@ -1363,23 +1423,6 @@ impl Loader<'_> {
             }
         }
         if tasks.len() > 1 {
-            for t in &tasks {
-                if !t
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    let msg = format!(
-                        "task name `{}` ({}) is not usable in a suite",
-                        t.name,
-                        t.dir.display()
-                    );
-                    self.err(&root().key("round").key("tasks"), msg).help = Some(
-                        "in a round of several tasks each name becomes part of node ids and directories: use letters, digits, `-`, `_` or `.`".into(),
-                    );
-                    ok = false;
-                }
-            }
             let first = &tasks[0];
             if let Some(other) = tasks.iter().find(|t| t.image != first.image) {
                 let msg = format!(

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::diag::Diag;
+use crate::names::SafeName;
 use crate::provider::{Price, Sampling};
 use crate::rubric::Rubric;
 use crate::task::Task;
@@ -78,12 +79,12 @@ impl Pipeline {
     }
 
     /// The task named `name`, or the round's only task when `name` is none.
-    pub fn task(&self, name: Option<&str>) -> &Task {
+    pub fn task(&self, name: Option<&SafeName>) -> &Task {
         match name {
             Some(n) => self
                 .index
                 .tasks
-                .get(n)
+                .get(n.as_str())
                 .map(|&i| &self.tasks[i])
                 .expect("plan tasks come from the pipeline"),
             None => &self.tasks[0],
@@ -105,22 +106,48 @@ impl Pipeline {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
-    pub name: String,
-    pub date: String,
+    pub name: SafeName,
+    /// `YYYY-MM-DD`.
+    pub date: SafeName,
     /// `<name>-<date>`: the round's directory under `out/`.
-    pub id: String,
+    pub id: SafeName,
     pub samples: u32,
     pub sandbox: SandboxChoice,
+    /// `sandbox = "auto"` may run model code without isolation when this machine has neither
+    /// Docker nor a working bubblewrap (the shipped offline rounds opt in: they replay the
+    /// project's own recordings). Where code runs is not what it computes: no cache key sees it.
+    #[serde(skip)]
+    pub unisolated_fallback: bool,
     pub representative_sample: Option<u32>,
     pub description: Option<String>,
 }
 
+/// Where model-written code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxChoice {
+    /// The local sandbox under bubblewrap, which must be installed and work.
     Local,
+    /// A container per job (the engine must answer and the image be present).
     Docker,
+    /// No isolation at all: model code runs as the user, with the network. An explicit opt-in.
+    Unisolated,
+    /// Docker, else the local sandbox under bubblewrap, else an error (or, with the round's
+    /// `unisolated_fallback`, no isolation).
     Auto,
+}
+
+impl SandboxChoice {
+    pub const NAMES: [&'static str; 4] = ["local", "docker", "unisolated", "auto"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Docker => "docker",
+            Self::Unisolated => "unisolated",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,7 +182,8 @@ pub enum ProviderKind {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelConfig {
-    pub id: String,
+    /// Names the model's node directories and recordings; also its id as a judge.
+    pub id: SafeName,
     pub provider: String,
     pub model: String,
     pub price: Price,
@@ -166,7 +194,8 @@ pub struct ModelConfig {
 
 #[derive(Debug, Clone)]
 pub struct Stage {
-    pub name: String,
+    /// Names the stage's directory under `nodes/`.
+    pub name: SafeName,
     pub needs: Vec<String>,
     pub kind: StageKind,
 }

@@ -29,8 +29,10 @@ pub struct RawRound {
     /// Several: directories or globs (`../tasks/humaneval/*`), relative to the pipeline file.
     pub tasks: Option<Vec<String>>,
     pub samples: Option<u32>,
-    /// `local` (default for now) or `docker`/`auto` where supported.
+    /// `local` (the default: bubblewrap required), `docker`, `unisolated` or `auto`.
     pub sandbox: Option<String>,
+    /// With `sandbox = "auto"`: run without isolation when neither Docker nor bubblewrap works.
+    pub unisolated_fallback: Option<bool>,
     /// Which sample represents a model in per-implementation tables (default: the last).
     pub representative_sample: Option<u32>,
     pub description: Option<String>,

@@ -246,9 +246,9 @@ pub enum ProviderError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSite {
     /// Stage name (`build`, `judge`, ...).
-    pub stage: String,
+    pub stage: crate::names::SafeName,
     /// The model making the call (the builder, or the judge).
-    pub model: String,
+    pub model: crate::names::SafeName,
     /// What the call is about: `1` for build sample 1, `alpha-1` for judging alpha's sample 1.
     pub subject: String,
     /// Turn within the exchange (0 for the first request, 1 for a repair turn, ...).

@@ -886,8 +886,8 @@ mod tests {
 
     fn site() -> CallSite {
         CallSite {
-            stage: "build".into(),
-            model: "alpha".into(),
+            stage: crate::names::SafeName::new("build").unwrap(),
+            model: crate::names::SafeName::new("alpha").unwrap(),
             subject: "1".into(),
             turn: 0,
         }

@@ -94,10 +94,26 @@ impl RecordedCall {
     }
 }
 
-pub fn exchange_path(dir: &Path, site: &CallSite) -> PathBuf {
-    dir.join(&site.stage)
-        .join(&site.model)
-        .join(format!("{}.yaml", site.subject))
+/// `<dir>/<stage>/<model>/<subject>.yaml`. The stage and the model are proven names; the
+/// subject (`1`, `bravo-1`, `<task>/1` in a suite) is checked here part by part, so no call site
+/// can name a file outside `dir`.
+pub fn exchange_path(dir: &Path, site: &CallSite) -> Result<PathBuf, String> {
+    let mut path = dir.join(&site.stage).join(&site.model);
+    let mut parts = site.subject.split('/').peekable();
+    while let Some(part) = parts.next() {
+        crate::names::check(part).map_err(|e| {
+            format!(
+                "the recording subject `{}` is not a path of safe names: {e}",
+                crate::names::shown(&site.subject)
+            )
+        })?;
+        if parts.peek().is_some() {
+            path.push(part);
+        } else {
+            path.push(format!("{part}.yaml"));
+        }
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone)]
@@ -135,7 +151,7 @@ impl ReplayProvider {
         request: &ChatRequest,
         notify: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, ProviderError> {
-        let path = exchange_path(&self.dir, site);
+        let path = exchange_path(&self.dir, site).map_err(ProviderError::Replay)?;
         let bytes = crate::limits::read(&path, crate::limits::MAX_RECORDING_BYTES, "a recording")
             .map_err(|e| match e {
                 crate::limits::ReadError::Io { source, .. } => ProviderError::Replay(format!(
@@ -241,13 +257,18 @@ impl Recorder {
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> std::io::Result<()> {
-        let path = exchange_path(&self.dir, site);
+        // The directories under `--record DIR` are proven plain (no planted link) before writing.
+        let rel = exchange_path(Path::new(""), site).map_err(std::io::Error::other)?;
+        if let Some(parent) = rel.parent() {
+            fsutil::inside(&self.dir, parent).map_err(std::io::Error::other)?;
+        }
+        let path = self.dir.join(rel);
         let mut ex = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_yaml::from_str::<Exchange>(&t).ok())
             .unwrap_or_else(|| Exchange {
-                stage: site.stage.clone(),
-                model: site.model.clone(),
+                stage: site.stage.to_string(),
+                model: site.model.to_string(),
                 subject: site.subject.clone(),
                 turns: Vec::new(),
             });
@@ -273,6 +294,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::SafeName;
     use crate::provider::{Message, Sampling};
 
     fn req(text: &str) -> ChatRequest {
@@ -287,11 +309,60 @@ mod tests {
 
     fn site(turn: usize) -> CallSite {
         CallSite {
-            stage: "judge".into(),
-            model: "alpha".into(),
+            stage: SafeName::new("judge").unwrap(),
+            model: SafeName::new("alpha").unwrap(),
             subject: "bravo-1".into(),
             turn,
         }
+    }
+
+    #[test]
+    fn a_recording_path_never_leaves_its_directory() {
+        let dir = Path::new("rec");
+        let mut s = site(0);
+        s.subject = "add/1".into();
+        assert_eq!(
+            exchange_path(dir, &s).unwrap(),
+            Path::new("rec/judge/alpha/add/1.yaml")
+        );
+        for bad in [
+            "../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "add/..",
+            "a\0b",
+            ".hidden",
+        ] {
+            s.subject = bad.into();
+            let err = exchange_path(dir, &s).expect_err(bad);
+            assert!(err.contains("is not a path of safe names"), "{err}");
+        }
+    }
+
+    #[test]
+    fn recording_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("alpha")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("judge")).unwrap();
+        let rec = Recorder {
+            dir: dir.path().into(),
+        };
+        let resp = ChatResponse {
+            content: "x".into(),
+            usage: Usage::default(),
+            latency_ms: 0,
+            attempts: 1,
+            tool_calls: Vec::new(),
+            finish_reason: None,
+        };
+        let err = rec.record(&site(0), &req("hello"), &resp).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(
+            fsutil::list_files(outside.path()).unwrap(),
+            Vec::<PathBuf>::new()
+        );
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub async fn bootstrap(
     })
 }
 
-/// `/work` owned by the sandbox user (a container's workspace volume starts as a copy of it);
-/// apt caches dropped.
+/// `/work` owned by the sandbox user (where each container mounts its workspace tmpfs); apt
+/// caches dropped.
 fn prepare(root: &Path) -> std::io::Result<()> {
     let work = root.join("work");
     std::fs::create_dir_all(&work)?;

@@ -2,10 +2,11 @@
 //! (and swap), pids and CPU limits, a non-root user, a read-only root, all capabilities dropped.
 //! Files go in and come out as tar streams on the container's attached stdin and stdout, through
 //! a prologue that is the container's PID 1 (`prologue.py`; no bind mount of a host path, and no
-//! archive API call unless the results are missing); the workspace is an anonymous volume removed
-//! with the container. A timeout or Ctrl-C kills the
-//! container; every container is removed afterwards, and carries labels so a sweep removes any
-//! that a killed run left behind.
+//! archive API call); the workspace `/work` is a tmpfs with a hard size cap, gone with the
+//! container. A timeout asks the prologue to kill the job and send what it wrote, then kills the
+//! container; Ctrl-C kills it outright. Every container is removed afterwards, and is labelled
+//! with the process that made it ([`Owner`]), so a sweep removes those a killed pipe left behind
+//! and never one whose owner still runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -15,16 +16,16 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::container::AttachContainerResults;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
-    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::owner::{Liveness, Owner};
 use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError};
 use crate::fsutil;
 
@@ -34,12 +35,25 @@ pub const DEFAULT_IMAGE: &str = "pipe-sandbox/python:bookworm";
 pub const USER: u64 = 65534;
 pub const LABEL_MANAGED: &str = "pipe.managed";
 pub const LABEL_ROUND: &str = "pipe.round";
+/// The process that made the container ([`Owner::label`]).
+pub const LABEL_OWNER: &str = "pipe.owner";
+/// Files (inodes) the workspace can hold: bounds the kernel memory a job can pin with empty
+/// files, which the byte cap does not.
+pub const WORK_INODES: u64 = 65_536;
+/// The size of `/tmp` (a tmpfs too).
+pub const TMP_BYTES: u64 = 64 << 20;
 
+/// What one job's container may use. `/work` and `/tmp` are tmpfs: the files a job writes there
+/// are memory, charged to the container's memory limit, so the defaults keep both caps well
+/// under it (a full `/work` and `/tmp` still leave 192 MiB to the job's processes).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// The container's memory limit (swap none), files in `/work` and `/tmp` included.
     pub memory_bytes: i64,
     pub pids: i64,
     pub nano_cpus: i64,
+    /// The hard cap on the workspace `/work`: a write past it fails with ENOSPC.
+    pub work_bytes: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +62,7 @@ impl Default for Limits {
             memory_bytes: 512 << 20,
             pids: 256,
             nano_cpus: 1_000_000_000,
+            work_bytes: 256 << 20,
         }
     }
 }
@@ -57,8 +72,24 @@ pub struct DockerSandbox {
     pub docker: Docker,
     pub image: String,
     pub limits: Limits,
-    /// The round whose containers these are (a label, for the sweep).
+    /// The round whose containers these are (a label, for the operator's eyes).
     pub round: String,
+    /// This process: every container is labelled with it, so that no other pipe's sweep removes
+    /// a container while this process runs.
+    pub owner: std::sync::Arc<Owner>,
+}
+
+impl DockerSandbox {
+    /// A sandbox on `docker` for the round, owned by this process, with the default limits.
+    pub fn new(docker: Docker, image: &str, round: &str) -> Result<Self, String> {
+        Ok(Self {
+            docker,
+            image: image.to_string(),
+            limits: Limits::default(),
+            round: round.to_string(),
+            owner: std::sync::Arc::new(Owner::current()?),
+        })
+    }
 }
 
 /// Connects to the local engine and checks it answers.
@@ -76,14 +107,14 @@ pub async fn has_image(docker: &Docker, image: &str) -> bool {
     docker.inspect_image(image).await.is_ok()
 }
 
-/// The ids of pipe's containers: of one round, or all of them.
-pub async fn list(docker: &Docker, round: Option<&str>) -> Result<Vec<String>, String> {
+/// pipe's containers: of one round, or all of them.
+async fn summaries(docker: &Docker, round: Option<&str>) -> Result<Vec<ContainerSummary>, String> {
     let label = match round {
         Some(r) => format!("{LABEL_ROUND}={r}"),
         None => format!("{LABEL_MANAGED}=true"),
     };
     let filters: HashMap<String, Vec<String>> = HashMap::from([("label".to_string(), vec![label])]);
-    let list = docker
+    docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
@@ -91,21 +122,90 @@ pub async fn list(docker: &Docker, round: Option<&str>) -> Result<Vec<String>, S
                 .build(),
         ))
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(list.into_iter().filter_map(|c| c.id).collect())
+        .map_err(|e| e.to_string())
 }
 
-/// Removes every container pipe left behind: of one round, or all of them. Returns how many.
-pub async fn sweep(docker: &Docker, round: Option<&str>) -> Result<usize, String> {
-    let ids = list(docker, round).await?;
-    for id in &ids {
-        remove(docker, id).await;
+/// The ids of pipe's containers: of one round, or all of them.
+pub async fn list(docker: &Docker, round: Option<&str>) -> Result<Vec<String>, String> {
+    Ok(summaries(docker, round)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect())
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Containers removed: their owner is gone.
+    pub removed: usize,
+    /// Containers left: their owner still runs, or cannot be told from here (a pid of another
+    /// pid namespace, or no owner label at all).
+    pub alive: usize,
+    /// Containers of a gone owner the engine would not remove, with its answer.
+    pub failed: Vec<String>,
+}
+
+/// The owner a container's labels name; None for a container without a readable owner label.
+fn owner_of(c: &ContainerSummary) -> Option<Owner> {
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_OWNER))
+        .and_then(|v| Owner::parse(v))
+}
+
+/// Removes every pipe container whose owner is gone (see [`Owner`]): a killed pipe's leftovers,
+/// of any round. A container whose owner runs (another `pipe run`, `pipe check-task`, this
+/// process) is left alone, whatever its round.
+pub async fn sweep(docker: &Docker) -> Result<Swept, String> {
+    let here = Owner::current()?;
+    let mut swept = Swept::default();
+    for c in summaries(docker, None).await? {
+        let Some(id) = c.id.as_deref() else { continue };
+        // No owner label: made by a pipe from before containers had one, which may still run
+        // (another checkout, another user's). It is left for the operator (`docker rm`).
+        let live = owner_of(&c).map_or(Liveness::Unknown, |o| o.liveness(&here));
+        if live != Liveness::Gone {
+            swept.alive += 1;
+            continue;
+        }
+        match try_remove(docker, id).await {
+            Ok(true) => swept.removed += 1,
+            // Removed meanwhile (by its own owner's last act, or another sweep).
+            Ok(false) => {}
+            Err(e) => swept.failed.push(format!("{}: {e}", short(id))),
+        }
     }
-    Ok(ids.len())
+    Ok(swept)
+}
+
+/// Removes every container `owner` made; for the owner itself, once it runs no job any more (a
+/// run that was interrupted may have been cut off between a kill and its removal).
+pub async fn remove_owned(docker: &Docker, owner: &Owner) -> Result<usize, String> {
+    let mut removed = 0;
+    for c in summaries(docker, None).await? {
+        if owner_of(&c).as_ref() == Some(owner)
+            && let Some(id) = c.id.as_deref()
+            && try_remove(docker, id).await?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 async fn remove(docker: &Docker, id: &str) {
-    let _ = docker
+    let _ = try_remove(docker, id).await;
+}
+
+/// Removes a container (killing it if it runs) with its anonymous volumes. False when there is
+/// no such container (any more).
+async fn try_remove(docker: &Docker, id: &str) -> Result<bool, String> {
+    let removed = docker
         .remove_container(
             id,
             Some(
@@ -116,6 +216,18 @@ async fn remove(docker: &Docker, id: &str) {
             ),
         )
         .await;
+    match removed {
+        Ok(()) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        // Already being removed by someone else.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("already in progress") => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The job's inputs as a tar owned by the sandbox user, laid out under `/work`.
@@ -193,100 +305,26 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
-/// Images whose `/work` the sandbox user cannot write in (not made by `pipe sandbox bootstrap`):
-/// their jobs get the inputs through the engine's archive API, before the start.
-static UPLOAD_IMAGES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
-    std::sync::LazyLock::new(Default::default);
+/// How long a timed-out job's prologue has to kill what runs and send the files written so far
+/// before the container is killed outright.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// How the prologue's setup errors begin (`prologue.py`).
-const UNPACK_ERROR: &str = "unpacking the inputs: ";
+/// The mount options of the workspace: a tmpfs of `bytes` at most, owned by the sandbox user;
+/// unlike `/tmp` it allows executables (a task's or a harness's tools run from there).
+fn work_tmpfs(bytes: u64) -> String {
+    format!(
+        "rw,exec,nosuid,nodev,size={bytes},nr_inodes={WORK_INODES},uid={USER},gid={USER},mode=0755"
+    )
+}
 
 impl DockerSandbox {
+    /// Runs the job in a container of its own, removed afterwards whatever happened.
     pub async fn run(
         &self,
         job: &Job,
         cancel: &CancellationToken,
     ) -> Result<JobResult, SandboxError> {
-        let uploaded = |image: &str| {
-            UPLOAD_IMAGES
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(image)
-        };
-        if uploaded(&self.image) {
-            return self.run_once(job, cancel, true).await;
-        }
-        match self.run_once(job, cancel, false).await {
-            Err(SandboxError::Setup(m)) if m.contains(UNPACK_ERROR) => {
-                UPLOAD_IMAGES
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(self.image.clone());
-                self.run_once(job, cancel, true).await
-            }
-            r => r,
-        }
-    }
-
-    /// One container for the job; `upload`: the inputs go in through the archive API.
-    async fn run_once(
-        &self,
-        job: &Job,
-        cancel: &CancellationToken,
-        upload: bool,
-    ) -> Result<JobResult, SandboxError> {
         let setup = |e: &dyn std::fmt::Display| SandboxError::Setup(format!("docker: {e}"));
-        let mut env = vec![
-            "PIPE_WORK=/work".to_string(),
-            "HOME=/work/home".to_string(),
-            "TMPDIR=/work/tmp".to_string(),
-            "LANG=C.UTF-8".to_string(),
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        ];
-        env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_ROUND.to_string(), self.round.clone()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(self.image.clone()),
-            cmd: Some(prologue_cmd(job)),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
-            stdin_once: Some(true),
-            tty: Some(false),
-            env: Some(env),
-            user: Some(format!("{USER}:{USER}")),
-            // The prologue starts in /work (the image's, owned by the sandbox user) and runs the
-            // job in /work/scratch once it has unpacked the inputs.
-            working_dir: Some("/work".into()),
-            labels: Some(labels),
-            network_disabled: Some(!job.network),
-            volumes: Some(vec!["/work".into()]),
-            host_config: Some(HostConfig {
-                network_mode: Some(if job.network { "bridge" } else { "none" }.into()),
-                memory: Some(self.limits.memory_bytes),
-                memory_swap: Some(self.limits.memory_bytes),
-                pids_limit: Some(self.limits.pids),
-                nano_cpus: Some(self.limits.nano_cpus),
-                readonly_rootfs: Some(true),
-                tmpfs: Some(HashMap::from([(
-                    "/tmp".to_string(),
-                    "rw,nosuid,nodev,size=64m".to_string(),
-                )])),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                // The output is read from the attach stream; the engine keeps no log of it.
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("none".into()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let name = format!(
             "pipe-{}-{:08x}",
             sanitize(&self.round),
@@ -296,7 +334,7 @@ impl DockerSandbox {
             .docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
+                self.container(job),
             )
             .await
             .map_err(|e| match e {
@@ -309,9 +347,68 @@ impl DockerSandbox {
                 e => setup(&e),
             })?;
         let id = created.id;
-        let result = self.run_created(&id, job, cancel, upload).await;
+        let result = self.run_created(&id, job, cancel).await;
         remove(&self.docker, &id).await;
         result
+    }
+
+    /// The container of one job.
+    fn container(&self, job: &Job) -> ContainerCreateBody {
+        let mut env = vec![
+            "PIPE_WORK=/work".to_string(),
+            "HOME=/work/home".to_string(),
+            "TMPDIR=/work/tmp".to_string(),
+            "LANG=C.UTF-8".to_string(),
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ];
+        env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_ROUND.to_string(), self.round.clone()),
+            (LABEL_OWNER.to_string(), self.owner.label()),
+        ]);
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(prologue_cmd(job)),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            env: Some(env),
+            user: Some(format!("{USER}:{USER}")),
+            // The prologue starts in /work and runs the job in /work/scratch once it has
+            // unpacked the inputs.
+            working_dir: Some("/work".into()),
+            labels: Some(labels),
+            network_disabled: Some(!job.network),
+            host_config: Some(HostConfig {
+                network_mode: Some(if job.network { "bridge" } else { "none" }.into()),
+                memory: Some(self.limits.memory_bytes),
+                memory_swap: Some(self.limits.memory_bytes),
+                pids_limit: Some(self.limits.pids),
+                nano_cpus: Some(self.limits.nano_cpus),
+                readonly_rootfs: Some(true),
+                // The workspace and /tmp are memory with a hard cap each, not the engine's disk.
+                tmpfs: Some(HashMap::from([
+                    ("/work".to_string(), work_tmpfs(self.limits.work_bytes)),
+                    (
+                        "/tmp".to_string(),
+                        format!("rw,nosuid,nodev,size={TMP_BYTES},nr_inodes=16384"),
+                    ),
+                ])),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                // The output is read from the attach stream; the engine keeps no log of it.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     async fn run_created(
@@ -319,24 +416,9 @@ impl DockerSandbox {
         id: &str,
         job: &Job,
         cancel: &CancellationToken,
-        upload: bool,
     ) -> Result<JobResult, SandboxError> {
         let setup = |e: &dyn std::fmt::Display| SandboxError::Setup(format!("docker: {e}"));
-        let mut tar = input_tar(job).map_err(|e| setup(&e))?;
-        if upload {
-            self.docker
-                .upload_to_container(
-                    id,
-                    Some(
-                        UploadToContainerOptionsBuilder::default()
-                            .path("/work")
-                            .build(),
-                    ),
-                    bollard::body_full(std::mem::take(&mut tar).into()),
-                )
-                .await
-                .map_err(|e| setup(&e))?;
-        }
+        let tar = input_tar(job).map_err(|e| setup(&e))?;
         let nonce = format!("{:032x}", rand::random::<u128>());
         let mut marker = b"\n\0pipe-result-".to_vec();
         marker.extend_from_slice(nonce.as_bytes());
@@ -387,30 +469,28 @@ impl DockerSandbox {
             () = tokio::time::sleep(job.timeout) => timed_out = true,
             () = cancel.cancelled() => cancelled = true,
         }
-        if timed_out || cancelled {
-            let _ = self
-                .docker
-                .kill_container(
-                    id,
-                    Some(
-                        KillContainerOptionsBuilder::default()
-                            .signal("KILL")
-                            .build(),
-                    ),
-                )
-                .await;
-            let _ = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.docker.wait_container(id, None).next(),
-            )
-            .await;
+        drop(wait);
+        if timed_out {
+            // The prologue kills the job and sends what it wrote (the workspace is a tmpfs: it
+            // is gone once the container stops); should it not finish, the kill below stops it.
+            self.signal(id, "USR1").await;
+            let mut wait = self.docker.wait_container(id, None);
+            let stopped = tokio::select! {
+                r = tokio::time::timeout(STOP_GRACE, wait.next()) => r.is_ok(),
+                () = cancel.cancelled() => { cancelled = true; false }
+            };
+            drop(wait);
+            if !stopped {
+                self.kill(id).await;
+            }
         }
-        let duration_ms = start.elapsed().as_millis() as u64;
         if cancelled {
+            self.kill(id).await;
             reader.abort();
             writer.abort();
             return Err(SandboxError::Cancelled);
         }
+        let duration_ms = start.elapsed().as_millis() as u64;
         let state = self
             .docker
             .inspect_container(id, None)
@@ -418,7 +498,7 @@ impl DockerSandbox {
             .map_err(|e| setup(&e))?
             .state
             .unwrap_or_default();
-        let capture = match tokio::time::timeout(Duration::from_secs(10), reader).await {
+        let mut capture = match tokio::time::timeout(Duration::from_secs(10), reader).await {
             Ok(Ok(c)) => c,
             _ => Capture {
                 stderr: b"[output lost: the attach stream did not end]".to_vec(),
@@ -426,29 +506,18 @@ impl DockerSandbox {
             },
         };
         writer.abort();
-        // The results the prologue sent; when they are missing (a timeout kills the container
-        // before it packs them, the kernel's OOM killer may take it) or malformed, the files
-        // are read from the stopped container through the archive API instead.
-        let parsed = match (&capture.result, timed_out) {
-            (Some(bytes), false) => parse_result(bytes, job),
-            _ => None,
-        };
-        let (files, tree) = match parsed {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return Err(SandboxError::Setup(format!("docker: {e}"))),
-            None => {
-                let mut files = BTreeMap::new();
-                for rel in &job.collect {
-                    if let Some(bytes) = self.download(id, &format!("/work/{rel}")).await {
-                        files.insert(rel.clone(), bytes);
-                    }
-                }
-                let tree = match &job.collect_dir {
-                    Some(spec) => self.download_tree(id, spec).await,
-                    None => None,
-                };
-                (files, tree)
+        // The results the prologue sent. Missing when it could not send them (the kernel's OOM
+        // killer took it, or a timed-out job outlived the grace): nothing is collected then.
+        let (files, tree) = match capture.result.as_deref().map(|r| parse_result(r, job)) {
+            Some(Some(Ok(v))) => v,
+            Some(Some(Err(e))) => return Err(SandboxError::Setup(format!("docker: {e}"))),
+            Some(None) => {
+                capture.stderr.extend_from_slice(
+                    b"\n[sandbox: the results were malformed; nothing collected]",
+                );
+                (BTreeMap::new(), None)
             }
+            None => (BTreeMap::new(), None),
         };
         let exit = state.exit_code.map(|c| c as i32);
         Ok(JobResult {
@@ -476,65 +545,28 @@ impl DockerSandbox {
         })
     }
 
-    /// A regular file out of the container (a symlink or directory is not followed).
-    async fn download(&self, id: &str, path: &str) -> Option<Vec<u8>> {
-        let mut stream = self.docker.download_from_container(
-            id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(path)
-                    .build(),
-            ),
-        );
-        let mut tar_bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            tar_bytes.extend_from_slice(&chunk.ok()?);
-            if tar_bytes.len() > 64 << 20 {
-                return None;
-            }
-        }
-        let mut archive = tar::Archive::new(tar_bytes.as_slice());
-        let mut entry = archive.entries().ok()?.next()?.ok()?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return None;
-        }
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).ok()?;
-        Some(data)
+    async fn signal(&self, id: &str, signal: &str) {
+        let _ = self
+            .docker
+            .kill_container(
+                id,
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal(signal)
+                        .build(),
+                ),
+            )
+            .await;
     }
-}
 
-impl DockerSandbox {
-    /// A directory out of the container as one tar stream, within the limits of `spec`: regular
-    /// files only (links and special files refused), every path confined to the directory.
-    async fn download_tree(&self, id: &str, spec: &CollectDir) -> Option<CollectedTree> {
-        let mut stream = self.docker.download_from_container(
-            id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(&format!("/work/{}", spec.dir))
-                    .build(),
-            ),
-        );
-        let mut tree = CollectedTree::default();
-        // Tar headers and padding add at most 1.5 KiB per entry over the content.
-        let stream_cap = spec.max_bytes + (spec.max_files as u64 + 16) * 1536;
-        let mut tar_bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            tar_bytes.extend_from_slice(&chunk.ok()?);
-            if tar_bytes.len() as u64 > stream_cap {
-                tree.overflow = Some(format!("more than {} bytes", spec.max_bytes));
-                return Some(tree);
-            }
-        }
-        let mut archive = tar::Archive::new(tar_bytes.as_slice());
-        for entry in archive.entries().ok()? {
-            let Ok(mut entry) = entry else { break };
-            if !tree_entry(&mut tree, spec, &mut entry) {
-                break;
-            }
-        }
-        Some(tree)
+    /// SIGKILL, then wait (a while) until the engine says the container stopped.
+    async fn kill(&self, id: &str) {
+        self.signal(id, "KILL").await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.docker.wait_container(id, None).next(),
+        )
+        .await;
     }
 }
 
@@ -673,8 +705,8 @@ async fn read_attach(
 }
 
 /// The prologue's result tar: collected files under `f/`, the collected directory under `t`,
-/// notes under `m/`. None when it is not a well-formed archive (the caller then reads the files
-/// through the archive API); an error when the prologue could not set the job up.
+/// notes under `m/`. None when it is not a well-formed archive (nothing is collected then); an
+/// error when the prologue could not set the job up.
 #[allow(clippy::type_complexity)]
 fn parse_result(
     bytes: &[u8],

@@ -45,13 +45,13 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
         _ => None,
     });
     let mut data = RoundData {
-        round: p.round.id.clone(),
-        name: p.round.name.clone(),
-        date: p.round.date.clone(),
+        round: p.round.id.to_string(),
+        name: p.round.name.to_string(),
+        date: p.round.date.to_string(),
         task: if p.is_suite() {
             suite_name(&p.tasks)
         } else {
-            p.task(None).name.clone()
+            p.task(None).name.to_string()
         },
         replayed: p
             .providers
@@ -71,7 +71,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             .models
             .iter()
             .map(|m| ModelInfo {
-                id: m.id.clone(),
+                id: m.id.to_string(),
                 slug: m.model.clone(),
             })
             .collect(),
@@ -113,8 +113,8 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                 && Some(&d.stage) == judge_stage.as_ref()
             {
                 data.judgments.push(JudgmentRecord {
-                    judge: judge.clone(),
-                    model: model.clone(),
+                    judge: judge.to_string(),
+                    model: model.to_string(),
                     sample: *sample,
                     tier: if judge == model {
                         Tier::SelfJudge
@@ -141,7 +141,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         .cost(usage),
                     wall_ms: 0,
                     measured: true,
-                    task: task.clone(),
+                    task: task.as_ref().map(ToString::to_string),
                 });
             }
             continue;
@@ -163,7 +163,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     loc: b.has_implementation().then_some(b.loc),
                     run_path: Some(d.dir.display().to_string()),
                     test_exit_code: None,
-                    task: task.clone(),
+                    task: task.as_ref().map(ToString::to_string),
                     agent: b.agent.as_ref().map(|a| crate::aggregate::AgentNote {
                         outcome: serde_json::to_value(b.outcome)
                             .ok()
@@ -184,15 +184,13 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                 "gate",
             ) => {
                 let g: GateReport = ctx.read_output(d, "gate.json")?;
-                if let Some(b) = data
-                    .builds
-                    .iter_mut()
-                    .find(|b| &b.model == model && b.sample == *sample && &b.task == task)
-                {
+                if let Some(b) = data.builds.iter_mut().find(|b| {
+                    b.model == *model && b.sample == *sample && b.task.as_deref() == task.as_deref()
+                }) {
                     b.test_exit_code = g.exit_codes.last().copied().flatten();
                 }
                 data.gates.push(GateRecord {
-                    model: model.clone(),
+                    model: model.to_string(),
                     sample: *sample,
                     passed: g.passed,
                     tests_passed: g.tests_passed,
@@ -207,7 +205,11 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         })
                         .collect(),
                     reason: g.reason.clone(),
-                    task: task.clone(),
+                    task: task.as_ref().map(ToString::to_string),
+                    // Read from the gate's output, never from the round's settings: a gate cached
+                    // from an earlier run keeps the sandbox it really ran in.
+                    sandbox: (!g.sandbox.is_empty())
+                        .then(|| crate::sandbox::canonical_label(&g.sandbox).to_string()),
                 });
             }
             (Subject::Judgment { judge, task, .. }, "judge")
@@ -234,7 +236,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     cost_usd: price.cost(j.usage),
                     wall_ms: j.wall_ms,
                     measured: true,
-                    task: task.clone(),
+                    task: task.as_ref().map(ToString::to_string),
                 });
             }
             _ => {}

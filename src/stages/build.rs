@@ -106,6 +106,83 @@ pub const NO_USAGE: &str = "none";
 
 pub const FILES_DIR: &str = "files";
 
+/// Longest path a build's reason quotes; the refusals in `rejected` keep the whole path.
+const REASON_PATH_BYTES: usize = 160;
+
+/// Why a parsed answer is refused as a whole, if it is: over a limit, a refused file, no files.
+fn refusal(parsed: &answer::Parsed) -> Option<String> {
+    let mut why: Vec<String> = parsed.over.iter().cloned().collect();
+    why.extend(parsed.rejected.iter().map(listed));
+    if !why.is_empty() {
+        return Some(format!("answer refused: {}", why.join("; ")));
+    }
+    parsed
+        .files
+        .is_empty()
+        .then(|| "the answer holds no files (fenced blocks with path=...)".into())
+}
+
+/// A refusal as a reason lists it: the path (a long one shortened) and why.
+fn listed(r: &Rejection) -> String {
+    let path = if r.path.len() > REASON_PATH_BYTES {
+        let mut end = REASON_PATH_BYTES;
+        while !r.path.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &r.path[..end], r.path.len())
+    } else {
+        r.path.clone()
+    };
+    format!("{path} ({})", r.reason)
+}
+
+/// A write that failed because of the path the build chose, not because of the host: a name the
+/// file system refuses, a file where a directory must go or the reverse.
+fn the_builds_fault(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::InvalidFilename
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::DirectoryNotEmpty
+            | K::AlreadyExists
+            | K::InvalidInput
+    )
+}
+
+/// Writes a build's files into `dir/files/` and returns them as outputs. A file the file system
+/// cannot take for its path (see [`the_builds_fault`]) is the build's doing: what was written is
+/// removed and the refusal returned, for a rejected build, the same on every run. Any other
+/// failure (a full disk, permissions) is the host's: a node failure, retried next run.
+pub(super) fn write_files<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+) -> Result<Result<Vec<PathBuf>, Rejection>, NodeError> {
+    let root = dir.join(FILES_DIR);
+    let mut outputs = Vec::new();
+    for (rel, bytes) in files {
+        let path = root.join(rel);
+        match fsutil::write_replace(&path, bytes) {
+            Ok(()) => outputs.push(Path::new(FILES_DIR).join(rel)),
+            Err(e) if the_builds_fault(&e) => {
+                match std::fs::remove_dir_all(&root) {
+                    Err(r) if r.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io(&root)(r));
+                    }
+                    _ => {}
+                }
+                return Ok(Err(Rejection {
+                    path: rel.display().to_string(),
+                    reason: format!("cannot be written: {e}"),
+                }));
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(Ok(outputs))
+}
+
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
     let kind = ctx.stage_kind();
@@ -152,10 +229,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         stage: ctx.node.stage.clone(),
         model: model.clone(),
         // In a suite each task has its own recordings: `<model>/<task>/<sample>.yaml`.
-        subject: match ctx.node.subject.task() {
-            Some(t) => format!("{t}/{sample}"),
-            None => sample.to_string(),
-        },
+        subject: ctx.node.subject.call_subject().unwrap_or_default(),
         turn: 0,
     };
     let t = Instant::now();
@@ -169,44 +243,42 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     outputs.push(write_text(dir, "answer.md", &response.content)?);
 
     let task = ctx.task();
-    let parsed = answer::parse(&response.content, &|rel: &Path| task.is_protected(rel));
-    let (outcome, reason) = if !parsed.rejected.is_empty() {
-        let list: Vec<String> = parsed
-            .rejected
-            .iter()
-            .map(|r| format!("{} ({})", r.path, r.reason))
-            .collect();
-        (
-            BuildOutcome::Rejected,
-            Some(format!("answer refused: {}", list.join("; "))),
-        )
-    } else if parsed.files.is_empty() {
-        (
-            BuildOutcome::Rejected,
-            Some("the answer holds no files (fenced blocks with path=...)".into()),
-        )
-    } else {
-        (BuildOutcome::Completed, None)
+    let mut parsed = answer::parse(&response.content, &|rel: &Path| task.is_protected(rel));
+    let (mut outcome, mut reason) = match refusal(&parsed) {
+        Some(why) => (BuildOutcome::Rejected, Some(why)),
+        None => (BuildOutcome::Completed, None),
     };
     let mut loc = 0;
     let mut files = Vec::new();
     if outcome == BuildOutcome::Completed {
-        let root = dir.join(FILES_DIR);
-        for f in &parsed.files {
-            let path = root.join(&f.path);
-            fsutil::write_replace(&path, f.content.as_bytes()).map_err(io(&path))?;
-            let rel = Path::new(FILES_DIR).join(&f.path);
-            outputs.push(rel);
-            if task.is_source(&f.path) {
-                loc += answer::loc(&f.content);
+        let written = write_files(
+            dir,
+            parsed
+                .files
+                .iter()
+                .map(|f| (f.path.as_path(), f.content.as_bytes())),
+        )?;
+        match written {
+            Ok(written) => {
+                outputs.extend(written);
+                for f in &parsed.files {
+                    if task.is_source(&f.path) {
+                        loc += answer::loc(&f.content);
+                    }
+                    files.push(f.path.display().to_string());
+                }
             }
-            files.push(f.path.display().to_string());
+            Err(r) => {
+                outcome = BuildOutcome::Rejected;
+                reason = Some(format!("answer refused: {}", listed(&r)));
+                parsed.rejected.push(r);
+            }
         }
     }
     let report = BuildReport {
         harness,
         outcome,
-        model: model.clone(),
+        model: model.to_string(),
         model_slug: m.model.clone(),
         sample: *sample,
         usage: response.usage,
@@ -254,7 +326,7 @@ pub(super) fn prompt_context(
     };
     Ok(BuildCtx {
         task: TaskCtx {
-            name: ctx.task().name.clone(),
+            name: ctx.task().name.to_string(),
             spec: ctx.task().spec.clone(),
         },
         workspace,
@@ -262,4 +334,98 @@ pub(super) fn prompt_context(
         model: model.to_string(),
         sample,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(
+        dir: &Path,
+        files: &[(&str, &str)],
+    ) -> Result<Result<Vec<PathBuf>, Rejection>, NodeError> {
+        write_files(
+            dir,
+            files.iter().map(|(p, c)| (Path::new(*p), c.as_bytes())),
+        )
+    }
+
+    #[test]
+    fn a_file_the_file_system_cannot_take_is_a_refusal_and_leaves_no_files() {
+        let long = format!("{}.py", "n".repeat(297));
+        let deep = format!("{}/x.py", vec!["d".repeat(99); 50].join("/"));
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("a.py", "1"), ("a.py/b.py", "2")],
+            &[("a.py/b.py", "2"), ("a.py", "1")],
+            &[("ok.py", "1"), (&long, "2")],
+            &[("ok.py", "1"), (&deep, "2")],
+        ];
+        for files in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let refused = write(dir.path(), files)
+                .expect("not a node failure")
+                .expect_err("a refusal");
+            assert_eq!(refused.path, files[1].0);
+            assert!(
+                refused.reason.starts_with("cannot be written: "),
+                "{refused:?}"
+            );
+            assert!(!dir.path().join(FILES_DIR).exists());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let written = write(dir.path(), &[("a.py", "1"), ("pkg/b.py", "2")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            written,
+            [PathBuf::from("files/a.py"), PathBuf::from("files/pkg/b.py")]
+        );
+    }
+
+    #[test]
+    fn only_a_failure_of_the_path_is_the_builds_fault() {
+        use std::io::{Error, ErrorKind};
+        for errno in [
+            libc::ENAMETOOLONG,
+            libc::ENOTDIR,
+            libc::EISDIR,
+            libc::EEXIST,
+        ] {
+            assert!(
+                the_builds_fault(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::ENOSPC,
+            libc::EACCES,
+            libc::EROFS,
+            libc::EIO,
+            libc::EDQUOT,
+        ] {
+            assert!(
+                !the_builds_fault(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        assert!(!the_builds_fault(&Error::from(ErrorKind::Other)));
+    }
+
+    #[test]
+    fn a_long_path_is_shortened_in_the_reason_only() {
+        let r = Rejection {
+            path: "d/".repeat(2500),
+            reason: "too long".into(),
+        };
+        let line = listed(&r);
+        assert!(line.len() < 220, "{line}");
+        assert!(line.ends_with("... (5000 bytes) (too long)"), "{line}");
+        assert_eq!(
+            listed(&Rejection {
+                path: "a.py".into(),
+                reason: "x".into()
+            }),
+            "a.py (x)"
+        );
+    }
 }

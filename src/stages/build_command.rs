@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::answer::{self, MAX_FILE_BYTES, Rejection};
-use super::build::{BuildOutcome, BuildReport, FILES_DIR, NO_USAGE, prompt_context};
+use super::build::{BuildOutcome, BuildReport, NO_USAGE, prompt_context, write_files};
 use super::command_usage::{self, Reported};
 use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::{CommandHarness, Harness, ProviderKind, Template};
 use crate::fsutil;
 use crate::plan::Subject;
 use crate::provider::Usage;
-use crate::sandbox::{CollectDir, Job, JobResult};
+use crate::sandbox::{CollectDir, Job, JobLimits, JobResult};
 use crate::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
 
 /// Where the workspace, the prompt and the tools sit under `$PIPE_WORK`.
@@ -153,13 +153,13 @@ pub async fn run(
     };
     let cctx = CommandCtx {
         model: CommandModelCtx {
-            id: model.clone(),
+            id: model.to_string(),
             slug: m.model.clone(),
             provider: m.provider.clone(),
             base_url,
         },
         task: CommandTaskCtx {
-            name: task.name.clone(),
+            name: task.name.to_string(),
         },
         sample: *sample,
     };
@@ -187,10 +187,10 @@ pub async fn run(
     let mut env: BTreeMap<String, String> = secrets.iter().cloned().collect();
     // A value this short is no credential and would match by accident: not searched for.
     secrets.retain(|(_, v)| v.len() >= MIN_SECRET_LEN);
-    env.insert("PIPE_MODEL".into(), model.clone());
+    env.insert("PIPE_MODEL".into(), model.to_string());
     env.insert("PIPE_MODEL_SLUG".into(), m.model.clone());
     env.insert("PIPE_SAMPLE".into(), sample.to_string());
-    env.insert("PIPE_TASK".into(), task.name.clone());
+    env.insert("PIPE_TASK".into(), task.name.to_string());
 
     let staging = tempfile::Builder::new()
         .prefix("pipe-agent-")
@@ -232,6 +232,12 @@ pub async fn run(
             max_files: MAX_FILES,
             max_bytes: MAX_BYTES,
         }),
+        // An agent CLI runs on a JavaScript engine that reserves far more address space than it
+        // uses: no address-space cap (Docker's memory limit still applies there).
+        limits: JobLimits {
+            address_space: None,
+            ..JobLimits::default()
+        },
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
     drop(staging);
@@ -331,25 +337,40 @@ pub async fn run(
         (BuildOutcome::Completed, None)
     };
 
+    let (mut outcome, mut reason) = (outcome, reason);
     let mut loc = 0;
     let mut files = Vec::new();
     if outcome == BuildOutcome::Completed {
-        let root = dir.join(FILES_DIR);
-        for (rel, bytes) in &kept {
-            let path = root.join(rel);
-            fsutil::write_atomic(&path, bytes).map_err(io(&path))?;
-            outputs.push(Path::new(FILES_DIR).join(rel));
-            if task.is_source(rel) {
-                loc += answer::loc(&String::from_utf8_lossy(bytes));
+        let written = write_files(
+            dir,
+            kept.iter()
+                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
+        )?;
+        match written {
+            Ok(written) => {
+                outputs.extend(written);
+                for (rel, bytes) in &kept {
+                    if task.is_source(rel) {
+                        loc += answer::loc(&String::from_utf8_lossy(bytes));
+                    }
+                    files.push(rel.display().to_string());
+                }
             }
-            files.push(rel.display().to_string());
+            Err(r) => {
+                outcome = BuildOutcome::Rejected;
+                reason = Some(format!(
+                    "the workspace holds a file that cannot be written: {} ({})",
+                    r.path, r.reason
+                ));
+                rejected.push(r);
+            }
         }
     }
     let mut report = BuildReport {
         agent: None,
         harness: Harness::Command,
         outcome,
-        model: model.clone(),
+        model: model.to_string(),
         model_slug: m.model.clone(),
         sample: *sample,
         usage: reported.usage.unwrap_or(Usage::default()),

@@ -65,6 +65,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
         python: vec![],
         network: false,
         collect_dir: None,
+        limits: crate::sandbox::JobLimits::default(),
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
     let report = CommandReport {

@@ -159,6 +159,7 @@ pub async fn run_tests(
             // The hidden tests never get network, whatever the build had.
             network: false,
             collect_dir: None,
+            limits: crate::sandbox::JobLimits::default(),
         };
         let r = ctx_sandbox.run(&job, cancel).await?;
         sandbox_name.clone_from(&r.sandbox);

@@ -85,9 +85,13 @@ pub fn markdown(a: &Aggregate) -> String {
             "\n> Replayed round: every model answer comes from recordings, not from live calls."
         );
     }
+    if let Some(w) = unisolated_warning(a) {
+        let _ = writeln!(o, "\n> **Warning: {w}**");
+    }
     o.push('\n');
     if let Some(suite) = &a.suite {
         suite_markdown(&mut o, suite);
+        sandboxes_markdown(&mut o, a);
         problems_markdown(&mut o, a);
         return o;
     }
@@ -546,8 +550,71 @@ pub fn markdown(a: &Aggregate) -> String {
         o,
         "\n<sub>measured per judge over its judgments, repair turns included; \u{2014} where the source did not measure it.</sub>\n"
     );
+    sandboxes_markdown(&mut o, a);
     problems_markdown(&mut o, a);
     o
+}
+
+/// The warning every report of a round with unisolated gates carries near its top, in words;
+/// none when every gate ran isolated.
+pub fn unisolated_warning(a: &Aggregate) -> Option<String> {
+    let n = a.unisolated_gates();
+    (n > 0).then(|| {
+        format!(
+            "{n} of {} gates ran unisolated: no container, no bubblewrap. The model code they ran could read pipe's environment and the user's files, write anywhere the user can and reach the network; their results are only as trustworthy as that code.",
+            a.sandboxed_gates()
+        )
+    })
+}
+
+/// What a sandbox label means for the code it ran.
+pub fn isolation_text(label: &str) -> &'static str {
+    match label {
+        crate::sandbox::LABEL_DOCKER => {
+            "a container: no network, memory, pids and CPU limits, read-only root, unprivileged user"
+        }
+        crate::sandbox::LABEL_BWRAP => {
+            "bubblewrap: no network, the host read-only; no memory, pids or CPU limits"
+        }
+        crate::sandbox::LABEL_UNISOLATED => {
+            "none: ran as the user, with the network and the user's files"
+        }
+        _ => "unknown",
+    }
+}
+
+/// The gates a sandbox ran, as a cell: `all N` when it ran every gate, else each by name.
+pub fn gates_text(a: &Aggregate, gates: &[String]) -> String {
+    if a.sandboxes.len() == 1 {
+        format!("all {}", gates.len())
+    } else {
+        gates.join(", ")
+    }
+}
+
+/// Which sandbox ran each gate (none for imported rounds, which do not say).
+fn sandboxes_markdown(o: &mut String, a: &Aggregate) {
+    if a.sandboxes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Sandboxes\n\n| sandbox | isolation | gates |\n|---|---|---|"
+    );
+    for u in &a.sandboxes {
+        let _ = writeln!(
+            o,
+            "| {} | {}{} | {} |",
+            u.sandbox,
+            if u.isolated { "" } else { "\u{26a0} " },
+            isolation_text(&u.sandbox),
+            gates_text(a, &u.gates)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in (`pipe run --force` on the gate stage re-runs it).</sub>\n"
+    );
 }
 
 fn problems_markdown(o: &mut String, a: &Aggregate) {

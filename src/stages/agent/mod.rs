@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::tools::{ToolError, Workspace};
-use super::build::{BuildOutcome, BuildReport, FILES_DIR};
+use super::build::{BuildOutcome, BuildReport, write_files};
 use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::config::{AgentSettings, Harness, ModelConfig};
 use crate::fsutil;
@@ -363,18 +363,39 @@ pub async fn run(
         End::Fault(message) => (BuildOutcome::Fault, Some(message.clone())),
     };
     // A fault leaves no implementation: the build did not finish for reasons not the model's.
+    let (mut outcome, mut reason) = (outcome, reason);
     let mut files = Vec::new();
     let mut loc = 0;
+    let mut rejected = Vec::new();
     if outcome != BuildOutcome::Fault {
+        let mut kept = Vec::new();
         for rel in l.ws.implementation() {
             let bytes = std::fs::read(l.ws.root.join(&rel)).map_err(io(&rel))?;
-            let dest = dir.join(FILES_DIR).join(&rel);
-            fsutil::write_atomic(&dest, &bytes).map_err(io(&dest))?;
-            outputs.push(Path::new(FILES_DIR).join(&rel));
-            if task.is_source(&rel) {
-                loc += super::answer::loc(&String::from_utf8_lossy(&bytes));
+            kept.push((rel, bytes));
+        }
+        let written = write_files(
+            dir,
+            kept.iter()
+                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
+        )?;
+        match written {
+            Ok(written) => {
+                outputs.extend(written);
+                for (rel, bytes) in &kept {
+                    if task.is_source(rel) {
+                        loc += super::answer::loc(&String::from_utf8_lossy(bytes));
+                    }
+                    files.push(rel.display().to_string());
+                }
             }
-            files.push(rel.display().to_string());
+            Err(r) => {
+                outcome = BuildOutcome::Rejected;
+                reason = Some(format!(
+                    "the workspace holds a file that cannot be written: {} ({})",
+                    r.path, r.reason
+                ));
+                rejected.push(r);
+            }
         }
     }
     let mut jsonl = String::new();
@@ -391,7 +412,7 @@ pub async fn run(
         sandbox: None,
         harness: Harness::Agent,
         outcome,
-        model: model.id.clone(),
+        model: model.id.to_string(),
         model_slug: model.model.clone(),
         sample: match &ctx.node.subject {
             crate::plan::Subject::Impl { sample, .. } => *sample,
@@ -404,7 +425,7 @@ pub async fn run(
         attempts: l.attempts,
         loc,
         files,
-        rejected: Vec::new(),
+        rejected,
         reason,
         agent: Some(l.report),
     };
@@ -478,10 +499,7 @@ impl Loop<'_> {
                 let site = CallSite {
                     stage: self.ctx.node.stage.clone(),
                     model: self.model.id.clone(),
-                    subject: match &self.ctx.node.subject {
-                        crate::plan::Subject::Impl { sample, .. } => sample.to_string(),
-                        other => format!("{other:?}"),
-                    },
+                    subject: self.ctx.node.subject.call_subject().unwrap_or_default(),
                     turn: self.step as usize,
                 };
                 let notify = self.ctx.notify();
@@ -781,6 +799,7 @@ fn workspace_job(
         python: task.python_requirements.clone(),
         network: false,
         collect_dir: None,
+        limits: crate::sandbox::JobLimits::default(),
     }
 }
 

@@ -16,6 +16,8 @@ pub const MAX_READ: usize = 64 * 1024;
 pub const MAX_WRITE: usize = 256 * 1024;
 /// Files the workspace may hold.
 pub const MAX_FILES: usize = 500;
+/// Bytes the workspace's files may hold together.
+pub const MAX_BYTES: u64 = 32 << 20;
 /// Entries `list_dir` shows.
 pub const MAX_LIST: usize = 500;
 
@@ -86,7 +88,7 @@ impl Workspace<'_> {
         Ok(clean)
     }
 
-    /// A path the model may write: resolved, not the root, not protected.
+    /// A path the model may write: resolved, not the root, not too long, not protected.
     fn writable(&self, raw: &str) -> Result<PathBuf, ToolError> {
         let rel = self.resolve(raw)?;
         if rel.as_os_str().is_empty() {
@@ -94,6 +96,7 @@ impl Workspace<'_> {
                 "name a file, not the workspace root".into(),
             ));
         }
+        crate::stages::answer::check_length(&rel).map_err(ToolError::Refused)?;
         if self.task.is_protected_for_agent(&rel) {
             return Err(ToolError::Refused(format!(
                 "`{}` is protected (tests and files the test runner loads cannot be written): change the implementation instead",
@@ -162,17 +165,34 @@ impl Workspace<'_> {
                 rel.display()
             )));
         }
-        if !path.exists() {
-            let count = fsutil::list_files(&self.root).map_or(0, |f| f.len());
-            if count >= MAX_FILES {
-                return Err(ToolError::Refused(format!(
-                    "the workspace already holds {MAX_FILES} files"
-                )));
-            }
-        }
+        self.room_for(&rel, content.len())?;
         fsutil::write_atomic(&path, content.as_bytes())
             .map_err(|e| ToolError::Failed(e.to_string()))?;
         Ok(format!("wrote {} ({} bytes)", rel.display(), content.len()))
+    }
+
+    /// Refuses a write of `len` bytes to `rel` that would take the workspace past
+    /// [`MAX_FILES`] files or [`MAX_BYTES`] bytes.
+    fn room_for(&self, rel: &Path, len: usize) -> Result<(), ToolError> {
+        let files = fsutil::list_files(&self.root).unwrap_or_default();
+        let new = !files.iter().any(|f| f == rel);
+        if new && files.len() >= MAX_FILES {
+            return Err(ToolError::Refused(format!(
+                "the workspace already holds {MAX_FILES} files"
+            )));
+        }
+        let others: u64 = files
+            .iter()
+            .filter(|f| *f != rel)
+            .map(|f| std::fs::metadata(self.root.join(f)).map_or(0, |m| m.len()))
+            .sum();
+        if others + len as u64 > MAX_BYTES {
+            return Err(ToolError::Refused(format!(
+                "the workspace's files would hold {} bytes together, over the limit of {MAX_BYTES}",
+                others + len as u64
+            )));
+        }
+        Ok(())
     }
 
     /// Replaces the one occurrence of `old` in a file with `new`.
@@ -208,6 +228,7 @@ impl Workspace<'_> {
                 edited.len()
             )));
         }
+        self.room_for(&rel, edited.len())?;
         fsutil::write_atomic(&path, edited.as_bytes())
             .map_err(|e| ToolError::Failed(e.to_string()))?;
         Ok(format!("edited {}", rel.display()))
@@ -374,6 +395,56 @@ mod tests {
                 "{}",
                 &read[read.len() - 80..]
             );
+        });
+    }
+
+    #[test]
+    fn writes_that_cannot_land_are_answers_not_failures() {
+        with_ws(|ws| {
+            ws.write_file("a.py", "x = 1\n").unwrap();
+            // A file where a directory must go, and the reverse: the tool says why.
+            assert!(matches!(
+                ws.write_file("a.py/b.py", "y"),
+                Err(ToolError::Failed(_))
+            ));
+            ws.write_file("pkg/m.py", "z").unwrap();
+            assert!(matches!(
+                ws.write_file("pkg", "z"),
+                Err(ToolError::Failed(_))
+            ));
+            // Names and paths too long to write into the round's directory later.
+            let long = format!("{}.py", "n".repeat(297));
+            assert!(refused(ws.write_file(&long, "x")).contains("300 bytes long"));
+            let name = "n".repeat(230);
+            assert!(refused(ws.write_file(&name, "x")).contains("over the limit of 200"));
+            let deep = format!("{}/x.py", vec!["d".repeat(99); 30].join("/"));
+            assert!(refused(ws.write_file(&deep, "x")).contains("over the limit of 1024"));
+            assert!(refused(ws.edit_file(&deep, "x", "y")).contains("over the limit of 1024"));
+            assert_eq!(
+                ws.implementation(),
+                [PathBuf::from("a.py"), PathBuf::from("pkg/m.py")]
+            );
+        });
+    }
+
+    #[test]
+    fn the_workspace_is_capped_in_bytes() {
+        with_ws(|ws| {
+            let chunk = "x".repeat(MAX_WRITE);
+            let fit = (MAX_BYTES / MAX_WRITE as u64) as usize;
+            // The visible test already takes a few bytes: the last chunk does not fit.
+            for i in 0..fit - 1 {
+                ws.write_file(&format!("d/{i}.txt"), &chunk).unwrap();
+            }
+            let why = refused(ws.write_file("d/last.txt", &chunk));
+            assert!(
+                why.contains(&format!("over the limit of {MAX_BYTES}")),
+                "{why}"
+            );
+            // Rewriting a file counts its new size, not both.
+            ws.write_file("d/0.txt", &chunk).unwrap();
+            ws.write_file("d/0.txt", "small").unwrap();
+            ws.write_file("d/last.txt", &chunk).unwrap();
         });
     }
 
