@@ -1,36 +1,28 @@
 //! pipe: peer-judged LLM coding benchmarks as declarative, resumable pipelines.
 //!
-//! The phases, each its own type: [`source`] + [`config`] (raw serde -> validated
+//! A round flows down the phases, one folder each, and a module imports only from phases below
+//! its own (docs/ARCHITECTURE.md has the rules):
+//!
+//! [`source`] (files as located documents) -> [`config`] (raw serde -> validated
 //! [`config::Pipeline`]) -> [`plan`] (sealed petgraph node DAG with cache keys) -> [`exec`]
-//! (tokio executor) -> [`store`] (node records and outputs under `out/<round>/`).
+//! (scheduler and tokio driver) over [`store`] (node records and outputs under `out/<round>/`)
+//! -> [`stages`] (each node kind's work, calling [`provider`]s and [`sandbox`]es) ->
+//! [`aggregate`] (the round's numbers) -> [`report`] (markdown, HTML, the dataset).
+//! [`formats`] reads published rounds from outside; [`tools`] are the side commands; [`cli`]
+//! maps everything to exit codes. [`base`] and [`vocab`] sit below all of them.
 
 pub mod aggregate;
-pub mod bench;
-pub mod checktask;
+pub mod base;
 pub mod cli;
 pub mod config;
-pub mod dataset;
-pub mod diag;
-pub mod dirhandle;
 pub mod exec;
-pub mod fsutil;
-pub mod html;
-pub mod humaneval;
-pub mod import;
-pub mod interrupt;
-pub mod junit;
-pub mod key;
-pub mod limits;
-pub mod names;
-pub mod outstanding;
+pub mod formats;
 pub mod plan;
-pub mod progress;
 pub mod provider;
-pub mod rubric;
+pub mod report;
 pub mod sandbox;
 pub mod source;
 pub mod stages;
-pub mod stats;
 pub mod store;
-pub mod task;
-pub mod templates;
+pub mod tools;
+pub mod vocab;

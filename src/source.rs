@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diag, LineIndex};
-use crate::limits::{self, ReadError};
+use crate::base::diag::{Diag, LineIndex};
+use crate::base::limits::{self, ReadError};
 
 /// One step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

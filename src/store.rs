@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dirhandle::{DirHandle, FileStat, Kind};
-use crate::fsutil;
-use crate::names::SafeName;
+use crate::base::dirhandle::{DirHandle, FileStat, Kind};
+use crate::base::fsutil;
+use crate::base::names::SafeName;
 use crate::plan::Node;
 
 pub const RECORD_FILE: &str = "node.json";
@@ -118,7 +118,7 @@ pub struct NodeRecord {
     pub attempts: u32,
     /// Tokens a failed node still used (failed attempts are billed too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::provider::Usage>,
+    pub usage: Option<crate::vocab::Usage>,
     pub outputs: Vec<OutputFile>,
     /// The directories below the node's own that hold outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -718,7 +718,7 @@ mod tests {
         assert!(matches!(linked.clean(), Err(StoreError::Outside { .. })));
         assert!(is_outside(&linked.begin(&node("nodes/gate/alpha/1"))));
         assert_eq!(
-            crate::fsutil::list_files(&outside).unwrap(),
+            crate::base::fsutil::list_files(&outside).unwrap(),
             [PathBuf::from("precious")]
         );
     }

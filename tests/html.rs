@@ -1,5 +1,5 @@
 //! The HTML report in a real browser: run the real `pipe` binary on the offline atomic-write
-//! round, render `report.html` from its aggregate with `pipe::html::render`, screenshot it with
+//! round, render `report.html` from its aggregate with `pipe::report::html::render`, screenshot it with
 //! headless Chromium (Debian package `chromium`) and check the picture is not blank.
 //!
 //! Without `/usr/bin/chromium` the test fails when `CI` is set and is skipped otherwise. The page
@@ -124,7 +124,7 @@ fn report_renders_in_chromium() {
     let agg_path = run_round(out.path());
     let agg: pipe::aggregate::Aggregate =
         serde_json::from_slice(&std::fs::read(&agg_path).unwrap()).unwrap();
-    let html = pipe::html::render(&agg);
+    let html = pipe::report::html::render(&agg);
 
     assert_eq!(html.matches("<svg").count(), 4, "four charts");
     assert!(!html.contains("http://") && !html.contains("https://"));

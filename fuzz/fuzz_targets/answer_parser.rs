@@ -8,11 +8,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let parsed = pipe::stages::answer::parse(&text, &|p: &Path| p.ends_with("conftest.py"));
+    let parsed = pipe::stages::builds::answer::parse(&text, &|p: &Path| p.ends_with("conftest.py"));
     for f in &parsed.files {
         assert!(f.path.components().all(|c| matches!(c, Component::Normal(_))), "{:?}", f.path);
         assert!(!f.path.ends_with("conftest.py"));
     }
-    let _ = pipe::stages::answer::loc(&text);
+    let _ = pipe::stages::builds::answer::loc(&text);
     let _ = pipe::stages::judge::extract_first_json(&text);
 });

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::junit::TestOutcome;
-use crate::provider::Usage;
-use crate::rubric::Aggregation;
+use crate::base::junit::TestOutcome;
+use crate::config::rubric::Aggregation;
+use crate::vocab::Usage;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CriterionInfo {
@@ -30,8 +30,8 @@ pub struct RubricInfo {
     pub verdicts: Vec<String>,
 }
 
-impl From<&crate::rubric::Rubric> for RubricInfo {
-    fn from(r: &crate::rubric::Rubric) -> Self {
+impl From<&crate::config::rubric::Rubric> for RubricInfo {
+    fn from(r: &crate::config::rubric::Rubric) -> Self {
         Self {
             name: r.name.clone(),
             aggregation: r.aggregation,

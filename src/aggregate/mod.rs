@@ -16,9 +16,9 @@ pub use data::{
     Problem, RoundData, RubricInfo, TestRecord, Tier,
 };
 
-use crate::junit::TestOutcome;
-use crate::rubric::Aggregation;
-use crate::stats::{mean, median, mode_worst, round2, stdev};
+use crate::base::junit::TestOutcome;
+use crate::base::stats::{mean, median, mode_worst, round2, stdev};
+use crate::config::rubric::Aggregation;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JudgmentRow {

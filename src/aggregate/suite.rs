@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{JudgmentRecord, RoundData};
 use super::{composite_of, is_peer};
-use crate::stats::mean;
+use crate::base::stats::mean;
 
 /// The suite section of `aggregate.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

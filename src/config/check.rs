@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use super::fields::fields_of;
-use crate::diag::{Diag, did_you_mean, suggest};
+use crate::base::diag::{Diag, did_you_mean, suggest};
 use crate::source::{KeyPath, SourceDoc};
 
 /// Deserialises the table at `path` as `T`, reporting every unknown key (with a "did you mean")

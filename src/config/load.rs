@@ -17,14 +17,14 @@ use super::{
     AgentSettings, CommandHarness, Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind,
     PublishFormat, Round, SandboxChoice, Stage, StageKind, Template,
 };
-use crate::diag::{Diag, did_you_mean};
-use crate::limits;
-use crate::names::{NameError, SafeName, shown};
-use crate::provider::{Price, Sampling};
-use crate::rubric::Rubric;
+use crate::base::diag::{Diag, did_you_mean};
+use crate::base::limits;
+use crate::base::names::{NameError, SafeName, shown};
+use crate::config::rubric::Rubric;
+use crate::config::task::Task;
+use crate::config::templates::{self, BuildCtx, CommandCtx, JudgeCtx};
 use crate::source::{KeyPath, SourceDoc};
-use crate::task::Task;
-use crate::templates::{self, BuildCtx, CommandCtx, JudgeCtx};
+use crate::vocab::{Price, Sampling};
 
 /// Default first backoff ceiling of an openai provider, in milliseconds.
 pub const DEFAULT_RETRY_BASE_MS: u64 = 1000;
@@ -187,7 +187,7 @@ impl Loader<'_> {
         );
         let date = match raw.date {
             Some(d) => {
-                let date = crate::names::date(&d);
+                let date = crate::base::names::date(&d);
                 if date.is_none() {
                     self.err(
                         &at.key("date"),
@@ -209,7 +209,7 @@ impl Loader<'_> {
                     )
                     .help = Some(format!(
                         "the round's directory is out/<name>-<date>: shorten the name to {} bytes",
-                        crate::names::MAX_NAME_BYTES - date.len() - 1
+                        crate::base::names::MAX_NAME_BYTES - date.len() - 1
                     ));
                     None
                 }
@@ -966,11 +966,11 @@ impl Loader<'_> {
         if let Some(rel) = &raw.tools {
             let dir = self.dir.join(rel);
             let listed = if dir.is_dir() {
-                crate::fsutil::list_files(&dir).and_then(|files| {
+                crate::base::fsutil::list_files(&dir).and_then(|files| {
                     files
                         .into_iter()
                         .map(|f| {
-                            let digest = crate::fsutil::hash_file(&dir.join(&f))?;
+                            let digest = crate::base::fsutil::hash_file(&dir.join(&f))?;
                             Ok((f.display().to_string(), digest))
                         })
                         .collect::<std::io::Result<BTreeMap<_, _>>>()

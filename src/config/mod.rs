@@ -3,19 +3,23 @@
 
 pub mod check;
 pub mod fields;
+pub mod harness;
 pub mod load;
 pub mod raw;
+pub mod rubric;
+pub mod task;
+pub mod templates;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::diag::Diag;
-use crate::names::SafeName;
-use crate::provider::{Price, Sampling};
-use crate::rubric::Rubric;
-use crate::task::Task;
+use crate::base::diag::Diag;
+use crate::base::names::SafeName;
+use crate::config::rubric::Rubric;
+use crate::config::task::Task;
+use crate::vocab::{Price, Sampling};
 
 pub use load::load;
 
@@ -339,7 +343,7 @@ impl StageKind {
 /// rendered build prompt in `$PIPE_PROMPT`, its cwd the workspace, which is collected afterwards.
 #[derive(Debug, Clone)]
 pub struct CommandHarness {
-    /// The command line: a minijinja template over [`crate::templates::CommandCtx`], run with
+    /// The command line: a minijinja template over [`crate::config::templates::CommandCtx`], run with
     /// `sh -c` (the path is the pipeline file's, for messages).
     pub run: Template,
     /// The sandbox gives the command network (the gate never has any).

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::provider::Price;
+use crate::vocab::Price;
 
 /// The top level; used for its key list.
 #[derive(Debug, Deserialize)]

@@ -21,8 +21,9 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, ToolCall, Usage};
+use super::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, ToolCall};
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::vocab::Usage;
 
 /// Consecutive answered attempts after which a lowered concurrency limit grows by one.
 pub const GROW_AFTER: u32 = 8;
@@ -716,7 +717,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::provider::Sampling;
+    use crate::vocab::Sampling;
 
     /// One scripted answer of the mock endpoint. `{auth}` in the body is replaced with the
     /// `Authorization` header received (to play a server that echoes credentials).
@@ -886,8 +887,8 @@ mod tests {
 
     fn site() -> CallSite {
         CallSite {
-            stage: crate::names::SafeName::new("build").unwrap(),
-            model: crate::names::SafeName::new("alpha").unwrap(),
+            stage: crate::base::names::SafeName::new("build").unwrap(),
+            model: crate::base::names::SafeName::new("alpha").unwrap(),
             subject: "1".into(),
             turn: 0,
         }

@@ -32,8 +32,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CallSite, ChatRequest, ChatResponse, ProviderError, ToolCall, Usage};
-use crate::fsutil;
+use super::{CallSite, ChatRequest, ChatResponse, ProviderError, ToolCall};
+use crate::base::fsutil;
+use crate::vocab::Usage;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,10 +102,10 @@ pub fn exchange_path(dir: &Path, site: &CallSite) -> Result<PathBuf, String> {
     let mut path = dir.join(&site.stage).join(&site.model);
     let mut parts = site.subject.split('/').peekable();
     while let Some(part) = parts.next() {
-        crate::names::check(part).map_err(|e| {
+        crate::base::names::check(part).map_err(|e| {
             format!(
                 "the recording subject `{}` is not a path of safe names: {e}",
-                crate::names::shown(&site.subject)
+                crate::base::names::shown(&site.subject)
             )
         })?;
         if parts.peek().is_some() {
@@ -152,9 +153,9 @@ impl ReplayProvider {
         notify: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatResponse, ProviderError> {
         let path = exchange_path(&self.dir, site).map_err(ProviderError::Replay)?;
-        let bytes = crate::limits::read(&path, crate::limits::MAX_RECORDING_BYTES, "a recording")
+        let bytes = crate::base::limits::read(&path, crate::base::limits::MAX_RECORDING_BYTES, "a recording")
             .map_err(|e| match e {
-                crate::limits::ReadError::Io { source, .. } => ProviderError::Replay(format!(
+                crate::base::limits::ReadError::Io { source, .. } => ProviderError::Replay(format!(
                     "{}: no recording for stage `{}`, model `{}`, subject `{}`: cannot read it: {source}",
                     path.display(),
                     site.stage,
@@ -294,8 +295,9 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::SafeName;
-    use crate::provider::{Message, Sampling};
+    use crate::base::names::SafeName;
+    use crate::provider::Message;
+    use crate::vocab::Sampling;
 
     fn req(text: &str) -> ChatRequest {
         ChatRequest {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::owner::{Liveness, Owner};
 use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError};
-use crate::fsutil;
+use crate::base::fsutil;
 
 /// The image pipe's own tasks use, built offline by `pipe sandbox bootstrap`.
 pub const DEFAULT_IMAGE: &str = "pipe-sandbox/python:bookworm";

@@ -392,3 +392,15 @@ fn unisolated_warning(why: &str) -> String {
 }
 
 pub use crate::config::SandboxChoice;
+
+/// A word as a POSIX shell reads it back unchanged: left bare when it holds only safe
+/// characters, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:$\"".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::build::BuildReport;
+use super::builds::report::BuildReport;
 use super::gate::GateReport;
 use super::judge::Judgment;
 use super::{NodeCtx, NodeError, write_output};
@@ -13,13 +13,13 @@ use crate::aggregate::{
     self, BootstrapConfig, BuildRecord, GateRecord, JudgmentRecord, ModelInfo, Problem, RoundData,
     RubricInfo, TestRecord, Tier,
 };
+use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
 use crate::plan::Subject;
-use crate::rubric::{Aggregation, Rubric};
 use crate::store::{FailureKind, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
-fn suite_name(tasks: &[crate::task::Task]) -> String {
+fn suite_name(tasks: &[crate::config::task::Task]) -> String {
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     if names.len() <= 3 {
         names.join(", ")

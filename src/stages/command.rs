@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildReport, FILES_DIR};
+use super::builds::report::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output};
 use crate::config::StageKind;
 use crate::sandbox::Job;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildReport, FILES_DIR};
+use super::builds::report::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output, write_text};
+use crate::base::junit::{self, TestOutcome};
 use crate::config::StageKind;
-use crate::junit::{self, TestOutcome};
+use crate::config::task::{Runner, Task};
 use crate::sandbox::Job;
-use crate::task::{Runner, Task};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateTest {
@@ -88,7 +88,7 @@ pub fn script(task: &Task, run: u32) -> String {
                 .clone()
                 .unwrap_or_default()
                 .iter()
-                .map(|a| shell_quote(a))
+                .map(|a| crate::sandbox::shell_quote(a))
                 .collect::<Vec<_>>()
                 .join(" ");
             format!("{prelude} && export PIPE_JUNIT={junit} && exec {cmd}")
@@ -102,16 +102,6 @@ fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
         (Some(c), _) => format!("exited {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         (None, None) => "ended without an exit code".to_string(),
-    }
-}
-
-pub(crate) fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:$\"".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -328,7 +318,7 @@ pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let mut outputs = Vec::new();
     for (name, bytes) in artifacts {
         let path = dir.join(&name);
-        crate::fsutil::write_replace(&path, &bytes).map_err(super::io(&path))?;
+        crate::base::fsutil::write_replace(&path, &bytes).map_err(super::io(&path))?;
         outputs.push(PathBuf::from(name));
     }
     outputs.push(write_text(dir, "output.txt", &output)?);

@@ -10,15 +10,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{BuildReport, FILES_DIR};
+use super::builds::report::{BuildReport, FILES_DIR};
 use super::gate::GateReport;
 use super::{NodeCtx, NodeError, io, write_output, write_text};
+use crate::base::fsutil;
 use crate::config::StageKind;
-use crate::fsutil;
+use crate::config::rubric::Rubric;
+use crate::config::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
 use crate::plan::Subject;
-use crate::provider::{CallSite, ChatRequest, Message, Usage};
-use crate::rubric::Rubric;
-use crate::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
+use crate::provider::{CallSite, ChatRequest, Message};
+use crate::vocab::Usage;
 
 pub use crate::aggregate::{Tier, label};
 
@@ -49,11 +50,6 @@ pub struct Judgment {
     pub wall_ms: u64,
     pub prompt_digest: String,
 }
-
-/// Bumped whenever the way an implementation is laid out in a judge prompt changes: it enters
-/// the judge nodes' keys, so finished judgments go stale and re-run while builds and gates stay
-/// cached.
-pub const LISTING_VERSION: u32 = 2;
 
 /// Smallest part of a file worth showing when the file is cut to fit the budget.
 const MIN_CUT_BYTES: usize = 64;

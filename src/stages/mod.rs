@@ -12,13 +12,9 @@
 //! | aggregate | every build, gate and judgment          | `aggregate.json`                        |
 //! | publish   | the aggregate                           | `report.md`, `dataset.json`, ...        |
 
-pub mod agent;
 pub mod aggregate;
-pub mod answer;
-pub mod build;
-pub mod build_command;
+pub mod builds;
 pub mod command;
-pub mod command_usage;
 pub mod gate;
 pub mod judge;
 pub mod publish;
@@ -30,8 +26,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Pipeline, StageKind};
+use crate::exec::progress::Progress;
 use crate::plan::{Node, Plan, Subject};
-use crate::progress::Progress;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
 use crate::store::{RoundStore, StoreError};
@@ -74,7 +70,7 @@ pub enum NodeError {
     #[error("infrastructure: {message}")]
     Endpoint {
         message: String,
-        usage: crate::provider::Usage,
+        usage: crate::vocab::Usage,
     },
     /// The operator's setup is wrong (an unknown model name, a missing key, a broken recording).
     #[error("configuration: {0}")]
@@ -121,7 +117,7 @@ impl NodeCtx {
     }
 
     /// The task this node works on.
-    pub fn task(&self) -> &crate::task::Task {
+    pub fn task(&self) -> &crate::config::task::Task {
         self.pipeline().task(self.node.subject.task())
     }
 
@@ -172,21 +168,21 @@ pub fn write_output<T: serde::Serialize>(
     value: &T,
 ) -> Result<PathBuf, NodeError> {
     let path = dir.join(name);
-    let bytes = crate::fsutil::json_bytes(value).map_err(io(&path))?;
-    crate::fsutil::write_replace(&path, &bytes).map_err(io(&path))?;
+    let bytes = crate::base::fsutil::json_bytes(value).map_err(io(&path))?;
+    crate::base::fsutil::write_replace(&path, &bytes).map_err(io(&path))?;
     Ok(PathBuf::from(name))
 }
 
 pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<PathBuf, NodeError> {
     let path = dir.join(name);
-    crate::fsutil::write_replace(&path, text.as_bytes()).map_err(io(&path))?;
+    crate::base::fsutil::write_replace(&path, text.as_bytes()).map_err(io(&path))?;
     Ok(PathBuf::from(name))
 }
 
 /// Runs a node; returns its output files (relative to its directory).
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     match (ctx.stage_kind(), &ctx.node.subject) {
-        (StageKind::Build { .. }, Subject::Impl { .. }) => build::run(ctx, dir).await,
+        (StageKind::Build { .. }, Subject::Impl { .. }) => builds::run(ctx, dir).await,
         (StageKind::Gate { .. }, Subject::Impl { .. }) => gate::run(ctx, dir).await,
         (StageKind::Command { .. }, Subject::Impl { .. }) => command::run(ctx, dir).await,
         (StageKind::Judge { .. }, Subject::Judgment { .. }) => judge::run(ctx, dir).await,

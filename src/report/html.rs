@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::aggregate::{Aggregate, ImplRow, JudgmentRow, Tier, num};
-use crate::junit::TestOutcome;
-use crate::rubric::Aggregation;
+use crate::base::junit::TestOutcome;
+use crate::config::rubric::Aggregation;
 
 const DASH: &str = "\u{2014}";
 /// Width of every chart, in CSS pixels (the page is laid out for 1280 px).
@@ -1151,7 +1151,7 @@ fn header(o: &mut String, a: &Aggregate) {
     if a.replayed {
         o.push_str("<p class=\"notice\"><b>Replayed round.</b> Every model answer comes from recordings, not from live calls: the numbers show the pipeline, not today\u{2019}s models.</p>");
     }
-    if let Some(w) = crate::stages::publish::unisolated_warning(a) {
+    if let Some(w) = crate::report::markdown::unisolated_warning(a) {
         let _ = write!(
             o,
             "<p class=\"notice danger\"><b>Warning: unisolated gates.</b> {}</p>",
@@ -1296,7 +1296,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
     }
     o.push_str("<section class=\"card\"><h2>Sandboxes</h2><table><thead><tr><th>sandbox</th><th>isolation</th><th>gates</th></tr></thead><tbody>");
     for u in &a.sandboxes {
-        let isolation = esc(crate::stages::publish::isolation_text(&u.sandbox));
+        let isolation = esc(crate::report::markdown::isolation_text(&u.sandbox));
         let _ = write!(
             o,
             "<tr><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
@@ -1306,7 +1306,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
             } else {
                 format!("<span class=\"bad\">\u{26a0} {isolation}</span>")
             },
-            esc(&crate::stages::publish::gates_text(a, &u.gates))
+            esc(&crate::report::markdown::gates_text(a, &u.gates))
         );
     }
     o.push_str("</tbody></table><p class=\"small\">Where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in.</p></section>\n");

@@ -154,7 +154,7 @@ impl Diag {
 }
 
 /// The diagnostics a report shows, errors first in file order, at most
-/// [`MAX_SHOWN_DIAGNOSTICS`](crate::limits::MAX_SHOWN_DIAGNOSTICS) of them; and how many more
+/// [`MAX_SHOWN_DIAGNOSTICS`](crate::base::limits::MAX_SHOWN_DIAGNOSTICS) of them; and how many more
 /// there are.
 pub fn shown(diags: &[Diag]) -> (Vec<&Diag>, usize) {
     let mut sorted: Vec<&Diag> = diags.iter().collect();
@@ -164,8 +164,8 @@ pub fn shown(diags: &[Diag]) -> (Vec<&Diag>, usize) {
     });
     let more = sorted
         .len()
-        .saturating_sub(crate::limits::MAX_SHOWN_DIAGNOSTICS);
-    sorted.truncate(crate::limits::MAX_SHOWN_DIAGNOSTICS);
+        .saturating_sub(crate::base::limits::MAX_SHOWN_DIAGNOSTICS);
+    sorted.truncate(crate::base::limits::MAX_SHOWN_DIAGNOSTICS);
     (sorted, more)
 }
 
@@ -328,10 +328,10 @@ fn token_width(rest: &str) -> usize {
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to be a likely typo. Past
-/// [`MAX_SUGGESTION_CANDIDATES`](crate::limits::MAX_SUGGESTION_CANDIDATES) candidates there is
+/// [`MAX_SUGGESTION_CANDIDATES`](crate::base::limits::MAX_SUGGESTION_CANDIDATES) candidates there is
 /// no guess: each error would otherwise cost a comparison with every name of the file.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = crate::limits::MAX_SUGGESTION_CANDIDATES;
+    let limit = crate::base::limits::MAX_SUGGESTION_CANDIDATES;
     let candidates: Vec<&str> = candidates.into_iter().take(limit + 1).collect();
     if candidates.len() > limit {
         return None;
@@ -345,7 +345,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// "did you mean `x`?" for the closest candidate, or a list of the valid names when none is close
-/// (the first [`MAX_LISTED_NAMES`](crate::limits::MAX_LISTED_NAMES), and how many more).
+/// (the first [`MAX_LISTED_NAMES`](crate::base::limits::MAX_LISTED_NAMES), and how many more).
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str> + Clone,
@@ -353,8 +353,8 @@ pub fn did_you_mean<'a>(
     if let Some(best) = suggest(name, candidates.clone()) {
         return Some(format!("did you mean `{best}`?"));
     }
-    let listed = crate::limits::MAX_LISTED_NAMES;
-    let counted = crate::limits::MAX_SUGGESTION_CANDIDATES;
+    let listed = crate::base::limits::MAX_LISTED_NAMES;
+    let counted = crate::base::limits::MAX_SUGGESTION_CANDIDATES;
     let mut names = candidates.into_iter();
     let all: Vec<String> = names
         .by_ref()
@@ -417,7 +417,7 @@ mod tests {
         let out = render_all(&diags, Path::new("."));
         assert_eq!(
             out.lines().count(),
-            crate::limits::MAX_SHOWN_DIAGNOSTICS + 2
+            crate::base::limits::MAX_SHOWN_DIAGNOSTICS + 2
         );
         assert!(out.contains("p.toml:50:1: error: e049\n"), "{out}");
         assert!(!out.contains("e050"), "{out}");

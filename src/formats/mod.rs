@@ -14,12 +14,12 @@ use crate::aggregate::{
     self, BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo,
     RoundData, RubricInfo, TestRecord, Tier,
 };
-use crate::dataset::{DASH, Dataset, DatasetRound, SCHEMA_VERSION, parse_wall_clock};
-use crate::fsutil;
-use crate::junit::TestOutcome;
-use crate::names::{NameError, SafeName, shown};
-use crate::provider::Usage;
-use crate::rubric::{Aggregation, Rubric};
+use crate::base::fsutil;
+use crate::base::junit::TestOutcome;
+use crate::base::names::{NameError, SafeName, shown};
+use crate::config::rubric::{Aggregation, Rubric};
+use crate::report::dataset::{DASH, Dataset, DatasetRound, SCHEMA_VERSION, parse_wall_clock};
+use crate::vocab::Usage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -37,15 +37,6 @@ pub enum ImportError {
     Outside(#[from] fsutil::Outside),
 }
 
-impl ImportError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ImportError::Input(_) => crate::cli::EXIT_INVALID,
-            ImportError::Write { .. } | ImportError::Outside(_) => crate::cli::EXIT_FAILED,
-        }
-    }
-}
-
 fn input(msg: impl Into<String>) -> ImportError {
     ImportError::Input(msg.into())
 }
@@ -57,11 +48,12 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     }
 }
 
-/// Reads and parses a JSON file of at most [`MAX_IMPORT_BYTES`](crate::limits::MAX_IMPORT_BYTES);
+/// Reads and parses a JSON file of at most [`MAX_IMPORT_BYTES`](crate::base::limits::MAX_IMPORT_BYTES);
 /// an error names the file, line:column and the key path.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
-    let text = crate::limits::read_text(path, crate::limits::MAX_IMPORT_BYTES, "a JSON file")
-        .map_err(|e| input(e.to_string()))?;
+    let text =
+        crate::base::limits::read_text(path, crate::base::limits::MAX_IMPORT_BYTES, "a JSON file")
+            .map_err(|e| input(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
@@ -111,7 +103,7 @@ fn check_dataset_names(file: &Path, ds: &Dataset) -> Result<(), ImportError> {
     for (i, r) in ds.rounds.iter().enumerate() {
         let at = format!("$.rounds[{i}]");
         let task = safe_name(file, &format!("{at}.task"), &r.task)?;
-        let Some(date) = crate::names::date(&r.date) else {
+        let Some(date) = crate::base::names::date(&r.date) else {
             return Err(input(format!(
                 "{}: {at}.date: \"{}\" is not a YYYY-MM-DD date",
                 file.display(),
@@ -167,7 +159,7 @@ fn rubric_or(name: &str, builtin: RubricInfo) -> Result<RubricInfo, ImportError>
     Rubric::load(&file)
         .map(|r| RubricInfo::from(&r))
         .map_err(|diags| {
-            input(crate::diag::render_all(
+            input(crate::base::diag::render_all(
                 &diags,
                 &std::env::current_dir().unwrap_or_default(),
             ))
@@ -189,8 +181,8 @@ fn check_score(
         return Ok(());
     }
     let (min, max) = (
-        crate::dataset::round_to(min, 6),
-        crate::dataset::round_to(max, 6),
+        crate::report::dataset::round_to(min, 6),
+        crate::report::dataset::round_to(max, 6),
     );
     Err(input(format!(
         "{at}: {value} is outside the scale {min}..{max} of the rubric `{}`",
@@ -304,7 +296,7 @@ pub fn round_data_from_dataset(
         }
         samples_of.entry(&s.model).or_default().push(s.sample);
     }
-    let mut details: HashMap<&str, &crate::dataset::Detail> = HashMap::new();
+    let mut details: HashMap<&str, &crate::report::dataset::Detail> = HashMap::new();
     for (i, d) in r.per_impl_detail.iter().enumerate() {
         if details.insert(&d.implementation, d).is_some() {
             return Err(input(format!(
@@ -534,7 +526,7 @@ pub fn write_round(dir: &Path, data: &RoundData) -> Result<(), ImportError> {
     let p = dir.join("aggregate.json");
     fsutil::write_json(&p, &agg).map_err(write_err(&p))?;
     let p = dir.join("report.md");
-    fsutil::write_atomic(&p, crate::stages::publish::markdown(&agg).as_bytes())
+    fsutil::write_atomic(&p, crate::report::markdown::markdown(&agg).as_bytes())
         .map_err(write_err(&p))?;
     Ok(())
 }

@@ -6,12 +6,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::base::names::SafeName;
 use crate::config::{Harness, Pipeline, Stage, StageKind};
-use crate::names::SafeName;
-use crate::plan::Subject;
+use crate::plan::subject::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
 pub const FORMAT_VERSION: u32 = 2;
+
+/// Bumped whenever the way an implementation is laid out in a judge prompt changes: it enters
+/// the judge nodes' keys, so finished judgments go stale and re-run while builds and gates stay
+/// cached.
+pub const LISTING_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct KeyInput {
@@ -169,7 +174,7 @@ pub fn input_for(
                     "harness": harness,
                     "agent": agent,
                     "harness_digest": memo.get("harness", &stage.name, task_name, || {
-                        crate::stages::agent::harness_digest(p.task(subject.task()), agent)
+                        crate::config::harness::harness_digest(p.task(subject.task()), agent)
                     }),
                 });
                 input.template = Some(memo.get("agent-prompt", &stage.name, "", || {
@@ -221,7 +226,7 @@ pub fn input_for(
             input.config = serde_json::json!({
                 "max_impl_bytes": max_impl_bytes,
                 "round": p.round.id,
-                "listing": crate::stages::judge::LISTING_VERSION,
+                "listing": LISTING_VERSION,
             });
             input.template = Some(memo.get("prompt", &stage.name, "", || digest(&prompt.text)));
             input.rubric = Some(rubric.digest.clone());

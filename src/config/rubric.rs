@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::diag::Diag;
 use crate::config::check::section;
-use crate::diag::Diag;
 use crate::source::{KeyPath, SourceDoc};
 
 #[derive(Debug, Deserialize)]

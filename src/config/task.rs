@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::base::diag::Diag;
+use crate::base::fsutil;
+use crate::base::limits;
+use crate::base::names::{NameError, SafeName, shown};
 use crate::config::check::section;
-use crate::diag::Diag;
-use crate::fsutil;
-use crate::limits;
-use crate::names::{NameError, SafeName, shown};
 use crate::source::{KeyPath, SourceDoc};
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +285,10 @@ impl Task {
                                 format!("unknown runner `{other}`"),
                                 false,
                             )
-                            .help_opt(crate::diag::did_you_mean(other, ["pytest", "command"])),
+                            .help_opt(crate::base::diag::did_you_mean(
+                                other,
+                                ["pytest", "command"],
+                            )),
                         );
                         Runner::Pytest
                     }

@@ -23,8 +23,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::aggregate::{Aggregate, ImplRow, RoundData, Tier};
-use crate::rubric::Aggregation;
-use crate::stats::round2;
+use crate::base::stats::round2;
+use crate::config::rubric::Aggregation;
 
 /// The missing-value mark.
 pub const DASH: &str = "\u{2014}";

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 
-use crate::provider::Usage;
+use crate::vocab::Usage;
 
 /// What a CLI reported.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
-use crate::fsutil;
-use crate::task::Task;
+use crate::base::fsutil;
+use crate::config::task::Task;
 
 /// Bytes of a file `read_file` returns; the rest is cut with a note.
 pub const MAX_READ: usize = 64 * 1024;
@@ -96,7 +96,7 @@ impl Workspace<'_> {
                 "name a file, not the workspace root".into(),
             ));
         }
-        crate::stages::answer::check_length(&rel).map_err(ToolError::Refused)?;
+        crate::stages::builds::answer::check_length(&rel).map_err(ToolError::Refused)?;
         if self.task.is_protected_for_agent(&rel) {
             return Err(ToolError::Refused(format!(
                 "`{}` is protected (tests and files the test runner loads cannot be written): change the implementation instead",

@@ -14,15 +14,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::base::diag::render_all;
+use crate::base::interrupt::Interrupt;
+use crate::cli::exit::{self, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::config::SandboxChoice;
-use crate::diag::render_all;
-use crate::interrupt::Interrupt;
+use crate::config::task::Task;
 use crate::sandbox::Sandbox;
 use crate::stages::NodeError;
-use crate::stages::agent::{Verification, verify};
+use crate::stages::builds::agent::verify;
+use crate::stages::builds::report::Verification;
 use crate::stages::gate::run_tests;
-use crate::task::Task;
 
 /// The reference and the visible tests in one workspace, verified as an agent's `done` would be.
 /// `None` for a task without `[agent]`.
@@ -41,9 +42,9 @@ async fn visible_check(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(io)?;
-    crate::fsutil::copy_tree(reference, ws.path()).map_err(io)?;
+    crate::base::fsutil::copy_tree(reference, ws.path()).map_err(io)?;
     if let (Some(dir), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
-        crate::fsutil::copy_tree(dir, &ws.path().join(name)).map_err(io)?;
+        crate::base::fsutil::copy_tree(dir, &ws.path().join(name)).map_err(io)?;
     }
     let timeout = Duration::from_secs(task.gate.timeout_secs);
     Ok(Some(
@@ -237,7 +238,7 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
     }
     if cancel.is_cancelled() {
         eprintln!("stopped by {}", interrupt.describe());
-        interrupt.exit_code()
+        exit::interrupted(&interrupt)
     } else if worst != EXIT_OK {
         worst
     } else if failed > 0 {

@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::{CollectDir, CollectedTree, Job, JobResult, SandboxError, python};
-use crate::fsutil;
+use crate::base::fsutil;
 use workspace::Workspace;
 
 /// How long a job's output may stay open after its command ended (or was killed) before

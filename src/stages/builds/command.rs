@@ -16,15 +16,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::answer::{self, MAX_FILE_BYTES, Rejection};
-use super::build::{BuildOutcome, BuildReport, NO_USAGE, prompt_context, write_files};
 use super::command_usage::{self, Reported};
-use super::{NodeCtx, NodeError, io, write_output, write_text};
+use super::prompt::prompt_context;
+use super::report::{BuildOutcome, BuildReport, NO_USAGE, write_files};
+use crate::base::fsutil;
+use crate::config::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
 use crate::config::{CommandHarness, Harness, ProviderKind, Template};
-use crate::fsutil;
 use crate::plan::Subject;
-use crate::provider::Usage;
 use crate::sandbox::{CollectDir, Job, JobLimits, JobResult};
-use crate::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
+use crate::stages::{NodeCtx, NodeError, io, write_output, write_text};
+use crate::vocab::Usage;
 
 /// Where the workspace, the prompt and the tools sit under `$PIPE_WORK`.
 const WORKSPACE: &str = "workspace";

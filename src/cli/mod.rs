@@ -2,6 +2,9 @@
 //! failed, 2 invalid config or usage (a sandbox this machine cannot provide included), 130
 //! interrupted by SIGINT, 143 by SIGTERM, 129 by SIGHUP.
 
+pub mod check_task;
+pub mod exit;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -12,22 +15,19 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::base::diag::{Diag, render_all};
+use crate::base::interrupt::Interrupt;
 use crate::config::SandboxChoice;
 use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
-use crate::diag::{Diag, render_all};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
-use crate::interrupt::Interrupt;
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
 use crate::stages::Services;
 use crate::store::{RoundStore, Status};
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_INVALID: i32 = 2;
-pub const EXIT_INTERRUPTED: i32 = 130;
+use exit::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -275,7 +275,7 @@ fn load(file: &Path, purpose: Purpose, json: bool) -> Option<Pipeline> {
         Err(diags) => {
             if json {
                 // The first problems, in file order, and how many more there are.
-                let (shown, more) = crate::diag::shown(&diags);
+                let (shown, more) = crate::base::diag::shown(&diags);
                 println!(
                     "{}",
                     serde_json::json!({"ok": false, "diagnostics": shown, "omitted": more})
@@ -342,7 +342,7 @@ async fn dispatch(cmd: Command) -> i32 {
             for f in &force {
                 if p.stage(f).is_none() {
                     let d = Diag::error(&pipeline, format!("--force names unknown stage `{f}`"))
-                        .help_opt(crate::diag::did_you_mean(
+                        .help_opt(crate::base::diag::did_you_mean(
                             f,
                             p.stages.iter().map(|s| s.name.as_str()),
                         ));
@@ -401,21 +401,28 @@ async fn dispatch(cmd: Command) -> i32 {
             jobs,
             json,
             sandbox,
-        } => crate::checktask::run(&dirs, jobs, json, sandbox).await,
+        } => crate::cli::check_task::run(&dirs, jobs, json, sandbox).await,
         Command::Bench { command } => {
             let result = match command {
-                BenchCommand::Sandbox { task, runs } => crate::bench::sandbox(&task, runs).await,
+                BenchCommand::Sandbox { task, runs } => {
+                    crate::tools::bench::sandbox(&task, runs).await
+                }
                 BenchCommand::Engine { nodes, runs, jobs } => {
-                    crate::bench::engine(nodes, runs.max(1), jobs)
+                    crate::tools::bench::engine(nodes, runs.max(1), jobs)
                 }
                 BenchCommand::Concurrency {
                     latency_ms,
                     jitter_ms,
                     jobs,
                     runs,
-                } => crate::bench::concurrency(latency_ms, jitter_ms, jobs.max(1), runs.max(1)),
+                } => crate::tools::bench::concurrency(
+                    latency_ms,
+                    jitter_ms,
+                    jobs.max(1),
+                    runs.max(1),
+                ),
                 BenchCommand::Resume { pipeline, runs } => {
-                    crate::bench::resume(&pipeline, runs.max(1))
+                    crate::tools::bench::resume(&pipeline, runs.max(1))
                 }
             };
             match result {
@@ -456,11 +463,11 @@ async fn dispatch(cmd: Command) -> i32 {
 
 fn import(cmd: &ImportCommand) -> i32 {
     let result = match cmd {
-        ImportCommand::Openbenchmark { file, out } => crate::import::openbenchmark(file, out),
+        ImportCommand::Openbenchmark { file, out } => crate::formats::openbenchmark(file, out),
         ImportCommand::Multivac { file, out } => {
-            crate::import::multivac(file, out).map(|d| vec![d])
+            crate::formats::multivac(file, out).map(|d| vec![d])
         }
-        ImportCommand::Humaneval { file, out } => crate::humaneval::import(file, out),
+        ImportCommand::Humaneval { file, out } => crate::tools::humaneval::import(file, out),
     };
     match result {
         Ok(dirs) => {
@@ -473,13 +480,13 @@ fn import(cmd: &ImportCommand) -> i32 {
     }
 }
 
-fn import_failed(e: &crate::import::ImportError) -> i32 {
+fn import_failed(e: &crate::formats::ImportError) -> i32 {
     eprintln!("error: {}", e.to_string().trim_end());
-    e.exit_code()
+    exit::import(e)
 }
 
 fn aggregate_round(dir: &Path, json: bool) -> i32 {
-    let data = match crate::import::load_round(dir) {
+    let data = match crate::formats::load_round(dir) {
         Ok(d) => d,
         Err(e) => return import_failed(&e),
     };
@@ -489,19 +496,24 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
         if json {
             println!("{}", serde_json::to_string_pretty(&agg).expect("json"));
         } else {
-            print!("{}", crate::stages::publish::markdown(&agg));
+            print!("{}", crate::report::markdown::markdown(&agg));
         }
         return EXIT_OK;
     }
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&crate::dataset::round_json(&data, &agg)).expect("json")
+            serde_json::to_string_pretty(&crate::report::dataset::round_json(&data, &agg))
+                .expect("json")
         );
         return EXIT_OK;
     }
-    let num =
-        |x: Option<f64>| x.map_or_else(|| crate::dataset::DASH.to_string(), crate::aggregate::num);
+    let num = |x: Option<f64>| {
+        x.map_or_else(
+            || crate::report::dataset::DASH.to_string(),
+            crate::aggregate::num,
+        )
+    };
     println!("{} ({}, {})", agg.round, agg.rubric, agg.date);
     let heads: Vec<&str> = agg.criteria.iter().map(|c| c.id.as_str()).collect();
     println!(
@@ -522,8 +534,10 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
         };
         println!(
             "{:>4}  {:<20} {:>9}  {}  {:>7}  {}",
-            r.rank
-                .map_or_else(|| crate::dataset::DASH.to_string(), |k| k.to_string()),
+            r.rank.map_or_else(
+                || crate::report::dataset::DASH.to_string(),
+                |k| k.to_string()
+            ),
             r.implementation,
             num(score),
             agg.criteria.iter().fold(String::new(), |mut o, c| {
@@ -531,26 +545,26 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
                 o
             }),
             format!("{}/{}", r.tests_passed, r.tests_total),
-            r.verdict.as_deref().unwrap_or(crate::dataset::DASH)
+            r.verdict.as_deref().unwrap_or(crate::report::dataset::DASH)
         );
     }
     if let Some(a) = agg.avg_score {
         println!("avg_score {}", crate::aggregate::num(a));
     }
-    if let Some(w) = crate::stages::publish::unisolated_warning(&agg) {
+    if let Some(w) = crate::report::markdown::unisolated_warning(&agg) {
         println!("warning: {w}");
     }
     EXIT_OK
 }
 
 fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
-    use crate::import::ImportError;
+    use crate::formats::ImportError;
     let write = |path: PathBuf, bytes: Vec<u8>| -> Result<PathBuf, ImportError> {
-        crate::fsutil::write_atomic(&path, &bytes)
+        crate::base::fsutil::write_atomic(&path, &bytes)
             .map(|()| path.clone())
             .map_err(|source| ImportError::Write { path, source })
     };
-    let json_bytes = |v: &crate::dataset::Dataset| {
+    let json_bytes = |v: &crate::report::dataset::Dataset| {
         let mut b = serde_json::to_vec_pretty(v).expect("json");
         b.push(b'\n');
         b
@@ -561,7 +575,7 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
                 "`pipe publish --all` writes dataset.json; --format markdown needs one round directory",
             );
         }
-        match crate::import::load_all(dir) {
+        match crate::formats::load_all(dir) {
             Ok(rounds) if rounds.is_empty() => Err(ImportError::Input(format!(
                 "{}: no round directory with round-data.json (directly or under nodes/aggregate/)",
                 dir.display()
@@ -581,7 +595,7 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
                         a.suite.is_none()
                     })
                     .collect();
-                let ds = crate::dataset::dataset(pairs);
+                let ds = crate::report::dataset::dataset(pairs);
                 let (n, rows) = (ds.meta.rounds, ds.meta.rows);
                 write(dir.join("dataset.json"), json_bytes(&ds))
                     .map(|p| format!("{} ({n} rounds, {rows} rows)", p.display()))
@@ -589,7 +603,7 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
             Err(e) => Err(e),
         }
     } else {
-        match crate::import::load_round(dir) {
+        match crate::formats::load_round(dir) {
             Ok(data) => {
                 let agg = crate::aggregate::compute(&data);
                 let format = format.unwrap_or(PublishAs::Markdown);
@@ -602,15 +616,15 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
                 match format {
                     PublishAs::Markdown => write(
                         dir.join("report.md"),
-                        crate::stages::publish::markdown(&agg).into_bytes(),
+                        crate::report::markdown::markdown(&agg).into_bytes(),
                     ),
                     PublishAs::Dataset => write(
                         dir.join("dataset.json"),
-                        json_bytes(&crate::dataset::dataset(vec![(data, agg)])),
+                        json_bytes(&crate::report::dataset::dataset(vec![(data, agg)])),
                     ),
                     PublishAs::Html => write(
                         dir.join("report.html"),
-                        crate::html::render(&agg).into_bytes(),
+                        crate::report::html::render(&agg).into_bytes(),
                     ),
                 }
                 .map(|p| p.display().to_string())
@@ -834,7 +848,7 @@ async fn run(
             "stopped by {}: finished nodes are saved; run again to resume",
             interrupt.describe()
         );
-        interrupt.exit_code()
+        exit::interrupted(&interrupt)
     } else if summary.failed > 0 || summary.skipped > 0 {
         EXIT_FAILED
     } else {
@@ -873,7 +887,7 @@ fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
     for (i, n) in plan.nodes().enumerate() {
         let (state, why) = match (&recorded[i].record, reasons[i]) {
             (Some(r), None) if r.status == Status::Done => ("done", String::new()),
-            (Some(r), Some(crate::outstanding::Reason::OutputsChanged))
+            (Some(r), Some(crate::exec::outstanding::Reason::OutputsChanged))
                 if r.status == Status::Done =>
             {
                 let changed = &recorded[i].changed;

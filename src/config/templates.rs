@@ -7,10 +7,10 @@ use std::path::Path;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use crate::base::diag::Diag;
+use crate::base::limits;
 use crate::config::Template;
-use crate::diag::Diag;
-use crate::limits;
-use crate::rubric::Rubric;
+use crate::config::rubric::Rubric;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskCtx {
@@ -296,7 +296,7 @@ fn undefined_help(expr: &str, ctx: &serde_json::Value) -> Option<String> {
         // A loop variable (`c` in `for c in rubric.criteria`) is not in the context: no guess.
         if i == 0
             && segs.len() > 1
-            && crate::diag::suggest(seg, map.keys().map(String::as_str)).is_none()
+            && crate::base::diag::suggest(seg, map.keys().map(String::as_str)).is_none()
         {
             return None;
         }
@@ -308,7 +308,7 @@ fn undefined_help(expr: &str, ctx: &serde_json::Value) -> Option<String> {
                 format!("`{prefix}.{k}`")
             }
         };
-        if let Some(best) = crate::diag::suggest(seg, map.keys().map(String::as_str)) {
+        if let Some(best) = crate::base::diag::suggest(seg, map.keys().map(String::as_str)) {
             return Some(format!("did you mean {}?", full(best)));
         }
         let all: Vec<String> = map.keys().map(|k| full(k)).collect();

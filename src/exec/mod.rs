@@ -1,8 +1,11 @@
 //! The executor: runs a sealed plan on tokio. A node starts when its dependencies have finished;
 //! `--jobs` bounds how many run at once (providers bound their own concurrency); a failed node
 //! skips its dependents while independent work goes on; a stopping signal (Ctrl-C, SIGTERM,
-//! SIGHUP: [`crate::interrupt`]) stops scheduling, cancels running nodes with a deadline, and
+//! SIGHUP: [`crate::base::interrupt`]) stops scheduling, cancels running nodes with a deadline, and
 //! leaves the store consistent.
+
+pub mod outstanding;
+pub mod progress;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -13,9 +16,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::outstanding::{NodeState, Reason, Recorded, outstanding};
+use crate::exec::outstanding::{NodeState, Reason, Recorded, outstanding};
+use crate::exec::progress::Progress;
 use crate::plan::{Node, Plan};
-use crate::progress::Progress;
 use crate::stages::{self, NodeCtx, NodeError, Services};
 use crate::store::{
     Committer, Failure, FailureKind, NodeRecord, PendingRecord, RECORD_FORMAT, RoundStore, Status,

@@ -1,15 +1,13 @@
 //! Stopping on a signal. SIGINT (Ctrl-C), SIGTERM (`kill`, `timeout`, a service manager or a CI
 //! runner cancelling a job) and SIGHUP (the terminal closed) all do the same: they cancel the
 //! run's token, so running jobs are stopped (processes killed, containers removed) and finished
-//! work is saved. The exit code says which signal it was: 128 + its number (130, 143, 129).
+//! work is saved. The CLI exits with 128 + the signal's number (130, 143, 129).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-
-use crate::cli::EXIT_INTERRUPTED;
 
 /// Which stopping signal arrived, if any.
 #[derive(Debug, Clone, Default)]
@@ -64,11 +62,6 @@ impl Interrupt {
             0 => None,
             n => Some(n),
         }
-    }
-
-    /// The exit code of an interrupted run: 128 + the signal's number.
-    pub fn exit_code(&self) -> i32 {
-        self.signal().map_or(EXIT_INTERRUPTED, |n| 128 + n)
     }
 
     /// `SIGTERM`, or `interrupt` when no signal was recorded.

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::base::stats::median;
 use crate::config::SandboxChoice;
+use crate::config::task::Task;
 use crate::sandbox::{Sandbox, docker::DEFAULT_IMAGE};
 use crate::stages::gate;
-use crate::stats::median;
-use crate::task::Task;
 
 pub async fn sandbox(task_dir: &std::path::Path, runs: usize) -> Result<String, String> {
     let task = Task::load(task_dir).map_err(|d| {
@@ -303,14 +303,14 @@ pub fn concurrency(
     put(
         root,
         "rubric.toml",
-        include_str!("../tests/fixtures/mini/rubric.toml"),
+        include_str!("../../tests/fixtures/mini/rubric.toml"),
     )?;
     put(
         root,
         "judge.md.j2",
-        include_str!("../tests/fixtures/mini/judge.md.j2"),
+        include_str!("../../tests/fixtures/mini/judge.md.j2"),
     )?;
-    let judgment = include_str!("../tests/fixtures/mini/recordings/judge/ann/bob-1.yaml");
+    let judgment = include_str!("../../tests/fixtures/mini/recordings/judge/ann/bob-1.yaml");
     for m in 0..MODELS {
         let model = format!("m{m:03}");
         put(

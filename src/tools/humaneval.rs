@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
-use crate::import::ImportError;
+use crate::base::fsutil;
+use crate::formats::ImportError;
 
 /// The runner every imported task carries in `hidden/`.
 pub const RUNNER: &str = include_str!("humaneval_check.py");
@@ -77,7 +77,7 @@ pub fn slug(task_id: &str) -> String {
 /// Reads a HumanEval file, `.jsonl` or gzip-compressed `.jsonl.gz` (told apart by its first
 /// bytes, not its name). Every malformed line is reported at once, as `file:line: ...`.
 pub fn read_problems(path: &Path) -> Result<Vec<Problem>, ImportError> {
-    use crate::limits::{self, ReadError};
+    use crate::base::limits::{self, ReadError};
     let input = ImportError::Input;
     let what = "a HumanEval file";
     let bytes =
@@ -162,7 +162,7 @@ pub fn parse_problems(name: &str, text: &str) -> Result<Vec<Problem>, Vec<String
             // The id is written into task.toml and SPEC.md: a line break there would add keys.
             errors.push(format!(
                 "{name}:{n}: $.task_id: \"{}\" holds the control character U+{:04X}",
-                crate::names::shown(&problem.task_id),
+                crate::base::names::shown(&problem.task_id),
                 u32::from(c)
             ));
             continue;
@@ -175,11 +175,11 @@ pub fn parse_problems(name: &str, text: &str) -> Result<Vec<Problem>, Vec<String
             ));
             continue;
         }
-        if let Err(e) = crate::names::check(&slug) {
+        if let Err(e) = crate::base::names::check(&slug) {
             errors.push(format!(
                 "{name}:{n}: $.task_id: \"{}\" gives the task name \"{}\", which is not a safe name: {e}",
-                crate::names::shown(&problem.task_id),
-                crate::names::shown(&slug)
+                crate::base::names::shown(&problem.task_id),
+                crate::base::names::shown(&slug)
             ));
             continue;
         }
@@ -302,7 +302,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Vec<PathBuf>, ImportError> {
     let problems = read_problems(file)?;
     let mut tasks = Vec::with_capacity(problems.len());
     for p in &problems {
-        let name = crate::names::SafeName::new(p.slug()).map_err(|e| {
+        let name = crate::base::names::SafeName::new(p.slug()).map_err(|e| {
             ImportError::Input(format!("{}:{}: $.task_id: {e}", file.display(), p.line))
         })?;
         // Every directory written into, proven inside `out` before anything is written.
@@ -431,7 +431,7 @@ mod tests {
         let gz = dir.path().join("bomb.jsonl.gz");
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         let blanks = vec![b'\n'; 1 << 20];
-        for _ in 0..=(crate::limits::MAX_DECOMPRESSED_BYTES >> 20) {
+        for _ in 0..=(crate::base::limits::MAX_DECOMPRESSED_BYTES >> 20) {
             enc.write_all(&blanks).unwrap();
         }
         std::fs::write(&gz, enc.finish().unwrap()).unwrap();
@@ -453,9 +453,9 @@ mod tests {
         std::fs::write(&file, two_problems()).unwrap();
         let dirs = import(&file, &dir.path().join("out")).unwrap();
         assert_eq!(dirs.len(), 2);
-        let task = crate::task::Task::load(&dirs[1]).unwrap();
+        let task = crate::config::task::Task::load(&dirs[1]).unwrap();
         assert_eq!(task.name, "humaneval-1");
-        assert_eq!(task.gate.runner, crate::task::Runner::Command);
+        assert_eq!(task.gate.runner, crate::config::task::Runner::Command);
         assert_eq!(task.gate.timeout_secs, GATE_TIMEOUT_SECS);
         assert_eq!(
             task.gate.command.as_deref().unwrap()[4..],

@@ -25,57 +25,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::tools::{ToolError, Workspace};
-use super::build::{BuildOutcome, BuildReport, write_files};
-use super::{NodeCtx, NodeError, io, write_output, write_text};
+use crate::base::fsutil;
+use crate::base::junit::{self, TestOutcome};
+use crate::config::harness::{system_prompt, tool_specs};
+use crate::config::task::{AgentTask, Task};
 use crate::config::{AgentSettings, Harness, ModelConfig};
-use crate::fsutil;
-use crate::junit::{self, TestOutcome};
-use crate::provider::{CallSite, ChatRequest, Message, ProviderError, ToolCall, Usage};
+use crate::provider::{CallSite, ChatRequest, Message, ProviderError, ToolCall};
 use crate::sandbox::Job;
-use crate::task::{AgentTask, Task};
-
-/// The agent's part of `build.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AgentReport {
-    /// Model calls made, over every pass.
-    pub steps: u32,
-    /// `done` calls refused because the visible verification did not pass.
-    pub done_rejections: u32,
-    /// Passes started (fresh contexts).
-    pub passes: u32,
-    /// How each pass ended: `done`, `context`, `stagnated`, `steps`, `wall`, `fault`; `context,
-    /// then probe` or `steps, then probe` when the end-of-pass verification passed.
-    pub pass_ends: Vec<String>,
-    /// What ran out, for outcome `budget`: `steps`, `wall` or `context`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<String>,
-    /// What completed the build: `done`, or `probe` (the end-of-pass verification).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_by: Option<String>,
-    /// Calls per tool name (unknown names included).
-    pub tool_calls: BTreeMap<String, u32>,
-    /// Tool calls refused: outside the workspace, a symlink, a protected file, a command not
-    /// allowed, over a size cap.
-    pub refusals: u32,
-    /// The largest context of a step, in tokens (reported input + output, or an estimate).
-    pub context_peak: u64,
-    pub wall_secs: f64,
-    /// The last visible verification (by `done` or the probe).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_verify: Option<Verification>,
-}
-
-/// One run of the task's visible verification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Verification {
-    pub passed: bool,
-    pub tests_passed: usize,
-    pub tests_total: usize,
-    pub exit_code: Option<i32>,
-    /// Why it did not pass, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+use crate::stages::builds::report::{
+    AgentReport, BuildOutcome, BuildReport, Verification, write_files,
+};
+use crate::stages::{NodeCtx, NodeError, io, write_output, write_text};
+use crate::vocab::Usage;
 
 /// One line of `transcript.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,116 +68,6 @@ pub enum Entry {
     },
     /// Something the loop decided: a pass started or ended, a budget ran out, a probe ran.
     Event { pass: u32, step: u32, text: String },
-}
-
-/// Tool definitions, in the chat-completions `tools` shape.
-pub fn tool_specs() -> Vec<serde_json::Value> {
-    let f = |name: &str, description: &str, properties: serde_json::Value, required: &[&str]| {
-        serde_json::json!({
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": description,
-                "parameters": {
-                    "type": "object",
-                    "properties": properties,
-                    "required": required,
-                    "additionalProperties": false,
-                },
-            },
-        })
-    };
-    let path =
-        serde_json::json!({"type": "string", "description": "relative to the workspace root"});
-    vec![
-        f(
-            "list_dir",
-            "List the files under a directory of the workspace (recursively), with sizes.",
-            serde_json::json!({"path": path}),
-            &["path"],
-        ),
-        f(
-            "read_file",
-            "Read a file of the workspace (the first 64 KiB).",
-            serde_json::json!({"path": path}),
-            &["path"],
-        ),
-        f(
-            "write_file",
-            "Create or replace a file of the workspace. Protected files (tests, test-runner configuration) are refused.",
-            serde_json::json!({"path": path, "content": {"type": "string"}}),
-            &["path", "content"],
-        ),
-        f(
-            "edit_file",
-            "Replace the one occurrence of `old` in a file with `new`.",
-            serde_json::json!({"path": path, "old": {"type": "string"}, "new": {"type": "string"}}),
-            &["path", "old", "new"],
-        ),
-        f(
-            "run",
-            "Run an allowed command (an argument vector) from the workspace root in a sandbox without network. Files it changes are NOT kept: change files with write_file or edit_file.",
-            serde_json::json!({"command": {"type": "array", "items": {"type": "string"}}}),
-            &["command"],
-        ),
-        f(
-            "done",
-            "Finish. pipe runs the visible tests; the build ends only if they pass, otherwise you get the failures back.",
-            serde_json::json!({"summary": {"type": "string"}}),
-            &[],
-        ),
-    ]
-}
-
-/// The system message: the tools, the rules, the verification, the budgets.
-pub fn system_prompt(task: &Task, agent: &AgentTask, settings: &AgentSettings) -> String {
-    let words = |v: &[String]| v.join(" ");
-    let allow: Vec<String> = agent
-        .allow
-        .iter()
-        .map(|p| format!("- `{} ...`", words(p)))
-        .collect();
-    let visible = agent.visible_name.as_ref().map_or_else(String::new, |v| {
-        format!("The visible tests are in `{v}/` (read them; they cannot be changed). ")
-    });
-    format!(
-        "You are a coding agent working in a workspace through tools. Implement the task so that it \
-verifiably works.\n\n\
-Tools: list_dir, read_file, write_file, edit_file (files of the workspace, paths relative to its root), \
-run (an allowed command in a sandbox without network; its file changes are not kept) and done.\n\n\
-{visible}`done` runs the verification `{verify}`: the build ends only when tests really ran and all \
-passed; otherwise you get the failures and continue.\n\n\
-Commands `run` accepts (argument-vector prefixes):\n{allow}\n\n\
-Protected paths cannot be written: {protected}. Paths outside the workspace are refused.\n\n\
-Budgets: {steps} model calls in all, {ctx} context tokens per pass, {wall} seconds. Keep a short plan \
-and progress notes in `{notes}`: when a pass runs out of context, a fresh one starts on the same \
-workspace and your notes are what it remembers.",
-        verify = words(&agent.verify),
-        allow = allow.join("\n"),
-        protected = task.protected_patterns.join(", "),
-        steps = settings.max_steps,
-        ctx = settings.max_context_tokens,
-        wall = settings.wall_secs,
-        notes = settings.notes_file,
-    )
-}
-
-/// A digest of what pipe itself tells the agent (tool definitions, the system prompt's text), for
-/// cache keys: changing them re-runs agent builds.
-pub fn harness_digest(task: &Task, settings: &AgentSettings) -> String {
-    let agent = task.agent.clone().unwrap_or(AgentTask {
-        visible_dir: None,
-        visible_name: None,
-        verify: Vec::new(),
-        allow: Vec::new(),
-    });
-    let text = serde_json::json!({
-        "tools": tool_specs(),
-        "system": system_prompt(task, &agent, settings),
-    });
-    blake3::hash(text.to_string().as_bytes())
-        .to_hex()
-        .to_string()
 }
 
 /// Stagnation: how many steps in a row left the workspace fingerprint as it was.
@@ -383,7 +234,7 @@ pub async fn run(
                 outputs.extend(written);
                 for (rel, bytes) in &kept {
                     if task.is_source(rel) {
-                        loc += super::answer::loc(&String::from_utf8_lossy(bytes));
+                        loc += crate::stages::builds::answer::loc(&String::from_utf8_lossy(bytes));
                     }
                     files.push(rel.display().to_string());
                 }
@@ -825,7 +676,7 @@ pub async fn verify(
     let script = agent
         .verify
         .iter()
-        .map(|a| super::gate::shell_quote(a))
+        .map(|a| crate::sandbox::shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
     let junit_rel = "out/junit.xml".to_string();

@@ -1,0 +1,738 @@
+//! The round as markdown (`report.md`): the headline, the table of implementations, the judges,
+//! the sandboxes that ran the gates, the problems, a suite's pass rates.
+
+use std::fmt::Write as _;
+
+use crate::aggregate::{Aggregate, ImplRow, num};
+
+const DASH: &str = "\u{2014}";
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| DASH.to_string(), |v| format!("{v:.1}"))
+}
+
+fn signed(x: Option<f64>) -> String {
+    match x {
+        None => DASH.to_string(),
+        Some(v) if v > 0.0 => format!("+{v:.1}"),
+        Some(v) => format!("{v:.1}"),
+    }
+}
+
+/// `2m05s`: whole seconds, floored.
+pub fn wall(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}m{:02}s", s / 60, s % 60)
+}
+
+pub fn tokens(n: u64) -> String {
+    if n >= 1000 {
+        format!("{:.1}k", n as f64 / 1000.0)
+    } else {
+        n.to_string()
+    }
+}
+
+fn interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(
+        || DASH.to_string(),
+        |[lo, hi]| format!("{lo:.1}\u{2013}{hi:.1}"),
+    )
+}
+
+fn tier_name(t: crate::aggregate::Tier) -> &'static str {
+    match t {
+        crate::aggregate::Tier::SelfJudge => "self",
+        crate::aggregate::Tier::Peer => "peer",
+        crate::aggregate::Tier::Expert => "expert",
+    }
+}
+
+/// The markdown report: the sections of a published peer-judged round, with the uncertainty
+/// they lack, and a footnote under each table saying how its numbers are computed.
+pub fn markdown(a: &Aggregate) -> String {
+    let mut o = String::new();
+    let max = num(a.composite_max);
+    let mean_mode = a.aggregation == crate::config::rubric::Aggregation::Mean;
+    let _ = writeln!(o, "# {} \u{b7} {}\n", a.name, a.date);
+    if let Some(suite) = &a.suite {
+        let _ = writeln!(
+            o,
+            "Suite of {} tasks (`{}`) \u{b7} {} sample(s) per task and model",
+            suite.tasks.len(),
+            a.task,
+            suite.samples
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Task `{}` \u{b7} rubric `{}` \u{b7} {} aggregation",
+            a.task,
+            a.rubric,
+            if mean_mode { "mean" } else { "median" }
+        );
+    }
+    if let Some(src) = &a.source {
+        let _ = writeln!(o, "\nImported from `{src}`.");
+    }
+    if a.replayed {
+        let _ = writeln!(
+            o,
+            "\n> Replayed round: every model answer comes from recordings, not from live calls."
+        );
+    }
+    if let Some(w) = unisolated_warning(a) {
+        let _ = writeln!(o, "\n> **Warning: {w}**");
+    }
+    o.push('\n');
+    if let Some(suite) = &a.suite {
+        suite_markdown(&mut o, suite);
+        sandboxes_markdown(&mut o, a);
+        problems_markdown(&mut o, a);
+        return o;
+    }
+    let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
+    let judging: f64 = a.judging_cost.iter().map(|r| r.cost_usd).sum();
+    let passing = a.implementations.iter().filter(|r| r.gate_passed).count();
+    if let Some(top) = a.implementations.first().filter(|t| t.composite.is_some()) {
+        let parts: Vec<String> = a
+            .criteria
+            .iter()
+            .filter_map(|c| top.peer[&c.id].map(|v| format!("{} {v:.1}", c.id)))
+            .collect();
+        let close = if top.inseparable_from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Its interval overlaps {}'s: the data cannot separate them.",
+                top.inseparable_from.join(", ")
+            )
+        };
+        let _ = writeln!(
+            o,
+            "**{}** takes the round with {}/{max}{} (95% interval {}).{close} {} models, ${spent:.4} spent on builds and ${judging:.4} on judging. Hidden tests: {passing} of {} implementations pass the gate.\n",
+            top.implementation,
+            opt(top.composite),
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" \u{2014} {}", parts.join(", "))
+            },
+            interval(top.composite_ci),
+            a.implementations.len(),
+            a.implementations.len(),
+        );
+    }
+
+    // Scoreboard.
+    let _ = writeln!(o, "## Scoreboard\n");
+    let has_expert = a.implementations.iter().any(|r| {
+        r.judgments
+            .iter()
+            .any(|j| j.tier == crate::aggregate::Tier::Expert)
+    });
+    let mut head = format!("| # | impl | model | total /{max} | 95% interval |");
+    let mut rule = String::from("|---|---|---|---|---|");
+    for c in &a.criteria {
+        let _ = write!(head, " {} /{} |", c.id, num(c.max));
+        rule.push_str("---|");
+        if has_expert {
+            let _ = write!(head, " {} expert |", c.id);
+            rule.push_str("---|");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "{head} build | tests | hard-fail | verdict |\n{rule}---|---|---|---|"
+    );
+    for r in &a.implementations {
+        let mut line = format!(
+            "| {} | {} | `{}` | {} | {} |",
+            r.rank
+                .map_or_else(|| DASH.to_string(), |k| format!("{k:02}")),
+            r.implementation,
+            r.model_slug,
+            opt(r.composite),
+            interval(r.composite_ci)
+        );
+        for c in &a.criteria {
+            let _ = write!(line, " {} |", opt(r.peer[&c.id]));
+            if has_expert {
+                let _ = write!(line, " {} |", opt(r.expert[&c.id]));
+            }
+        }
+        let _ = writeln!(
+            o,
+            "{line} {} | {}/{} | {} | {} |",
+            if r.build_ok { "pass" } else { "fail" },
+            r.tests_passed,
+            r.tests_total,
+            r.passed_hard_fail
+                .map_or(DASH, |p| if p { "pass" } else { "fail" }),
+            r.verdict.as_deref().unwrap_or(DASH)
+        );
+    }
+    let formula = a
+        .criteria
+        .iter()
+        .map(|c| format!("{} \u{d7} {}", num(c.weight), c.id))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let _ = writeln!(
+        o,
+        "\n<sub>total = {}; self-judgments and dropouts excluded. 95% interval: percentile bootstrap over judges ({} draws, seed {}). tests = hidden tests passed/collected; a gate passes only when tests ran and all passed. verdict = most frequent verdict over all judgments, self included, a tie going to the worse. hard-fail = majority of the peer judges that answered say every hard-fail check passes.</sub>\n",
+        if mean_mode {
+            format!("mean over peer judgments of each judgment's weighted score ({formula})")
+        } else {
+            format!("rubric-weighted sum of the peer medians ({formula})")
+        },
+        a.bootstrap.draws,
+        a.bootstrap.seed,
+    );
+    let failed: Vec<_> = a.implementations.iter().filter(|r| !r.build_ok).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(o, "Failed builds:\n");
+        for r in failed {
+            let _ = writeln!(
+                o,
+                "- **{}**: {}",
+                r.implementation,
+                r.build_reason.as_deref().unwrap_or("unknown")
+            );
+        }
+        o.push('\n');
+    }
+    let agents: Vec<_> = a
+        .implementations
+        .iter()
+        .filter_map(|r| r.agent.as_ref().map(|n| (r, n)))
+        .collect();
+    if !agents.is_empty() {
+        let _ = writeln!(
+            o,
+            "Agent builds (tool-calling loop, `done` verified by the visible tests):\n"
+        );
+        for (r, n) in agents {
+            let plural =
+                |k: u32, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+            let _ = write!(
+                o,
+                "- **{}**: {} after {}, {}, {}",
+                r.implementation,
+                n.outcome,
+                plural(n.steps, "step", "steps"),
+                plural(n.done_rejections, "rejected `done`", "rejected `done`s"),
+                plural(n.passes, "pass", "passes"),
+            );
+            if n.outcome != "completed"
+                && let Some(why) = &r.build_reason
+            {
+                let _ = write!(o, " ({why})");
+            }
+            o.push('\n');
+        }
+        o.push('\n');
+    }
+    if mean_mode {
+        let _ = writeln!(
+            o,
+            "## Rankings (mean)\n\n| rank | impl | average | count | min | max |\n|---|---|---|---|---|---|"
+        );
+        let mut rows: Vec<_> = a
+            .implementations
+            .iter()
+            .filter_map(|r| r.mean.as_ref().map(|m| (r, m)))
+            .collect();
+        rows.sort_by_key(|(_, m)| m.rank);
+        for (r, m) in rows {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.2} | {} | {} | {} |",
+                m.rank,
+                r.implementation,
+                m.average_score,
+                m.score_count,
+                num(m.min_score),
+                num(m.max_score)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n<sub>average = mean of the other models' weighted scores (2 decimals); the round's average is {}.</sub>\n",
+            a.avg_score
+                .map_or_else(|| DASH.to_string(), |v| format!("{v:.3}"))
+        );
+    }
+
+    // Uncertainty.
+    let _ = writeln!(o, "## How sure\n");
+    let separable: Vec<String> = a
+        .implementations
+        .iter()
+        .filter(|r| !r.inseparable_from.is_empty())
+        .map(|r| format!("{} ~ {}", r.implementation, r.inseparable_from.join(", ")))
+        .collect();
+    if separable.is_empty() {
+        let _ = writeln!(
+            o,
+            "Every implementation's interval is apart from the others: the ranking is separable.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Ranks the data cannot separate (overlapping intervals): {}.\n",
+            separable.join("; ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| criterion | Krippendorff's \u{3b1} | implementations | judges |\n|---|---|---|---|"
+    );
+    for r in &a.alpha {
+        let _ = writeln!(
+            o,
+            "| {} | {}{} | {} | {} |",
+            r.criterion,
+            r.alpha
+                .map_or_else(|| DASH.to_string(), |x| format!("{x:.3}")),
+            if r.low { " \u{26a0} below 0.667" } else { "" },
+            r.implementations,
+            r.judges
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>\u{3b1}: interval metric over the judge \u{d7} implementation matrix, every usable judgment (self included); 1 = perfect agreement, 0 = chance. Below 0.667, conclusions are tentative.</sub>\n"
+    );
+    let _ = writeln!(o, "| judge | leniency | judged |\n|---|---|---|");
+    for r in &a.leniency {
+        let _ = writeln!(o, "| {} | {} | {} |", r.judge, signed(r.offset), r.judged);
+    }
+    let sp = &a.self_preference;
+    let _ = writeln!(
+        o,
+        "\n<sub>leniency = mean of (the judge's total \u{2212} the implementation's peer total) over the peers it judged; + = generous.</sub>\n\nSelf-preference: {} of {} judges rate their own implementation above their peers' total ({} below); mean \u{394} {}.\n",
+        sp.above,
+        sp.judges,
+        sp.below,
+        signed(sp.mean_delta)
+    );
+
+    // Cost.
+    let _ = writeln!(o, "## Cost\n");
+    let _ = writeln!(o, "| impl | model | samples | wall | cost | tokens |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    let mut by_name: Vec<_> = a.implementations.iter().collect();
+    by_name.sort_by(|x, y| x.implementation.cmp(&y.implementation));
+    for r in &by_name {
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {} | {} | ${:.4} | {} |",
+            r.implementation,
+            r.model_slug,
+            r.samples,
+            wall(r.wall_ms),
+            r.total_cost_usd,
+            tokens(r.total_tokens)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>cost = recorded token usage \u{d7} the model's price table (cache reads at their own price), over all samples. wall = the representative sample's build time, floored to seconds.</sub>\n"
+    );
+
+    // Self-bias.
+    let _ = writeln!(o, "## Self-bias\n");
+    let mut head = String::from("| impl |");
+    for c in &a.criteria {
+        let _ = write!(head, " self {0} | peer med | \u{394} {0} |", c.id);
+    }
+    let _ = writeln!(
+        o,
+        "{head}\n|---|{}",
+        "---|---|---|".repeat(a.criteria.len())
+    );
+    for r in &a.self_bias {
+        let mut line = format!("| {} |", r.implementation);
+        for c in &a.criteria {
+            let [s, p, d] = r
+                .by_criterion
+                .get(&c.id)
+                .copied()
+                .unwrap_or([None, None, None]);
+            let _ = write!(line, " {} | {} | {} |", opt(s), opt(p), signed(d));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>\u{394} = the model's score of its own implementation \u{2212} the peer median; + = rates itself above its peers; \u{2014} where the self-judgment is missing.</sub>\n"
+    );
+
+    // Judge ranking.
+    let first = a.criteria.first().map_or("score", |c| c.id.as_str());
+    let _ = writeln!(
+        o,
+        "## Judge ranking\n\n| judge | 1st | 2nd | 3rd |\n|---|---|---|---|"
+    );
+    for r in &a.judge_ranking {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            r.judge, r.top[0], r.top[1], r.top[2]
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>each judge's top three implementations by its own {first} score, descending, ties broken by name; \u{2014} where it gave nothing.</sub>\n"
+    );
+
+    // Agreement.
+    let _ = writeln!(
+        o,
+        "## Agreement ({first})\n\n| impl | min | max | range | stdev | judges |\n|---|---|---|---|---|---|"
+    );
+    for r in &a.agreement {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.implementation,
+            opt(r.min),
+            opt(r.max),
+            opt(r.range),
+            r.stdev
+                .map_or_else(|| DASH.to_string(), |s| format!("{s:.2}")),
+            r.judges
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>over every judgment with a {first} score, self included; stdev is the sample standard deviation (n \u{2212} 1), 2 decimals.</sub>\n"
+    );
+
+    // Per implementation.
+    let _ = writeln!(o, "## Per implementation\n");
+    for r in &a.implementations {
+        let _ = writeln!(
+            o,
+            "### {} (`{}`, blind label {})\n",
+            r.implementation, r.model_slug, r.label
+        );
+        if let Some(path) = &r.run_path {
+            let _ = writeln!(o, "`{path}`\n");
+        }
+        if !r.build_ok {
+            let _ = writeln!(
+                o,
+                "Build failed: {}\n",
+                r.build_reason.as_deref().unwrap_or("unknown")
+            );
+            continue;
+        }
+        let heads: Vec<&str> = a.criteria.iter().map(|c| c.id.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "| judge | tier | {} | total | hard-fail | verdict | note |",
+            heads.join(" | ")
+        );
+        let _ = writeln!(o, "|---|---|{}---|---|---|---|", "---|".repeat(heads.len()));
+        for j in &r.judgments {
+            let scores: Vec<String> = a
+                .criteria
+                .iter()
+                .map(|c| opt(j.scores.get(&c.id).copied().flatten()))
+                .collect();
+            let note = match (&j.note, &j.dropout) {
+                (Some(n), _) => short(n, 90),
+                (None, Some(d)) if j.infrastructure => {
+                    format!("{DASH} (infrastructure: {})", short(d, 60))
+                }
+                (None, Some(d)) => format!("{DASH} (dropout: {})", short(d, 60)),
+                _ => DASH.to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                j.judge,
+                tier_name(j.tier),
+                scores.join(" | "),
+                opt(j.composite),
+                j.hard_fail_pass
+                    .map_or(DASH, |p| if p { "pass" } else { "fail" }),
+                j.verdict.as_deref().unwrap_or(DASH),
+                note.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nHidden tests {}/{}{}:\n",
+            r.tests_passed,
+            r.tests_total,
+            r.gate_reason
+                .as_ref()
+                .map(|g| format!(" ({g})"))
+                .unwrap_or_default()
+        );
+        for t in &r.hidden_tests {
+            let _ = writeln!(
+                o,
+                "- {} `{}`{}",
+                if t.passed { "\u{2713}" } else { "\u{2717}" },
+                t.name,
+                if t.flaky { " (flaky)" } else { "" }
+            );
+        }
+        o.push('\n');
+    }
+
+    // Cost efficiency.
+    let _ = writeln!(
+        o,
+        "## Cost efficiency\n\n| impl | slug | loc | wall | tokens | cost | tests | $/test |\n|---|---|---|---|---|---|---|---|"
+    );
+    let mut eff: Vec<_> = a.implementations.iter().collect();
+    let per_test = |r: &ImplRow| (r.tests_passed > 0).then(|| r.cost_usd / r.tests_passed as f64);
+    eff.sort_by(|x, y| {
+        per_test(x)
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&per_test(y).unwrap_or(f64::INFINITY))
+            .then(x.implementation.cmp(&y.implementation))
+    });
+    for r in eff {
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {} | {} | {} | ${:.2} | {} | {} |",
+            r.implementation,
+            r.model_slug,
+            r.loc.map_or_else(|| DASH.to_string(), |l| l.to_string()),
+            wall(r.wall_ms),
+            tokens(r.tokens),
+            r.cost_usd,
+            r.tests_passed,
+            per_test(r).map_or_else(|| DASH.to_string(), |c| format!("${c:.4}"))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>loc = non-blank, non-comment lines of the produced sources. $/test = the representative build's cost / hidden tests passed, 4 decimals.</sub>\n"
+    );
+
+    // Judging cost.
+    let _ = writeln!(
+        o,
+        "## Judging cost\n\n| judge | tier | model | judgments | dropouts | tokens | wall | cost |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in &a.judging_cost {
+        let (t, w, c) = if r.measured {
+            (
+                tokens(r.tokens),
+                wall(r.wall_ms),
+                format!("${:.4}", r.cost_usd),
+            )
+        } else {
+            (DASH.to_string(), DASH.to_string(), DASH.to_string())
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | `{}` | {} | {} | {t} | {w} | {c} |",
+            r.judge,
+            tier_name(r.tier),
+            r.model_slug,
+            r.judgments,
+            r.dropouts
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>measured per judge over its judgments, repair turns included; \u{2014} where the source did not measure it.</sub>\n"
+    );
+    sandboxes_markdown(&mut o, a);
+    problems_markdown(&mut o, a);
+    o
+}
+
+/// The warning every report of a round with unisolated gates carries near its top, in words;
+/// none when every gate ran isolated.
+pub fn unisolated_warning(a: &Aggregate) -> Option<String> {
+    let n = a.unisolated_gates();
+    (n > 0).then(|| {
+        format!(
+            "{n} of {} gates ran unisolated: no container, no bubblewrap. The model code they ran could read pipe's environment and the user's files, write anywhere the user can and reach the network; their results are only as trustworthy as that code.",
+            a.sandboxed_gates()
+        )
+    })
+}
+
+/// What a sandbox label means for the code it ran.
+pub fn isolation_text(label: &str) -> &'static str {
+    match label {
+        crate::sandbox::LABEL_DOCKER => {
+            "a container: no network, memory, pids and CPU limits, read-only root, unprivileged user"
+        }
+        crate::sandbox::LABEL_BWRAP => {
+            "bubblewrap: no network, the host read-only; no memory, pids or CPU limits"
+        }
+        crate::sandbox::LABEL_UNISOLATED => {
+            "none: ran as the user, with the network and the user's files"
+        }
+        _ => "unknown",
+    }
+}
+
+/// The gates a sandbox ran, as a cell: `all N` when it ran every gate, else each by name.
+pub fn gates_text(a: &Aggregate, gates: &[String]) -> String {
+    if a.sandboxes.len() == 1 {
+        format!("all {}", gates.len())
+    } else {
+        gates.join(", ")
+    }
+}
+
+/// Which sandbox ran each gate (none for imported rounds, which do not say).
+fn sandboxes_markdown(o: &mut String, a: &Aggregate) {
+    if a.sandboxes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Sandboxes\n\n| sandbox | isolation | gates |\n|---|---|---|"
+    );
+    for u in &a.sandboxes {
+        let _ = writeln!(
+            o,
+            "| {} | {}{} | {} |",
+            u.sandbox,
+            if u.isolated { "" } else { "\u{26a0} " },
+            isolation_text(&u.sandbox),
+            gates_text(a, &u.gates)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in (`pipe run --force` on the gate stage re-runs it).</sub>\n"
+    );
+}
+
+fn problems_markdown(o: &mut String, a: &Aggregate) {
+    if !a.problems.is_empty() {
+        let _ = writeln!(o, "## Infrastructure problems\n");
+        for p in &a.problems {
+            let _ = writeln!(o, "- `{}` ({}): {}", p.node, p.kind, short(&p.message, 200));
+        }
+        o.push('\n');
+    }
+}
+
+/// A suite's sections: the models by pass rate with pass@k, then every task's results.
+fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    if let Some(top) = s.models.first() {
+        let _ = writeln!(
+            o,
+            "**{}** passes {} of {} implementations ({}) over {} tasks \u{d7} {} sample(s).\n",
+            top.model,
+            top.passed,
+            top.implementations,
+            pct(top.pass_rate),
+            s.tasks.len(),
+            s.samples
+        );
+    }
+    let _ = writeln!(o, "## Pass rates\n");
+    let ks: String = s.ks.iter().fold(String::new(), |mut o, k| {
+        let _ = write!(o, " pass@{k} |");
+        o
+    });
+    let judged = s.composite_max.map(num);
+    let peer_head = judged
+        .as_ref()
+        .map_or(String::new(), |max| format!(" peer score /{max} |"));
+    let _ = writeln!(
+        o,
+        "| model | slug | passed | pass rate |{ks}{peer_head} tasks solved | tests | failed builds | cost | $/pass |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|{}{}---|---|---|---|---|",
+        "---|".repeat(s.ks.len()),
+        if judged.is_some() { "---|" } else { "" }
+    );
+    for m in &s.models {
+        let ks: String = s.ks.iter().fold(String::new(), |mut o, k| {
+            let v = m.pass_at.get(k).map_or(DASH.to_string(), |v| pct(*v));
+            let _ = write!(o, " {v} |");
+            o
+        });
+        let peer = if judged.is_some() {
+            format!(" {} |", opt(m.peer_score))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {}/{} | {} |{ks}{peer} {}/{} | {}/{} | {} | ${:.4} | {} |",
+            m.model,
+            m.slug,
+            m.passed,
+            m.implementations,
+            pct(m.pass_rate),
+            m.tasks_solved,
+            s.tasks.len(),
+            m.tests_passed,
+            m.tests_total,
+            m.builds_failed,
+            m.cost_usd,
+            m.cost_per_pass_usd
+                .map_or(DASH.to_string(), |c| format!("${c:.4}")),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>pass rate: implementations (task \u{d7} sample) whose hidden tests all passed; a failed build counts as a fail. pass@k: the unbiased estimator 1 \u{2212} C(n\u{2212}c, k) / C(n, k) of Chen et al. (2021) per task (n samples, c passing), averaged over tasks.</sub>\n"
+    );
+    if judged.is_some() {
+        let _ = writeln!(
+            o,
+            "<sub>peer score: the mean over the model's built implementations (task \u{d7} sample) of each one's composite, the rubric's aggregation over its peer judges (self-judgments and dropouts excluded).</sub>\n"
+        );
+    }
+    let _ = writeln!(o, "## Per task\n");
+    let heads: String = s.model_order.iter().fold(String::new(), |mut o, m| {
+        let _ = write!(o, " {m} |");
+        o
+    });
+    let _ = writeln!(o, "| task |{heads}");
+    let _ = writeln!(o, "|---|{}", "---|".repeat(s.model_order.len()));
+    for r in &s.per_task {
+        let cells: String = r
+            .passed
+            .iter()
+            .enumerate()
+            .fold(String::new(), |mut o, (i, c)| {
+                match r.peer_score.get(i) {
+                    Some(score) => {
+                        let _ = write!(o, " {c}/{} \u{b7} {} |", s.samples, opt(*score));
+                    }
+                    None => {
+                        let _ = write!(o, " {c}/{} |", s.samples);
+                    }
+                }
+                o
+            });
+        let _ = writeln!(o, "| {} |{cells}", r.task);
+    }
+    if judged.is_some() {
+        o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run \u{b7} their mean peer score.</sub>\n\n");
+    } else {
+        o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > n {
+        format!("{}...", one.chars().take(n).collect::<String>())
+    } else {
+        one
+    }
+}

@@ -1,0 +1,4 @@
+//! Side commands beside the round: `pipe bench` and `pipe import humaneval`.
+
+pub mod bench;
+pub mod humaneval;
