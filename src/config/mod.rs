@@ -217,35 +217,57 @@ pub struct Template {
     pub text: String,
 }
 
+/// What a stage does, with the settings of its kind. Each kind's settings are its own struct,
+/// handed to that kind's runner as they are.
 #[derive(Debug, Clone)]
 pub enum StageKind {
-    Build {
-        prompt: Template,
-        harness: Harness,
-        /// The settings of `harness = "command"`; `None` for the other harnesses.
-        command: Option<Box<CommandHarness>>,
-        /// Settings of the `agent` harness (defaults when the stage has no `[agent]` table).
-        agent: AgentSettings,
-        /// The agent's first user message; the stage's `prompt` when not set.
-        agent_prompt: Option<Template>,
-    },
-    Gate {
-        timeout_secs: Option<u64>,
-        repeat: Option<u32>,
-    },
-    Judge {
-        prompt: Template,
-        rubric: Box<Rubric>,
-        max_impl_bytes: usize,
-    },
+    Build(BuildStage),
+    Gate(GateStage),
+    Judge(JudgeStage),
     Aggregate,
-    Publish {
-        formats: Vec<PublishFormat>,
-    },
-    Command {
-        command: String,
-        timeout_secs: u64,
-    },
+    Publish(PublishStage),
+    Command(CommandStage),
+}
+
+/// A build stage: every model implements the task.
+#[derive(Debug, Clone)]
+pub struct BuildStage {
+    pub prompt: Template,
+    pub harness: Harness,
+    /// The settings of `harness = "command"`; `None` for the other harnesses.
+    pub command: Option<Box<CommandHarness>>,
+    /// Settings of the `agent` harness (defaults when the stage has no `[agent]` table).
+    pub agent: AgentSettings,
+    /// The agent's first user message; the stage's `prompt` when not set.
+    pub agent_prompt: Option<Template>,
+}
+
+/// A gate: the hidden tests run against each build.
+#[derive(Debug, Clone)]
+pub struct GateStage {
+    pub timeout_secs: Option<u64>,
+    pub repeat: Option<u32>,
+}
+
+/// A judge stage: every model scores every implementation under a rubric.
+#[derive(Debug, Clone)]
+pub struct JudgeStage {
+    pub prompt: Template,
+    pub rubric: Box<Rubric>,
+    pub max_impl_bytes: usize,
+}
+
+/// A publish stage: the formats it writes.
+#[derive(Debug, Clone)]
+pub struct PublishStage {
+    pub formats: Vec<PublishFormat>,
+}
+
+/// A command stage: a shell command per implementation.
+#[derive(Debug, Clone)]
+pub struct CommandStage {
+    pub command: String,
+    pub timeout_secs: u64,
 }
 
 impl StageKind {
@@ -254,21 +276,18 @@ impl StageKind {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Build { .. } => "build",
-            Self::Gate { .. } => "gate",
-            Self::Judge { .. } => "judge",
+            Self::Build(_) => "build",
+            Self::Gate(_) => "gate",
+            Self::Judge(_) => "judge",
             Self::Aggregate => "aggregate",
-            Self::Publish { .. } => "publish",
-            Self::Command { .. } => "command",
+            Self::Publish(_) => "publish",
+            Self::Command(_) => "command",
         }
     }
 
     /// Stages that run once per implementation (build sample).
     pub fn per_impl(&self) -> bool {
-        matches!(
-            self,
-            Self::Build { .. } | Self::Gate { .. } | Self::Command { .. }
-        )
+        matches!(self, Self::Build(_) | Self::Gate(_) | Self::Command(_))
     }
 }
 
@@ -333,9 +352,16 @@ impl StageKind {
     /// The harness a model builds with under this build stage (its own, else the stage's).
     pub fn harness_for(&self, model: &ModelConfig) -> Option<Harness> {
         match self {
-            Self::Build { harness, .. } => Some(model.harness.unwrap_or(*harness)),
+            Self::Build(b) => Some(b.harness_for(model)),
             _ => None,
         }
+    }
+}
+
+impl BuildStage {
+    /// The harness a model builds with under this stage (its own, else the stage's).
+    pub fn harness_for(&self, model: &ModelConfig) -> Harness {
+        model.harness.unwrap_or(self.harness)
     }
 }
 

@@ -220,9 +220,9 @@ impl PlanBuilder {
             deps
         };
         match &stage.kind {
-            StageKind::Build { .. } | StageKind::Gate { .. } | StageKind::Command { .. } => {
+            StageKind::Build(_) | StageKind::Gate(_) | StageKind::Command(_) => {
                 for (i, imp) in impls.iter().enumerate() {
-                    let deps = if matches!(stage.kind, StageKind::Build { .. }) {
+                    let deps = if matches!(stage.kind, StageKind::Build(_)) {
                         Vec::new()
                     } else {
                         per_impl_deps(self, i)
@@ -236,7 +236,7 @@ impl PlanBuilder {
                     self.add(p, stage, subject, Some(i), deps);
                 }
             }
-            StageKind::Judge { .. } => {
+            StageKind::Judge(_) => {
                 for judge in &p.models {
                     for (i, imp) in impls.iter().enumerate() {
                         let deps = per_impl_deps(self, i);
@@ -251,7 +251,7 @@ impl PlanBuilder {
                     }
                 }
             }
-            StageKind::Aggregate | StageKind::Publish { .. } => {
+            StageKind::Aggregate | StageKind::Publish(_) => {
                 let mut deps: Vec<NodeIndex> = Vec::new();
                 let names: Vec<&str> = if matches!(stage.kind, StageKind::Aggregate) {
                     upstream(p, stage)
@@ -338,7 +338,7 @@ fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
     for s in &p.stages {
         let found = s.needs.iter().find_map(|n| {
             let j = *position.get(n.as_str())?;
-            if matches!(p.stages[j].kind, StageKind::Build { .. }) {
+            if matches!(p.stages[j].kind, StageKind::Build(_)) {
                 Some(j)
             } else {
                 out.get(j).copied().flatten()
@@ -393,11 +393,9 @@ pub fn size(p: &Pipeline) -> Size {
     for stage in &p.stages {
         let needs = stage.needs.len() as u64 + 1;
         let (nodes, edges) = match &stage.kind {
-            StageKind::Build { .. } => (impls, 0),
-            StageKind::Gate { .. } | StageKind::Command { .. } => {
-                (impls, impls.saturating_mul(needs))
-            }
-            StageKind::Judge { .. } => {
+            StageKind::Build(_) => (impls, 0),
+            StageKind::Gate(_) | StageKind::Command(_) => (impls, impls.saturating_mul(needs)),
+            StageKind::Judge(_) => {
                 let n = impls.saturating_mul(p.models.len() as u64);
                 (n, n.saturating_mul(needs))
             }
@@ -408,7 +406,7 @@ pub fn size(p: &Pipeline) -> Size {
                     .map(|s| nodes_of.get(s).copied().unwrap_or(0))
                     .fold(0, u64::saturating_add),
             ),
-            StageKind::Publish { .. } => (
+            StageKind::Publish(_) => (
                 1,
                 stage
                     .needs

@@ -41,7 +41,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
         .find(|d| d.kind == "judge")
         .map(|d| d.stage.clone());
     let rubric: Option<&Rubric> = judge_stage.as_ref().and_then(|s| match &p.stage(s)?.kind {
-        StageKind::Judge { rubric, .. } => Some(&**rubric),
+        StageKind::Judge(j) => Some(&*j.rubric),
         _ => None,
     });
     let mut data = RoundData {

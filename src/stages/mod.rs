@@ -182,12 +182,12 @@ pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<PathBuf, NodeErr
 /// Runs a node; returns its output files (relative to its directory).
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     match (ctx.stage_kind(), &ctx.node.subject) {
-        (StageKind::Build { .. }, Subject::Impl { .. }) => builds::run(ctx, dir).await,
-        (StageKind::Gate { .. }, Subject::Impl { .. }) => gate::run(ctx, dir).await,
-        (StageKind::Command { .. }, Subject::Impl { .. }) => command::run(ctx, dir).await,
-        (StageKind::Judge { .. }, Subject::Judgment { .. }) => judge::run(ctx, dir).await,
+        (StageKind::Build(s), Subject::Impl { .. }) => builds::run(ctx, s, dir).await,
+        (StageKind::Gate(s), Subject::Impl { .. }) => gate::run(ctx, s, dir).await,
+        (StageKind::Command(s), Subject::Impl { .. }) => command::run(ctx, s, dir).await,
+        (StageKind::Judge(s), Subject::Judgment { .. }) => judge::run(ctx, s, dir).await,
         (StageKind::Aggregate, Subject::Round) => aggregate::run(ctx, dir),
-        (StageKind::Publish { .. }, Subject::Round) => publish::run(ctx, dir),
+        (StageKind::Publish(s), Subject::Round) => publish::run(ctx, s, dir),
         (kind, subject) => Err(NodeError::Internal(format!(
             "no runner for a {} node about {subject:?}",
             kind.name()
