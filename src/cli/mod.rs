@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::diag::{Diag, render_all};
 use crate::base::interrupt::Interrupt;
-use crate::config::SandboxChoice;
 use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
+use crate::sandbox::SandboxChoice;
 use crate::stages::Services;
 use crate::store::{RoundStore, Status};
 

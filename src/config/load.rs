@@ -15,8 +15,8 @@ use super::raw::{
 };
 use super::{
     AgentSettings, BuildStage, CommandHarness, CommandStage, GateStage, Harness, JudgeStage,
-    ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat, PublishStage, Round,
-    SandboxChoice, Stage, StageKind, Template,
+    ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat, PublishStage, Round, Stage,
+    StageKind, Template,
 };
 use crate::base::diag::{Diag, did_you_mean};
 use crate::base::limits;
@@ -24,6 +24,7 @@ use crate::base::names::{NameError, SafeName, shown};
 use crate::config::rubric::Rubric;
 use crate::config::task::Task;
 use crate::config::templates::{self, BuildCtx, CommandCtx, JudgeCtx};
+use crate::sandbox::SandboxChoice;
 use crate::source::{KeyPath, SourceDoc};
 use crate::vocab::{Price, Sampling};
 
@@ -69,7 +70,7 @@ pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
 /// [`MAX_PLAN_EDGES`](limits::MAX_PLAN_EDGES) edges is refused before it is expanded (10,000
 /// models judging each other are 100,000,000 judgments), pointing at the stage that makes most.
 fn plan_too_large(doc: &SourceDoc, p: &Pipeline) -> Option<Diag> {
-    let size = crate::plan::size(p);
+    let size = super::size::size(p);
     let (what, count, limit) = if size.nodes > limits::MAX_PLAN_NODES {
         ("nodes", size.nodes, limits::MAX_PLAN_NODES)
     } else if size.edges > limits::MAX_PLAN_EDGES {

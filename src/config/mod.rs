@@ -7,10 +7,11 @@ pub mod harness;
 pub mod load;
 pub mod raw;
 pub mod rubric;
+pub mod size;
 pub mod task;
 pub mod templates;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -19,6 +20,7 @@ use crate::base::diag::Diag;
 use crate::base::names::SafeName;
 use crate::config::rubric::Rubric;
 use crate::config::task::Task;
+use crate::sandbox::SandboxChoice;
 use crate::vocab::{Price, Sampling};
 
 pub use load::load;
@@ -124,34 +126,6 @@ pub struct Round {
     pub unisolated_fallback: bool,
     pub representative_sample: Option<u32>,
     pub description: Option<String>,
-}
-
-/// Where model-written code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxChoice {
-    /// The local sandbox under bubblewrap, which must be installed and work.
-    Local,
-    /// A container per job (the engine must answer and the image be present).
-    Docker,
-    /// No isolation at all: model code runs as the user, with the network. An explicit opt-in.
-    Unisolated,
-    /// Docker, else the local sandbox under bubblewrap, else an error (or, with the round's
-    /// `unisolated_fallback`, no isolation).
-    Auto,
-}
-
-impl SandboxChoice {
-    pub const NAMES: [&'static str; 4] = ["local", "docker", "unisolated", "auto"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Docker => "docker",
-            Self::Unisolated => "unisolated",
-            Self::Auto => "auto",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -406,4 +380,23 @@ pub enum PublishFormat {
 
 impl PublishFormat {
     pub const NAMES: [&'static str; 4] = ["markdown", "json", "dataset", "html"];
+}
+
+impl Pipeline {
+    /// The names of every stage upstream of `stage`, each once: a walk over `needs` that visits
+    /// only what lies upstream.
+    pub fn upstream_of(&self, stage: &Stage) -> Vec<&str> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out: Vec<&str> = Vec::new();
+        let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
+        while let Some(n) = todo.pop() {
+            if let Some(s) = self.stage(n)
+                && seen.insert(s.name.as_str())
+            {
+                todo.extend(s.needs.iter().map(String::as_str));
+                out.push(s.name.as_str());
+            }
+        }
+        out
+    }
 }

@@ -26,7 +26,6 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Pipeline, StageKind};
-use crate::exec::progress::Progress;
 use crate::plan::{Node, Plan, Subject};
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
@@ -38,8 +37,14 @@ pub struct Services {
     pub pipeline: Arc<Pipeline>,
     pub providers: Arc<Providers>,
     pub sandbox: Arc<Sandbox>,
-    pub progress: Option<Arc<Progress>>,
+    /// Where a node's notes go (retries, backoff, replay mismatches): the run's progress display.
+    pub progress: Option<Arc<dyn Notes>>,
     pub quiet: bool,
+}
+
+/// What a node may tell the person watching the run, besides its result.
+pub trait Notes: Send + Sync {
+    fn note(&self, text: &str);
 }
 
 impl Services {

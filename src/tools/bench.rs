@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::stats::median;
-use crate::config::SandboxChoice;
 use crate::config::task::Task;
+use crate::sandbox::SandboxChoice;
 use crate::sandbox::{Sandbox, docker::DEFAULT_IMAGE};
 use crate::stages::gate;
 
