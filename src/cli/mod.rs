@@ -463,9 +463,11 @@ async fn dispatch(cmd: Command) -> i32 {
 
 fn import(cmd: &ImportCommand) -> i32 {
     let result = match cmd {
-        ImportCommand::Openbenchmark { file, out } => crate::formats::openbenchmark(file, out),
+        ImportCommand::Openbenchmark { file, out } => {
+            crate::formats::openbenchmark::import(file, out)
+        }
         ImportCommand::Multivac { file, out } => {
-            crate::formats::multivac(file, out).map(|d| vec![d])
+            crate::formats::multivac::import(file, out).map(|d| vec![d])
         }
         ImportCommand::Humaneval { file, out } => crate::tools::humaneval::import(file, out),
     };
