@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 pub const PREFIX: &str = "pipe-sandbox-";
 /// The owner's lock, beside `work/`.
 pub const LOCK: &str = "owner.lock";
+/// The lock file while its owner takes it, before it is renamed to [`LOCK`].
+const LOCK_PENDING: &str = "owner.lock.pending";
 /// The job's directory (`$PIPE_WORK`).
 pub const WORK: &str = "work";
 /// A workspace without a lock (from a pipe that predates it, or created this instant) is left
@@ -36,12 +38,17 @@ impl Workspace {
             .prefix(PREFIX)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
+        // The lock is taken under another name and only then renamed into place: a sweep (of
+        // another pipe) that finds the lock file finds it held, and one that comes before the
+        // rename finds no lock in a young directory, which it leaves alone.
+        let pending = dir.path().join(LOCK_PENDING);
         let lock = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(dir.path().join(LOCK))?;
+            .open(&pending)?;
         lock.lock()?;
+        std::fs::rename(&pending, dir.path().join(LOCK))?;
         let work = dir.path().join(WORK);
         std::fs::DirBuilder::new().mode(0o700).create(&work)?;
         Ok(Self {
@@ -171,5 +178,30 @@ mod tests {
         // Its owner gone, the held one goes at the next sweep.
         drop(owner);
         assert_eq!(sweep(tmp.path()), [held]);
+    }
+
+    /// A sweep running beside the creation of workspaces (as another pipe's start does) takes
+    /// none of them from their owner.
+    #[test]
+    fn a_workspace_being_created_is_never_swept() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sweep(&std::env::temp_dir());
+                }
+            })
+        };
+        let mut failed = 0;
+        for _ in 0..3000 {
+            match Workspace::create() {
+                Ok(ws) => drop(ws),
+                Err(_) => failed += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sweeper.join().unwrap();
+        assert_eq!(failed, 0);
     }
 }
