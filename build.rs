@@ -7,9 +7,11 @@
 //!   (`DEFAULT_IMAGE` in `src/sandbox/docker.rs`, built by `pipe sandbox bootstrap`);
 //! - `pipe_has_chromium`: `chromium` is on `PATH`.
 //!
-//! The probe runs once per build directory and again when `PIPE_TEST_PROBE` changes, so after
-//! installing or starting one of these, probe again with any new value, e.g.
-//! `PIPE_TEST_PROBE=$(date +%s) cargo test`. The cfgs change nothing in pipe itself.
+//! The probe runs once per build directory and again when `PIPE_TEST_PROBE` (or `DOCKER_HOST`)
+//! changes. `scripts/test` sets it from what is installed and running, so it probes again when
+//! that changes; with plain `cargo test`, after installing or starting one of these, probe again
+//! with any new value, e.g. `PIPE_TEST_PROBE=$(date +%s) cargo test`. The cfgs change nothing in
+//! pipe itself.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,6 +21,7 @@ const CFGS: [&str; 3] = ["pipe_has_bwrap", "pipe_has_docker", "pipe_has_chromium
 
 fn main() {
     println!("cargo::rerun-if-env-changed=PIPE_TEST_PROBE");
+    println!("cargo::rerun-if-env-changed=DOCKER_HOST");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/sandbox/docker.rs");
     for cfg in CFGS {
