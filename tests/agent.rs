@@ -7,7 +7,6 @@
 mod common;
 use common::read_json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,19 +85,16 @@ needs = ["build"]
     }
 
     fn run(&self) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .current_dir(&self.root)
+        let out = common::pipe()
+            .cwd(&self.root)
             .args(["run", "pipeline.toml", "--json", "--sandbox", "local"])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let summary = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
+            .run();
+        let summary = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", out.stdout, out.stderr));
         Run {
-            code: out.status.code().unwrap_or(-1),
+            code: out.code(),
             summary,
-            stderr,
+            stderr: out.stderr,
         }
     }
 
@@ -599,17 +595,12 @@ fn a_recorded_live_agent_build_replays_strictly_by_executing_its_tool_calls_agai
         "",
     );
     let rec = live.root.join("recorded");
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&live.root)
+    let out = common::pipe()
+        .cwd(&live.root)
         .args(["run", "pipeline.toml", "--sandbox", "local", "--record"])
         .arg(&rec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    assert!(out.status.success(), "{}", out.stderr);
     let b = live.build();
     assert_eq!(b["outcome"], "completed", "{b}");
     assert_eq!(count.load(Ordering::SeqCst), 3);
@@ -627,16 +618,11 @@ fn a_recorded_live_agent_build_replays_strictly_by_executing_its_tool_calls_agai
         &format!("kind = \"replay\"\nrecordings = \"{}\"", rec.display()),
         "",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&replay.root)
+    let out = common::pipe()
+        .cwd(&replay.root)
         .args(["run", "pipeline.toml", "--sandbox", "local", "--strict"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    assert!(out.status.success(), "{}", out.stderr);
     let again = replay.build();
     assert_eq!(again["outcome"], "completed");
     assert_eq!(again["agent"]["steps"], 3);

@@ -11,7 +11,7 @@ use common::copy_dir;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const EXIT_OK: i32 = 0;
@@ -35,15 +35,12 @@ struct Measured {
     reason = "the child is reaped by wait4, which also reports what it used"
 )]
 fn measure(dir: &Path, args: &[&str]) -> Measured {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(dir)
+    let mut child = common::pipe()
+        .cwd(dir)
         .env_remove("OPENROUTER_API_KEY")
         .env("NO_COLOR", "1")
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pipe starts");
+        .spawn_with(Stdio::piped(), Stdio::piped());
     let pid = libc::pid_t::try_from(child.id()).expect("a pid");
     let reader = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {

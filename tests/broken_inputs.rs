@@ -14,10 +14,9 @@
 //! then read every changed `tests/snapshots/broken_inputs__*.snap`.
 
 mod common;
-use common::{all_files, copy_dir};
+use common::{Pipe, all_files, copy_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -70,48 +69,38 @@ impl Round {
         self.write(rel, text.replacen(from, to, 1).as_bytes());
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-        c.current_dir(&self.root)
+    fn cmd(&self, args: &[&str]) -> Pipe {
+        common::pipe()
+            .cwd(&self.root)
             .env_remove("OPENROUTER_API_KEY")
             .env("NO_COLOR", "1")
-            .args(args);
-        c
+            .args(args)
     }
 
     /// `pipe run pipeline.toml --json EXTRA`.
     fn run(&self, extra: &[&str]) -> Run {
         let mut args = vec!["run", "pipeline.toml", "--json"];
         args.extend_from_slice(extra);
-        let out = self.cmd(&args).output().expect("pipe runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let out = self.cmd(&args).run();
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
         assert!(
             !stderr.contains("panicked"),
             "pipe panicked:\n{stderr}\nstdout:\n{stdout}"
         );
-        let summary = serde_json::from_str(&stdout)
+        let summary = serde_json::from_str(stdout)
             .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
         Run {
-            code: out.status.code().unwrap_or(-1),
+            code: out.code(),
             summary,
-            stderr,
+            stderr: out.stderr,
         }
     }
 
     /// `pipe status pipeline.toml --json`: state and why, by node id.
     fn status(&self) -> BTreeMap<String, (String, String)> {
-        let out = self
-            .cmd(&["status", "pipeline.toml", "--json"])
-            .output()
-            .expect("pipe runs");
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_OK),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let out = self.cmd(&["status", "pipeline.toml", "--json"]).run();
+        assert_eq!(out.status.code(), Some(EXIT_OK), "{}", out.stderr);
+        let v: Value = serde_json::from_str(&out.stdout).expect("status JSON");
         v["nodes"]
             .as_array()
             .expect("nodes")
@@ -634,10 +623,7 @@ fn a_node_directory_linked_outside_is_never_emptied() {
     );
 
     // `pipe clean` removes the link, never what it points at.
-    let out = r
-        .cmd(&["clean", "pipeline.toml"])
-        .output()
-        .expect("pipe runs");
+    let out = r.cmd(&["clean", "pipeline.toml"]).run();
     assert_eq!(out.status.code(), Some(EXIT_OK), "{out:?}");
     assert!(!r.round_dir().exists());
     assert_eq!(all_files(outside.path()), before);
@@ -652,20 +638,14 @@ fn a_round_directory_linked_elsewhere_is_refused() {
     std::os::unix::fs::symlink(&elsewhere, r.round_dir()).expect("link");
     let before = all_files(outside.path());
 
-    let out = r
-        .cmd(&["run", "pipeline.toml", "--force", "build"])
-        .output()
-        .expect("pipe runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = r.cmd(&["run", "pipeline.toml", "--force", "build"]).run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(EXIT_FAILED), "{stderr}");
     assert!(stderr.contains("is a symbolic link"), "{stderr}");
     assert_eq!(all_files(outside.path()), before, "nothing outside changed");
 
-    let out = r
-        .cmd(&["clean", "pipeline.toml"])
-        .output()
-        .expect("pipe runs");
-    let clean = String::from_utf8_lossy(&out.stderr);
+    let out = r.cmd(&["clean", "pipeline.toml"]).run();
+    let clean = &out.stderr;
     assert_eq!(out.status.code(), Some(EXIT_FAILED), "{clean}");
     assert!(clean.contains("is a symbolic link"), "{clean}");
     assert_eq!(all_files(outside.path()), before);

@@ -6,9 +6,8 @@
 //! the gate run offline on the collected files, and that a pipeline without `network` is refused.
 
 mod common;
-use common::{all_files, copy_dir, read_json};
+use common::{Pipe, all_files, copy_dir, read_json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -51,41 +50,28 @@ impl Round {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-        c.current_dir(&self.root)
+    fn cmd(&self, args: &[&str]) -> Pipe {
+        common::pipe()
+            .cwd(&self.root)
             .env("NO_COLOR", "1")
             .env("AGENT_TEST_KEY", SECRET)
             .env("AGENT_TEST_PORT", self.port.to_string())
-            .args(args);
-        c
+            .args(args)
     }
 
     /// `pipe run --json --sandbox local`; returns (exit code, summary, stderr).
     fn run(&self) -> (i32, Value, String) {
         let out = self
             .cmd(&["run", "pipeline.toml", "--json", "--sandbox", "local"])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let v: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
-        (out.status.code().unwrap_or(-1), v, stderr)
+            .run();
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", out.stdout, out.stderr));
+        (out.code(), v, out.stderr)
     }
 
     fn node(&self, rel: &str) -> PathBuf {
         self.root.join("out/agent-2026-01-02/nodes").join(rel)
     }
-}
-
-fn bwrap() -> bool {
-    let ok = pipe::sandbox::local::LocalSandbox::detect().bwrap;
-    assert!(
-        ok || std::env::var_os("CI").is_none(),
-        "CI installs bubblewrap: it must be usable"
-    );
-    ok
 }
 
 #[test]
@@ -190,25 +176,39 @@ fn the_stand_in_agent_builds_and_the_gate_runs_offline_on_its_files() {
         .map(|b| b["cost_usd"].clone());
     assert_eq!(bob_cost, Some(serde_json::json!(0.01)), "{data}");
 
-    // The gate ran the hidden tests on the collected files; under bubblewrap the build had the
-    // network it asked for, and the gate none (its hidden test fails if it can connect).
+    // The gate ran the hidden tests on the collected files.
     let gate = read_json(&r.node("gate/ann/1/gate.json"));
-    if bwrap() {
-        let net = std::fs::read_to_string(files.join("net.txt")).unwrap();
-        assert_eq!(net.trim(), "connected", "the build had network");
-        assert_eq!(gate["passed"], true, "{gate}");
-        assert_eq!(gate["tests_total"], 4, "{gate}");
-        assert!(gate["sandbox"].as_str().unwrap().contains("bwrap"));
-    } else {
-        assert_eq!(gate["tests_total"], 4, "{gate}");
-    }
+    assert_eq!(gate["tests_total"], 4, "{gate}");
+}
+
+/// Under bubblewrap the build had the network it asked for, and the gate none (its hidden test
+/// fails if it can connect).
+#[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
+fn under_bubblewrap_the_build_has_network_and_the_gate_none() {
+    common::needs::bwrap();
+    let r = Round::new();
+    let (code, summary, stderr) = r.run();
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let files = r.node("build/ann/1/files");
+    let gate = read_json(&r.node("gate/ann/1/gate.json"));
+    let net = std::fs::read_to_string(files.join("net.txt")).unwrap();
+    assert_eq!(net.trim(), "connected", "the build had network");
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["tests_total"], 4, "{gate}");
+    assert!(gate["sandbox"].as_str().unwrap().contains("bwrap"));
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn network_off_cuts_the_agent_off_and_the_command_is_in_the_cache_key() {
-    if !bwrap() {
-        return;
-    }
+    common::needs::bwrap();
     let r = Round::new();
     let (code, first, stderr) = r.run();
     assert_eq!(code, 0, "{first} {stderr}");
@@ -230,8 +230,8 @@ fn network_off_cuts_the_agent_off_and_the_command_is_in_the_cache_key() {
 fn a_command_harness_without_network_is_refused_with_its_location() {
     let r = Round::new();
     r.edit("pipeline.toml", "network = true\n", "");
-    let out = r.cmd(&["validate", "pipeline.toml"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = r.cmd(&["validate", "pipeline.toml"]).run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("pipeline.toml:34:1: error: the command harness must say whether its command gets network: `network` is missing (at `stages.build.command`)"),
@@ -246,9 +246,8 @@ fn an_unset_variable_is_a_warning_at_validate_and_an_error_at_run() {
     let out = r
         .cmd(&["validate", "pipeline.toml"])
         .env_remove("AGENT_TEST_KEY")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains(
@@ -259,8 +258,7 @@ fn an_unset_variable_is_a_warning_at_validate_and_an_error_at_run() {
     let out = r
         .cmd(&["run", "pipeline.toml", "--sandbox", "local"])
         .env_remove("AGENT_TEST_KEY")
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(2));
 }
 

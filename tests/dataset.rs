@@ -2,8 +2,8 @@
 //! fixtures' derived tables were computed BY HAND from their raw parts (samples, perImplDetail,
 //! judgments); pipe recomputes them from the imported round data and must agree exactly.
 
+mod common;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -20,16 +20,8 @@ fn read(path: &Path) -> Value {
 
 /// Runs pipe in `cwd`; returns (exit code, stdout, stderr).
 fn pipe(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = common::pipe().cwd(cwd).args(args).run();
+    (out.code(), out.stdout, out.stderr)
 }
 
 fn ok(cwd: &Path, args: &[&str]) -> String {

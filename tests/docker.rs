@@ -1,10 +1,11 @@
-//! The Docker sandbox against a real engine. With CI=true a missing engine or image fails these
-//! tests; elsewhere they are skipped with a note (`pipe sandbox bootstrap` builds the image).
+//! The Docker sandbox against a real engine. Where the build found no engine holding the sandbox
+//! image these tests are ignored, saying so; run anyway (`--include-ignored`) they fail naming
+//! what is missing (`pipe sandbox bootstrap` builds the image).
 
 mod common;
 use common::read_json;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,22 +14,9 @@ use pipe::sandbox::{Job, JobResult};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-async fn sandbox(round: &str) -> Option<DockerSandbox> {
-    let engine = match docker::connect().await {
-        Ok(d) if docker::has_image(&d, DEFAULT_IMAGE).await => d,
-        Ok(_) => return unavailable("the sandbox image is missing"),
-        Err(e) => return unavailable(&e),
-    };
-    Some(DockerSandbox::new(engine, DEFAULT_IMAGE, round).unwrap())
-}
-
-fn unavailable<T>(why: &str) -> Option<T> {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs the Docker tests: {why}"
-    );
-    eprintln!("skipped: {why} (start dockerd and run `pipe sandbox bootstrap`)");
-    None
+/// A sandbox of `round` on the engine; fails the test, naming what is missing, without one.
+async fn sandbox(round: &str) -> DockerSandbox {
+    DockerSandbox::new(common::needs::docker().await, DEFAULT_IMAGE, round).unwrap()
 }
 
 fn job(script: &str) -> Job {
@@ -87,10 +75,12 @@ async fn leftover(s: &DockerSandbox) -> usize {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn files_go_in_and_come_out_as_a_non_root_user_without_network() {
-    let Some(s) = sandbox("test-basics").await else {
-        return;
-    };
+    let s = sandbox("test-basics").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub/in.txt"), "hello").unwrap();
@@ -127,10 +117,12 @@ async fn files_go_in_and_come_out_as_a_non_root_user_without_network() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn what_the_job_leaves_running_is_killed_and_cannot_fake_the_results() {
-    let Some(s) = sandbox("test-leftovers").await else {
-        return;
-    };
+    let s = sandbox("test-leftovers").await;
     // A background writer outlives the script; the job prints what looks like the marker; the
     // collected file is a symlink to one outside the workspace, which is not followed.
     let mut j = job(
@@ -154,10 +146,12 @@ async fn what_the_job_leaves_running_is_killed_and_cannot_fake_the_results() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_job_killed_by_a_signal_reports_it() {
-    let Some(s) = sandbox("test-signal").await else {
-        return;
-    };
+    let s = sandbox("test-signal").await;
     let r = run(&s, &job("echo before; kill -TERM $$")).await;
     assert_eq!(r.signal, Some(15), "{r:?}");
     assert_eq!(r.exit_code, None, "{r:?}");
@@ -166,10 +160,12 @@ async fn a_job_killed_by_a_signal_reports_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_fork_bomb_hits_the_pids_limit() {
-    let Some(s) = sandbox("test-fork").await else {
-        return;
-    };
+    let s = sandbox("test-fork").await;
     let r = run(
         &s,
         &job("python3 -c 'import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)\n        n += 1\nexcept OSError as e:\n    print(\"blocked after\", n, e.errno)'"),
@@ -187,10 +183,12 @@ async fn a_fork_bomb_hits_the_pids_limit() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_memory_hog_is_killed_and_reported_as_out_of_memory() {
-    let Some(s) = sandbox("test-oom").await else {
-        return;
-    };
+    let s = sandbox("test-oom").await;
     let r = run(
         &s,
         &job("python3 -c 'x = b\"x\" * 2_000_000_000; print(len(x))'"),
@@ -202,10 +200,12 @@ async fn a_memory_hog_is_killed_and_reported_as_out_of_memory() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn an_endless_loop_is_killed_at_the_timeout() {
-    let Some(s) = sandbox("test-loop").await else {
-        return;
-    };
+    let s = sandbox("test-loop").await;
     let mut j = job("echo partial > $PIPE_WORK/out/p; while :; do :; done");
     j.timeout = Duration::from_secs(2);
     j.collect = vec!["out/p".into()];
@@ -222,10 +222,12 @@ async fn an_endless_loop_is_killed_at_the_timeout() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn writes_outside_the_workspace_fail_and_the_host_is_untouched() {
-    let Some(s) = sandbox("test-escape").await else {
-        return;
-    };
+    let s = sandbox("test-escape").await;
     let marker = format!("/tmp/pipe-escape-{}", std::process::id());
     let r = run(&s, &job(&format!("touch /etc/pwned; touch /pwned; touch /usr/pwned; echo x > {marker}; ls /etc/pwned /pwned 2>&1; echo ok > $PIPE_WORK/out/fine"))).await;
     assert!(r.stderr.contains("Read-only file system"), "{r:?}");
@@ -236,10 +238,12 @@ async fn writes_outside_the_workspace_fail_and_the_host_is_untouched() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_flood_of_output_is_truncated() {
-    let Some(s) = sandbox("test-flood").await else {
-        return;
-    };
+    let s = sandbox("test-flood").await;
     let r = run(&s, &job("yes pipe | head -c 20000000; echo done >&2")).await;
     assert_eq!(r.stdout.len(), 64 * 1024, "kept up to the limit");
     assert!(r.stdout_dropped > 0);
@@ -247,10 +251,12 @@ async fn a_flood_of_output_is_truncated() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn cancelling_a_job_removes_its_container() {
-    let Some(s) = sandbox("test-cancel").await else {
-        return;
-    };
+    let s = sandbox("test-cancel").await;
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     tokio::spawn(async move {
@@ -290,16 +296,18 @@ fn gates(round_dir: &Path) -> BTreeMap<String, (u64, u64, Vec<(String, String)>)
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
-    let Some(s) = sandbox("atomic-write-offline-2026-05-08").await else {
-        return;
-    };
+    let s = sandbox("atomic-write-offline-2026-05-08").await;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut dirs = Vec::new();
     for sb in ["local", "docker"] {
         let out = tempfile::tempdir().unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .current_dir(repo)
+        let o = common::pipe()
+            .cwd(repo)
             .args([
                 "run",
                 "pipelines/atomic-write-offline.toml",
@@ -309,15 +317,9 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
                 "--out",
             ])
             .arg(out.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{sb}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            .run();
+        assert_eq!(o.status.code(), Some(0), "{sb}: {}", o.stderr);
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
         assert_eq!(v["executed"], 37);
         // echo builds through the agent loop: its tool calls ran in this sandbox too.
         let echo: Value = read_json(
@@ -342,10 +344,12 @@ async fn the_offline_round_gives_the_same_gates_in_docker_as_locally() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
-    let Some(s) = sandbox("mini-2026-01-02").await else {
-        return;
-    };
+    let s = sandbox("mini-2026-01-02").await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("mini");
     let status = Command::new("cp")
@@ -361,13 +365,10 @@ async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
         "command = \"sleep 20\"",
     );
     std::fs::write(&pipeline, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&root)
+    let mut child = common::pipe()
+        .cwd(&root)
         .args(["run", "pipeline.toml", "--sandbox", "docker"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Wait until a `sleep 20` container runs, then kill pipe outright.
     let t = Instant::now();
     while leftover(&s).await == 0 && t.elapsed() < Duration::from_secs(30) {
@@ -384,17 +385,11 @@ async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
             .replace("sleep 20", "true"),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&root)
+    let o = common::pipe()
+        .cwd(&root)
         .args(["run", "pipeline.toml", "--sandbox", "docker"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .run();
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     assert_eq!(leftover(&s).await, 0);
 }
 
@@ -402,10 +397,12 @@ async fn a_killed_run_leaves_no_container_once_the_next_run_is_done() {
 /// sandbox user with its tools on PATH, its workspace comes out as a tar (links refused), and
 /// the build's container has the network the pipeline asked for, then none when it says no.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn the_command_harness_runs_its_agent_in_a_container() {
-    let Some(s) = sandbox("agent-2026-01-02").await else {
-        return;
-    };
+    let s = sandbox("agent-2026-01-02").await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("agent");
     common::copy_dir(
@@ -418,19 +415,13 @@ async fn the_command_harness_runs_its_agent_in_a_container() {
     )
     .unwrap();
     let run = || {
-        let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .current_dir(&root)
+        let o = common::pipe()
+            .cwd(&root)
             .env("AGENT_TEST_KEY", "sk-agent-sentinel-2718281828")
             .env("AGENT_TEST_PORT", "9")
             .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .run();
+        assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     };
     let node = |rel: &str| root.join("out/agent-2026-01-02/nodes").join(rel);
     run();
@@ -472,10 +463,12 @@ async fn the_command_harness_runs_its_agent_in_a_container() {
 /// is a tmpfs of the sandbox user's whatever the image holds there, so the job still runs, and
 /// no archive API call is needed.
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn an_image_whose_work_belongs_to_root_still_gives_the_job_its_workspace() {
-    let Some(mut s) = sandbox("test-root-work").await else {
-        return;
-    };
+    let mut s = sandbox("test-root-work").await;
     let image = format!("pipe-sandbox/test-root-work:{}", std::process::id());
     let name = format!("pipe-test-root-work-{}", std::process::id());
     let docker = |args: &[&str]| {
@@ -525,10 +518,12 @@ async fn an_image_whose_work_belongs_to_root_still_gives_the_job_its_workspace()
 /// A collected directory comes back with its limits: links refused, skipped directories left
 /// out, and an overflow named when there are more files or bytes than allowed.
 #[tokio::test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_collected_directory_keeps_its_caps_and_confinement() {
-    let Some(s) = sandbox("test-tree").await else {
-        return;
-    };
+    let s = sandbox("test-tree").await;
     let spec = |max_files, max_bytes| pipe::sandbox::CollectDir {
         dir: "ws".into(),
         skip: vec!["__pycache__".into()],
@@ -605,10 +600,12 @@ async fn docker_root(s: &DockerSandbox) -> std::path::PathBuf {
 /// writing 1 GiB gets ENOSPC at the cap, is not killed for memory, and the engine's disk does not
 /// see the bytes; a job creating more files than the workspace's inodes gets ENOSPC too.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_write_past_the_workspace_cap_fails_with_enospc_and_spares_the_host_disk() {
-    let Some(s) = sandbox("test-work-cap").await else {
-        return;
-    };
+    let s = sandbox("test-work-cap").await;
     let cap = s.limits.work_bytes;
     assert_eq!(cap, 256 << 20, "the documented default");
     assert!(cap < s.limits.memory_bytes as u64, "the cap fits in memory");
@@ -667,12 +664,14 @@ async fn a_write_past_the_workspace_cap_fails_with_enospc_and_spares_the_host_di
 /// The workspace cap and the memory limit leave a real gate room: the atomic-write task's
 /// reference passes its hidden tests in Docker.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_normal_gate_passes_within_the_workspace_cap() {
-    let Some(_s) = sandbox("check-task").await else {
-        return;
-    };
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let _s = sandbox("check-task").await;
+    let o = common::pipe()
+        .cwd(env!("CARGO_MANIFEST_DIR"))
         .args([
             "check-task",
             "tasks/atomic-write",
@@ -680,10 +679,8 @@ async fn a_normal_gate_passes_within_the_workspace_cap() {
             "docker",
             "--json",
         ])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        .run();
+    let v: Value = serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stderr));
     assert_eq!(o.status.code(), Some(0), "{v}");
     assert_eq!(v["passed"], 1, "{v}");
     assert_eq!(v["tasks"][0]["sandbox"], "docker", "{v}");
@@ -780,29 +777,17 @@ fn sleeping_task(dir: &Path) -> std::path::PathBuf {
 
 /// `pipe check-task` of `task` in Docker, as a process of its own.
 fn check_task(task: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_pipe"))
+    common::pipe()
         .args(["check-task", "--sandbox", "docker"])
         .arg(task)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap()
 }
 
 /// `pipe clean --containers`: its stdout.
 fn clean_containers() -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["clean", "--containers"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout
+    let o = common::pipe().args(["clean", "--containers"]).run();
+    assert_eq!(o.status.code(), Some(0), "{}{}", o.stdout, o.stderr);
+    o.stdout
 }
 
 /// "removed N ...; left M ..." → (N, M).
@@ -824,10 +809,12 @@ fn clean_counts(stdout: &str) -> (usize, usize) {
 /// --containers` leave the other's. Once the other pipe is killed outright, its container is the
 /// next sweep's, or `pipe clean --containers`'s.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_sweep_removes_only_the_containers_of_a_pipe_that_is_gone() {
-    let Some(s) = sandbox("check-task").await else {
-        return;
-    };
+    let s = sandbox("check-task").await;
     let me = std::process::id();
     let mine = tokio::spawn({
         let s = s.clone();
@@ -882,10 +869,12 @@ async fn a_sweep_removes_only_the_containers_of_a_pipe_that_is_gone() {
 /// Ctrl-C (SIGINT) of `pipe check-task` and of `pipe run` while a container runs: pipe stops, says
 /// it was interrupted, and its container is gone.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn interrupting_pipe_removes_its_running_containers() {
-    let Some(s) = sandbox("test-interrupt").await else {
-        return;
-    };
+    let s = sandbox("test-interrupt").await;
     let tmp = tempfile::tempdir().unwrap();
     let task = sleeping_task(tmp.path());
     let root = tmp.path().join("mini");
@@ -899,13 +888,10 @@ async fn interrupting_pipe_removes_its_running_containers() {
         "command = \"sleep 600\"",
     );
     std::fs::write(&pipeline, text).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&root)
+    let run = common::pipe()
+        .cwd(&root)
         .args(["run", "pipeline.toml", "--sandbox", "docker"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     for mut child in [check_task(&task), run] {
         let pid = child.id();
         let id = running_container_of(&s, pid).await;
@@ -1027,34 +1013,95 @@ fn hex(s: &str) -> String {
 /// and the engine's socket. Each reports nothing found, and no secret reaches any file of the
 /// round.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn model_code_in_docker_finds_nothing_it_must_not_see() {
-    let Some(s) = sandbox("probe-2026-01-02").await else {
-        return;
-    };
+    let s = sandbox("probe-2026-01-02").await;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("probe");
-    let tag = format!("{}-{:x}", std::process::id(), now().to_bits());
-    let secret = |what: &str| format!("PIPE-PROBE-{what}-{tag}");
-    let (hidden, reference, env, host) = (
-        secret("HIDDEN"),
-        secret("REFERENCE"),
-        secret("ENV"),
-        secret("HOST"),
-    );
+    let secrets = Secrets::new();
 
     // The task: the command-harness fixture's, with secrets in its hidden tests and reference,
     // visible tests and an `[agent]` table.
-    let task = root.join("task");
-    common::copy_dir(&repo.join("tests/fixtures/agent/task"), &task);
+    let (hidden_test, reference_file) = probing_task(repo, &root.join("task"), &secrets);
+    let host_file = tmp.path().join("host-secret.txt");
+    std::fs::write(&host_file, &secrets.host).unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_paths = [
+        host_file,
+        hidden_test,
+        reference_file,
+        root.join("pipeline.toml"),
+        repo.join("Cargo.toml"),
+        repo.join("src"),
+    ];
+    let probe = probe_source(&secrets, &host_paths, port);
+    let adder = format!("{probe}{PROBING_ADDER}");
+    let plugin = format!("{probe}\nreport(\"run-tool\")\n");
+    probing_agent(repo, &root, &probe, &adder);
+    probing_recording(&root, &plugin, &adder);
+    probing_pipeline(repo, &root);
+
+    let o = common::pipe()
+        .cwd(&root)
+        .env("PROBE_SENTINEL", &secrets.env)
+        .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
+        .run();
+    let stderr = &o.stderr;
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    every_probe_found_nothing(&root.join("out/probe-2026-01-02/nodes"));
+    for f in common::all_files(&root.join("out")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for secret in secrets.all() {
+            assert!(!text.contains(secret), "{} holds {secret}", f.display());
+        }
+    }
+    drop(listener);
+    assert_eq!(leftover(&s).await, 0);
+}
+
+/// What the probe must not find, unique to this run.
+struct Secrets {
+    hidden: String,
+    reference: String,
+    env: String,
+    host: String,
+}
+
+impl Secrets {
+    fn new() -> Self {
+        let tag = format!("{}-{:x}", std::process::id(), now().to_bits());
+        let secret = |what: &str| format!("PIPE-PROBE-{what}-{tag}");
+        Self {
+            hidden: secret("HIDDEN"),
+            reference: secret("REFERENCE"),
+            env: secret("ENV"),
+            host: secret("HOST"),
+        }
+    }
+
+    fn all(&self) -> [&str; 4] {
+        [&self.hidden, &self.reference, &self.env, &self.host]
+    }
+}
+
+/// The command-harness fixture's task at `task`, with secrets in its hidden tests and
+/// reference, visible tests and an `[agent]` table; returns the hidden test and the reference.
+fn probing_task(repo: &Path, task: &Path, secrets: &Secrets) -> (PathBuf, PathBuf) {
+    common::copy_dir(&repo.join("tests/fixtures/agent/task"), task);
     // The probe checks the gate's network itself (this test reads a port the build would write).
     std::fs::remove_file(task.join("hidden/test_offline.py")).unwrap();
     let hidden_test = task.join("hidden/test_adder.py");
     let text = std::fs::read_to_string(&hidden_test).unwrap();
-    std::fs::write(&hidden_test, format!("# {hidden}\n{text}")).unwrap();
+    std::fs::write(&hidden_test, format!("# {}\n{text}", secrets.hidden)).unwrap();
     let reference_file = task.join("reference/adder.py");
     let text = std::fs::read_to_string(&reference_file).unwrap();
-    std::fs::write(&reference_file, format!("# {reference}\n{text}")).unwrap();
+    std::fs::write(&reference_file, format!("# {}\n{text}", secrets.reference)).unwrap();
     std::fs::create_dir_all(task.join("visible")).unwrap();
     std::fs::write(
         task.join("visible/test_visible.py"),
@@ -1068,43 +1115,37 @@ async fn model_code_in_docker_finds_nothing_it_must_not_see() {
          allow = [[\"python3\", \"-m\", \"pytest\"]]\n",
     );
     std::fs::write(task.join("task.toml"), toml).unwrap();
-    let host_file = tmp.path().join("host-secret.txt");
-    std::fs::write(&host_file, &host).unwrap();
+    (hidden_test, reference_file)
+}
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+/// [`PROBE`] looking for `secrets`, `host_paths` and the host's listener on `port`.
+fn probe_source(secrets: &Secrets, host_paths: &[PathBuf], port: u16) -> String {
     let quoted = |p: &Path| format!("{:?}", p.display().to_string());
-    let probe = PROBE
+    PROBE
         .replace(
             "@SECRETS@",
             &format!(
                 "\"the hidden tests\": \"{}\", \"the reference\": \"{}\", \"pipe's environment\": \"{}\", \"a host file\": \"{}\"",
-                hex(&hidden),
-                hex(&reference),
-                hex(&env),
-                hex(&host)
+                hex(&secrets.hidden),
+                hex(&secrets.reference),
+                hex(&secrets.env),
+                hex(&secrets.host)
             ),
         )
         .replace(
             "@HOST_PATHS@",
-            &[
-                host_file.clone(),
-                hidden_test.clone(),
-                reference_file.clone(),
-                root.join("pipeline.toml"),
-                repo.join("Cargo.toml"),
-                repo.join("src"),
-            ]
-            .iter()
-            .map(|p| quoted(p))
-            .collect::<Vec<_>>()
-            .join(", "),
+            &host_paths
+                .iter()
+                .map(|p| quoted(p))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
-        .replace("@PORT@", &port.to_string());
-    let adder = format!("{probe}{PROBING_ADDER}");
-    let plugin = format!("{probe}\nreport(\"run-tool\")\n");
+        .replace("@PORT@", &port.to_string())
+}
 
-    // The command harness's stand-in agent probes, then writes the probing implementation.
+/// The command harness's stand-in agent, in `root/tools`: it probes, then writes the probing
+/// implementation `adder`.
+fn probing_agent(repo: &Path, root: &Path, probe: &str, adder: &str) {
     let tools = root.join("tools");
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::write(
@@ -1112,7 +1153,7 @@ async fn model_code_in_docker_finds_nothing_it_must_not_see() {
         format!("{probe}\nreport(\"build\")\n"),
     )
     .unwrap();
-    std::fs::write(tools.join("adder.py"), &adder).unwrap();
+    std::fs::write(tools.join("adder.py"), adder).unwrap();
     let agent = tools.join("probe-agent");
     std::fs::write(
         &agent,
@@ -1125,9 +1166,11 @@ async fn model_code_in_docker_finds_nothing_it_must_not_see() {
         root.join("build.md.j2"),
     )
     .unwrap();
+}
 
-    // The agent model's recorded turns: the probe as a module, run as a pytest plugin through
-    // the allowed command, then the implementation and `done`.
+/// The agent model's recorded turns: the probe as a module, run as a pytest plugin through the
+/// allowed command, then the implementation and `done`.
+fn probing_recording(root: &Path, plugin: &str, adder: &str) {
     let call = |id: &str, name: &str, args: Value| serde_json::json!({"id": id, "name": name, "arguments": args});
     let turn = |calls: Vec<Value>| serde_json::json!({"usage": {"input_tokens": 100, "output_tokens": 10}, "tool_calls": calls});
     let turns = serde_json::json!([
@@ -1153,7 +1196,10 @@ async fn model_code_in_docker_finds_nothing_it_must_not_see() {
     let rec = root.join("rec/build/ag/1.yaml");
     std::fs::create_dir_all(rec.parent().unwrap()).unwrap();
     std::fs::write(&rec, serde_yaml::to_string(&exchange).unwrap()).unwrap();
+}
 
+/// The round: `cmd` builds with the command harness, `ag` with the agent harness, then gates.
+fn probing_pipeline(repo: &Path, root: &Path) {
     std::fs::write(
         root.join("pipeline.toml"),
         format!(
@@ -1204,17 +1250,11 @@ needs = ["build"]
         ),
     )
     .unwrap();
+}
 
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(&root)
-        .env("PROBE_SENTINEL", &env)
-        .args(["run", "pipeline.toml", "--json", "--sandbox", "docker"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    let node = |rel: &str| root.join("out/probe-2026-01-02/nodes").join(rel);
-
+/// The build's probe, the run tool's and both gates' found nothing.
+fn every_probe_found_nothing(nodes: &Path) {
+    let node = |rel: &str| nodes.join(rel);
     let build = std::fs::read_to_string(node("build/cmd/1/files/probe.txt")).unwrap();
     assert!(build.starts_with("PROBE build clear ("), "{build}");
     let transcript = std::fs::read_to_string(node("build/ag/1/transcript.jsonl")).unwrap();
@@ -1238,16 +1278,4 @@ needs = ["build"]
         );
         assert_eq!(gate["tests_total"], 3, "{gate}");
     }
-    for f in common::all_files(&root.join("out")) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        for secret in [&hidden, &reference, &env, &host] {
-            assert!(
-                !text.contains(secret.as_str()),
-                "{} holds {secret}",
-                f.display()
-            );
-        }
-    }
-    drop(listener);
-    assert_eq!(leftover(&s).await, 0);
 }

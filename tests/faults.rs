@@ -8,7 +8,6 @@
 mod common;
 use common::{copy_dir, ids_with, read_json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -123,16 +122,10 @@ fn edit(file: &Path, from: &str, to: &str) {
 }
 
 fn pipe(root: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(root)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let v: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: stdout {stdout} stderr {stderr}"));
-    (out.status.code().unwrap_or(-1), v, stderr)
+    let out = common::pipe().cwd(root).args(args).run();
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", out.stdout, out.stderr));
+    (out.code(), v, out.stderr)
 }
 
 /// The report's table row of a judge, in the section about the implementation `model`
@@ -151,6 +144,38 @@ fn report_row<'a>(report: &'a str, model: &str, judge: &str) -> &'a str {
 #[test]
 fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery() {
     let (endpoint, base_url) = start_endpoint();
+    let (_dir, root) = flaky_round(&base_url);
+
+    // First run: the endpoint fails bob's judgment of ann's implementation with 503 throughout.
+    first_run_fails_one_judgment(&endpoint, &root);
+    let round = root.join("out/mini-2026-01-02");
+    judgments_keep_the_dropout_and_not_the_failure(&round);
+    the_report_labels_the_hole_as_infrastructure(&round);
+    status_names_the_failure(&root);
+
+    // Second run, the endpoint recovered: that judgment, and what follows it, only.
+    endpoint.recovered.store(true, Ordering::SeqCst);
+    let before = endpoint.seen().len();
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    assert_eq!(code, 0, "{summary} {stderr}");
+    assert_eq!(
+        ids_with(&summary, "executed"),
+        ["aggregate", "judge:bob->ann#1", "publish"],
+        "{summary}"
+    );
+    assert_eq!(summary["cached"], 9, "{summary}");
+    assert_eq!(endpoint.seen()[before..], [("judge-ann".to_string(), 0)]);
+    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
+    assert!(!report.contains("(infrastructure: "), "{report}");
+    assert!(!report.contains("## Infrastructure problems"), "{report}");
+    assert!(
+        report_row(&report, "ann", "bob").contains("after the outage"),
+        "{report}"
+    );
+}
+
+/// A copy of the mini round in a temp dir whose model bob asks the endpoint at `base_url`.
+fn flaky_round(base_url: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root: PathBuf = dir.path().join("mini");
     copy_dir(
@@ -171,9 +196,12 @@ fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery(
         "id = \"bob\"\nprovider = \"replay\"",
         "id = \"bob\"\nprovider = \"local\"",
     );
+    (dir, root)
+}
 
-    // First run: the endpoint fails bob's judgment of ann's implementation with 503 throughout.
-    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+/// The first run: bob's judgment of ann fails after its retries, everything else runs.
+fn first_run_fails_one_judgment(endpoint: &Endpoint, root: &Path) {
+    let (code, summary, stderr) = pipe(root, &["run", "pipeline.toml", "--json"]);
     assert_eq!(code, 1, "{summary} {stderr}");
     assert_eq!(
         ids_with(&summary, "failed"),
@@ -201,8 +229,11 @@ fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery(
             ("judge-bob".to_string(), 1),
         ]
     );
+}
 
-    let round = root.join("out/mini-2026-01-02");
+/// bob's build completed; his judgment of his own implementation is a dropout (a result); the
+/// failed judgment left none.
+fn judgments_keep_the_dropout_and_not_the_failure(round: &Path) {
     let build = read_json(&round.join("nodes/build/bob/1/build.json"));
     assert_eq!(build["outcome"], "completed", "{build}");
     // bob's own implementation, judged by bob: a dropout (a result), not a failure.
@@ -228,7 +259,10 @@ fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery(
             .any(|j| j["judge"] == "bob" && j["impl"] == "ann"),
         "a failed node leaves no judgment"
     );
+}
 
+/// The round data and the report name the failed judgment as the infrastructure's.
+fn the_report_labels_the_hole_as_infrastructure(round: &Path) {
     let data = read_json(&round.join("nodes/aggregate/round-data.json"));
     let hole = data["judgments"]
         .as_array()
@@ -245,8 +279,11 @@ fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery(
     assert!(row.contains("(dropout: invalid answer"), "{row}");
     assert!(report.contains("## Infrastructure problems"), "{report}");
     assert!(report.contains("judge:bob->ann#1"), "{report}");
+}
 
-    let (code, status, _) = pipe(&root, &["status", "pipeline.toml", "--json"]);
+/// `pipe status` names the failed node and why; what follows it waits to be redone.
+fn status_names_the_failure(root: &Path) {
+    let (code, status, _) = pipe(root, &["status", "pipeline.toml", "--json"]);
     assert_eq!(code, 0);
     let node = status["nodes"]
         .as_array()
@@ -279,26 +316,6 @@ fn a_judgment_failing_with_503_fails_its_node_only_and_is_redone_after_recovery(
             ("publish", "stale")
         ],
         "{status}"
-    );
-
-    // Second run, the endpoint recovered: that judgment, and what follows it, only.
-    endpoint.recovered.store(true, Ordering::SeqCst);
-    let before = endpoint.seen().len();
-    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
-    assert_eq!(code, 0, "{summary} {stderr}");
-    assert_eq!(
-        ids_with(&summary, "executed"),
-        ["aggregate", "judge:bob->ann#1", "publish"],
-        "{summary}"
-    );
-    assert_eq!(summary["cached"], 9, "{summary}");
-    assert_eq!(endpoint.seen()[before..], [("judge-ann".to_string(), 0)]);
-    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
-    assert!(!report.contains("(infrastructure: "), "{report}");
-    assert!(!report.contains("## Infrastructure problems"), "{report}");
-    assert!(
-        report_row(&report, "ann", "bob").contains("after the outage"),
-        "{report}"
     );
 }
 

@@ -2,8 +2,9 @@
 //! in a temp dir: four problems of HumanEval (tests/fixtures/humaneval), one with a wrong
 //! canonical solution; solutions that never let the check run; a malformed file.
 
+mod common;
+use common::Ran;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -11,16 +12,8 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/humaneval")
 }
 
-fn pipe(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn pipe(cwd: &Path, args: &[&str]) -> Ran {
+    common::pipe().cwd(cwd).args(args).run()
 }
 
 /// The fixture imported under `<tmp>/tasks`; returns the temp dir and the task directories.
@@ -37,8 +30,8 @@ fn imported() -> (tempfile::TempDir, Vec<String>) {
             "tasks",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let dirs: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let dirs: Vec<String> = out.stdout.lines().map(str::to_string).collect();
     (tmp, dirs)
 }
 
@@ -46,9 +39,9 @@ fn check_json(cwd: &Path, dirs: &[&str]) -> (i32, Value) {
     let mut args = vec!["check-task", "--jobs", "2", "--sandbox", "local", "--json"];
     args.extend_from_slice(dirs);
     let out = pipe(cwd, &args);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code().unwrap_or(-1), v)
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    (out.code(), v)
 }
 
 #[test]
@@ -127,7 +120,7 @@ fn a_parent_directory_checks_its_tasks_and_summarises_the_failures() {
         tmp.path(),
         &["check-task", "tasks", "--jobs", "2", "--sandbox", "local"],
     );
-    let stderr = text(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("4 tasks: 3 passed, 1 failed in "),
@@ -226,7 +219,7 @@ fn a_malformed_file_is_refused_with_every_line_located() {
         !out_dir.exists(),
         "nothing is written from a malformed file"
     );
-    insta::assert_snapshot!("import_humaneval_malformed", text(&out.stderr));
+    insta::assert_snapshot!("import_humaneval_malformed", out.stderr);
 }
 
 /// Hostile task ids: one that would add keys to the written task.toml (its id is copied into a
@@ -256,12 +249,12 @@ fn a_file_with_hostile_task_ids_is_refused() {
         tmp.path(),
         &["import", "humaneval", "hostile.jsonl", "--out", "tasks"],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(
         !tmp.path().join("tasks").exists(),
         "nothing is written from a hostile file"
     );
-    insta::assert_snapshot!("import_humaneval_hostile_ids", text(&out.stderr));
+    insta::assert_snapshot!("import_humaneval_hostile_ids", out.stderr);
 }
 
 /// A task directory under `--out` that is a link to elsewhere is refused before any task is
@@ -284,12 +277,8 @@ fn an_import_never_writes_through_a_linked_task_directory() {
             "tasks",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("symbolic link"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert_eq!(
         std::fs::read_dir(tmp.path().join("tasks")).unwrap().count(),

@@ -3,10 +3,9 @@
 //! must publish exactly what an uninterrupted run publishes.
 
 mod common;
-use common::{all_files, copy_dir};
+use common::{Pipe, all_files, copy_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SAMPLES: u32 = 4;
@@ -57,13 +56,11 @@ fn slow_round(dir: &Path) -> PathBuf {
     root
 }
 
-fn pipe(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-    c.current_dir(root)
+/// `pipe run pipeline.toml --jobs 1` in `root`.
+fn pipe(root: &Path) -> Pipe {
+    common::pipe()
+        .cwd(root)
         .args(["run", "pipeline.toml", "--jobs", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
 }
 
 /// Records of nodes that are done: id -> (finished_at, key).
@@ -90,7 +87,7 @@ fn done(round: &Path) -> BTreeMap<String, (String, String)> {
 fn twenty_kills_lose_nothing_and_redo_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let reference_root = slow_round(&tmp.path().join("reference"));
-    assert!(pipe(&reference_root).status().unwrap().success());
+    assert!(pipe(&reference_root).run().status.success());
     let killed_root = slow_round(&tmp.path().join("killed"));
     let round = killed_root.join("out/mini-2026-01-02");
 
@@ -111,7 +108,7 @@ fn twenty_kills_lose_nothing_and_redo_nothing() {
             "the round never got slow enough to kill"
         );
         let before = done(&round);
-        let mut child = pipe(&killed_root).spawn().unwrap();
+        let mut child = pipe(&killed_root).spawn();
         std::thread::sleep(Duration::from_millis(next()));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -134,7 +131,7 @@ fn twenty_kills_lose_nothing_and_redo_nothing() {
     }
     // Finish the round.
     let before = done(&round);
-    assert!(pipe(&killed_root).status().unwrap().success());
+    assert!(pipe(&killed_root).run().status.success());
     let after = done(&round);
     assert_eq!(after.len(), NODES);
     for (id, rec) in &before {

@@ -12,10 +12,9 @@ mod common;
 use common::{copy_dir, read_json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use pipe::sandbox::local::LocalSandbox;
 use pipe::sandbox::{Job, JobLimits, python};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -27,16 +26,6 @@ fn repo() -> PathBuf {
 fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// The local sandbox with bubblewrap, which these tests are about.
-fn bwrap() -> LocalSandbox {
-    let s = LocalSandbox::detect();
-    assert!(
-        s.bwrap,
-        "these tests need a working bubblewrap (`bwrap`); install it or skip tests/local_sandbox.rs"
-    );
-    s
 }
 
 /// What the probe looks for, and the host things the test put there for it to find.
@@ -261,8 +250,12 @@ fn outside_the_sandbox_the_probe_finds_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 async fn a_plain_job_under_bubblewrap_reaches_nothing_of_the_host() {
-    let sandbox = bwrap();
+    let sandbox = common::needs::bwrap();
     let root = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("tests/fixtures/probe"), root.path());
     let probe = Probe::new(root.path());
@@ -308,18 +301,15 @@ fn run(root: &Path, probe: &Probe, extra_env: &[(&str, &str)]) -> Value {
     } else {
         "local"
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(root)
+    let out = common::pipe()
+        .cwd(root)
         .args(["run", "pipeline.toml", "--json", "--sandbox", sandbox])
         .env("PIPE_PROBE_SENTINEL", &probe.sentinel)
         .envs(extra_env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
 }
 
 fn node(root: &Path, path: &str) -> PathBuf {
@@ -369,8 +359,12 @@ needs = ["build"]
 "#;
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn the_command_harness_and_the_gate_after_it_reach_nothing_of_the_host() {
-    bwrap();
+    common::needs::bwrap();
     let (dir, probe) = round(&format!("{COMMAND_ROUND}{GATE}"));
     let summary = run(dir.path(), &probe, &[]);
     let build = read_json(&node(dir.path(), "build/cli/1/build.json"));
@@ -383,8 +377,12 @@ fn the_command_harness_and_the_gate_after_it_reach_nothing_of_the_host() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn the_agent_harness_run_tool_and_the_gate_after_it_reach_nothing_of_the_host() {
-    bwrap();
+    common::needs::bwrap();
     let pipeline = format!(
         r#"[round]
 name = "probe"
@@ -471,18 +469,12 @@ fn a_dead_pipes_workspace_is_swept_at_start_and_a_live_ones_kept() {
     // The live owner: this test, holding the lock as a running pipe does.
     let lock = std::fs::File::open(live.join("owner.lock")).unwrap();
     lock.lock().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+    let out = common::pipe()
         .args(["check-task", "--sandbox", "local", "--json"])
         .arg(repo().join("tasks/humaneval-mini/humaneval-0"))
         .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
     assert!(!dead.exists(), "the dead pipe's workspace is swept");
     assert!(
         live.join("work/hidden/test_secret.py").exists(),

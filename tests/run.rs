@@ -3,9 +3,9 @@
 //! that reports no tests, and a sentinel API key that must not leak.
 
 mod common;
-use common::{all_files, copy_dir, ids_with, read_json};
+use common::{Pipe, all_files, copy_dir, ids_with, read_json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -42,25 +42,18 @@ impl Round {
         std::fs::write(path, text).unwrap();
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-        c.current_dir(&self.root).args(args);
-        c
+    fn cmd(&self, args: &[&str]) -> Pipe {
+        common::pipe().cwd(&self.root).args(args)
     }
 
     /// `pipe run --json`; returns (exit code, summary).
     fn run(&self, extra: &[&str]) -> (i32, Value) {
         let mut args = vec!["run", "pipeline.toml", "--json"];
         args.extend_from_slice(extra);
-        let out = self.cmd(&args).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "{e}: stdout {stdout} stderr {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), v)
+        let out = self.cmd(&args).run();
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", out.stdout, out.stderr));
+        (out.code(), v)
     }
 
     fn round_dir(&self) -> PathBuf {
@@ -142,11 +135,8 @@ fn force_reruns_a_stage_and_everything_downstream() {
 #[test]
 fn status_tells_done_stale_and_pending() {
     let r = Round::new();
-    let out = r
-        .cmd(&["status", "pipeline.toml", "--json"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = r.cmd(&["status", "pipeline.toml", "--json"]).run();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(
         v["nodes"]
             .as_array()
@@ -160,11 +150,8 @@ fn status_tells_done_stale_and_pending() {
         "Read the specification",
         "Read the whole specification",
     );
-    let out = r
-        .cmd(&["status", "pipeline.toml", "--json"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = r.cmd(&["status", "pipeline.toml", "--json"]).run();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let states: Vec<(&str, &str)> = v["nodes"]
         .as_array()
         .unwrap()
@@ -293,16 +280,10 @@ fn a_sentinel_api_key_reaches_no_file_and_no_sandbox() {
     let out = r
         .cmd(&["run", "pipeline.toml", "-v"])
         .env("PIPE_SENTINEL_KEY", sentinel)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains(sentinel));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(sentinel));
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains(sentinel));
+    assert!(!out.stdout.contains(sentinel));
     let env_out: Value = read_json(&r.round_dir().join("nodes/env/ann/1/command.json"));
     let seen = env_out["stdout"].as_str().unwrap();
     assert!(
@@ -356,12 +337,7 @@ fn a_run_killed_with_sigkill_resumes_without_redoing_finished_nodes() {
     let r = slow_round();
     let mut kills = 0;
     for round in 0..6 {
-        let mut child = r
-            .cmd(&["run", "pipeline.toml", "--jobs", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = r.cmd(&["run", "pipeline.toml", "--jobs", "1"]).spawn();
         let start = Instant::now();
         // Kill at a different moment each time.
         std::thread::sleep(Duration::from_millis(150 + 230 * round));
@@ -403,20 +379,15 @@ fn a_run_killed_with_sigkill_resumes_without_redoing_finished_nodes() {
 #[test]
 fn a_second_run_of_a_busy_round_is_refused() {
     let r = slow_round();
-    let mut first = r
-        .cmd(&["run", "pipeline.toml", "--jobs", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = r.cmd(&["run", "pipeline.toml", "--jobs", "1"]).spawn();
     let lock = r.round_dir().join(".lock");
     let t = Instant::now();
     while !lock.exists() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
-    let out = r.cmd(&["run", "pipeline.toml"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = r.cmd(&["run", "pipeline.toml"]).run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is busy"), "{stderr}");
     assert_eq!(first.wait().unwrap().code(), Some(0));
@@ -427,8 +398,8 @@ fn the_shipped_offline_round_runs_all_five_stages() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().unwrap();
     let run = || {
-        let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .current_dir(repo)
+        let o = common::pipe()
+            .cwd(repo)
             .args([
                 "run",
                 "pipelines/atomic-write-offline.toml",
@@ -436,15 +407,9 @@ fn the_shipped_offline_round_runs_all_five_stages() {
                 "--out",
             ])
             .arg(out.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+            .run();
+        assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+        serde_json::from_str::<Value>(&o.stdout).unwrap()
     };
     let first = run();
     assert_eq!(first["executed"], 37);
@@ -553,10 +518,7 @@ fn ctrl_c_stops_the_run_with_130_and_the_next_run_finishes_it() {
     let r = slow_round();
     let mut child = r
         .cmd(&["run", "pipeline.toml", "--jobs", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_with(Stdio::null(), Stdio::piped());
     // Wait until some node is done, so the interrupt lands mid-round.
     let t = Instant::now();
     while done_records(&r.round_dir()).len() < 3 && t.elapsed() < Duration::from_secs(20) {
@@ -584,18 +546,12 @@ unsafe extern "C" {
 #[test]
 fn check_task_passes_the_shipped_reference() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(repo)
+    let o = common::pipe()
+        .cwd(repo)
         .args(["check-task", "tasks/atomic-write", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        .run();
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
     let t = &v["tasks"][0];
     assert_eq!(t["passed"], true);
     assert!(t["tests_total"].as_u64().unwrap() >= 15);
@@ -635,8 +591,8 @@ fn a_builds_own_conftest_and_sitecustomize_cannot_reach_the_hidden_tests() {
 fn the_shipped_multivac_round_judges_without_dropouts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(repo)
+    let o = common::pipe()
+        .cwd(repo)
         .args([
             "run",
             "pipelines/atomic-write-multivac-offline.toml",
@@ -646,11 +602,10 @@ fn the_shipped_multivac_round_judges_without_dropouts() {
             "--out",
         ])
         .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
+        .run();
+    let stderr = &o.stderr;
     assert_eq!(o.status.code(), Some(0), "{stderr}");
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(summary["failed"], 0, "{summary}");
     let data = read_json(
         &out.path()

@@ -8,9 +8,8 @@
 //! sandbox_select`, then read every changed `tests/snapshots/sandbox_select__*.snap`.
 
 mod common;
-use common::{copy_dir, read_json};
+use common::{Ran, copy_dir, read_json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -41,18 +40,18 @@ impl Round {
 
     /// `pipe ARGS` in the round, on a machine without Docker, and without bubblewrap unless
     /// `bwrap`.
-    fn pipe(&self, args: &[&str], bwrap: bool) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-        c.current_dir(&self.root)
+    fn pipe(&self, args: &[&str], bwrap: bool) -> Ran {
+        let c = common::pipe()
+            .cwd(&self.root)
             .args(args)
             .env("DOCKER_HOST", NO_DOCKER)
             .env("NO_COLOR", "1");
         if bwrap {
-            c.env_remove("PIPE_NO_BWRAP");
+            c.env_remove("PIPE_NO_BWRAP")
         } else {
-            c.env("PIPE_NO_BWRAP", "1");
+            c.env("PIPE_NO_BWRAP", "1")
         }
-        c.output().unwrap()
+        .run()
     }
 
     fn round_dir(&self) -> PathBuf {
@@ -62,10 +61,6 @@ impl Round {
     fn report(&self) -> String {
         std::fs::read_to_string(self.round_dir().join("report.md")).unwrap()
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The engine's own words (they depend on the client library) become a placeholder.
@@ -111,11 +106,11 @@ fn recorded_nodes(round: &Path) -> usize {
 fn auto_without_docker_or_bubblewrap_stops_before_any_node_without_the_opt_in() {
     let r = Round::new("sandbox = \"auto\"\n");
     let o = r.pipe(&["run", "pipeline.toml"], false);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
     assert_eq!(recorded_nodes(&r.round_dir()), 0, "no node ran");
     insta::assert_snapshot!(
         "auto_without_isolation_is_an_error",
-        scrub_engine_error(&stderr(&o))
+        scrub_engine_error(&o.stderr)
     );
 }
 
@@ -124,45 +119,42 @@ fn local_without_bubblewrap_is_an_error_naming_the_fixes() {
     // The default (no `sandbox` key) is `local`.
     let r = Round::new("");
     let o = r.pipe(&["run", "pipeline.toml"], false);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
     assert_eq!(recorded_nodes(&r.round_dir()), 0, "no node ran");
-    insta::assert_snapshot!("local_without_bubblewrap_is_an_error", stderr(&o));
+    insta::assert_snapshot!("local_without_bubblewrap_is_an_error", o.stderr);
     // --sandbox local says the same, whatever the pipeline's opt-in for `auto`.
     let r = Round::new("sandbox = \"auto\"\nunisolated_fallback = true\n");
     let o = r.pipe(&["run", "pipeline.toml", "--sandbox", "local"], false);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("the local sandbox needs bubblewrap"));
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("the local sandbox needs bubblewrap"));
 }
 
 #[test]
 fn check_task_without_bubblewrap_is_an_error() {
     let r = Round::new("");
     let o = r.pipe(&["check-task", "task", "--sandbox", "local"], false);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
     assert!(
-        stderr(&o).contains("error: the local sandbox needs bubblewrap, and PIPE_NO_BWRAP is set"),
+        o.stderr
+            .contains("error: the local sandbox needs bubblewrap, and PIPE_NO_BWRAP is set"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
     let o = r.pipe(&["check-task", "task", "--sandbox", "auto"], false);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("no isolating sandbox"),
-        "{}",
-        stderr(&o)
-    );
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("no isolating sandbox"), "{}", o.stderr);
 }
 
 /// The warning a run without isolation prints, and the report's labels.
-fn assert_unisolated_run(r: &Round, o: &Output) {
-    let err = stderr(o);
+fn assert_unisolated_run(r: &Round, o: &Ran) {
+    let err = &o.stderr;
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
         err.contains("warning: MODEL CODE RUNS UNISOLATED"),
         "a loud warning: {err}"
     );
     assert!(err.contains("reach the network"), "what is lost: {err}");
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(summary["sandbox"], "unisolated", "{summary}");
     for model in ["ann", "bob"] {
         let gate = read_json(
@@ -198,9 +190,9 @@ fn auto_with_the_opt_in_runs_unisolated_and_every_report_says_so() {
     let r = Round::new("sandbox = \"auto\"\nunisolated_fallback = true\n");
     let o = r.pipe(&["run", "pipeline.toml", "--json"], false);
     assert!(
-        stderr(&o).contains("`auto` found no isolating sandbox"),
+        o.stderr.contains("`auto` found no isolating sandbox"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
     assert_unisolated_run(&r, &o);
     // The dataset says it per sample.
@@ -209,7 +201,7 @@ fn auto_with_the_opt_in_runs_unisolated_and_every_report_says_so() {
         &["publish", dir.to_str().unwrap(), "--format", "dataset"],
         false,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     let ds = read_json(&dir.join("dataset.json"));
     let samples = ds["rounds"][0]["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 2, "{ds}");
@@ -226,11 +218,7 @@ fn unisolated_is_an_explicit_choice_and_as_loud() {
         &["run", "pipeline.toml", "--json", "--sandbox", "unisolated"],
         true,
     );
-    assert!(
-        stderr(&o).contains("`unisolated` was chosen"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(o.stderr.contains("`unisolated` was chosen"), "{}", o.stderr);
     assert_unisolated_run(&r, &o);
 }
 
@@ -238,16 +226,21 @@ fn unisolated_is_an_explicit_choice_and_as_loud() {
 /// cached from an unisolated run stay labelled after a run that has bubblewrap, and a gate.json
 /// written before `unisolated` had its name (`local`: no bubblewrap) reads as unisolated.
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn the_report_labels_each_gate_by_the_sandbox_that_ran_it() {
+    common::needs::bwrap();
     let r = Round::new("");
     let o = r.pipe(
         &["run", "pipeline.toml", "--json", "--sandbox", "unisolated"],
         true,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     let o = r.pipe(&["run", "pipeline.toml", "--json"], true);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(summary["sandbox"], "local+bwrap", "{summary}");
     assert!(
         !common::ids_with(&summary, "cached").is_empty(),
@@ -263,7 +256,7 @@ fn the_report_labels_each_gate_by_the_sandbox_that_ran_it() {
     let gate = r.round_dir().join("nodes/gate/bob/1");
     std::fs::remove_file(gate.join("node.json")).unwrap();
     let o = r.pipe(&["run", "pipeline.toml", "--json"], true);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     let report = r.report();
     assert!(report.contains("1 of 2 gates ran unisolated"), "{report}");
     assert!(
@@ -299,7 +292,7 @@ fn the_report_labels_each_gate_by_the_sandbox_that_ran_it() {
         &["run", "pipeline.toml", "--json", "--force", "aggregate"],
         true,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
     assert!(
         r.report().contains("2 of 2 gates ran unisolated"),
         "{}",
@@ -320,8 +313,8 @@ fn a_fallback_opt_in_outside_auto_is_a_located_error() {
     ] {
         let r = Round::new(&format!("{sandbox}unisolated_fallback = true\n"));
         let o = r.pipe(&["validate", "pipeline.toml"], true);
-        assert_eq!(o.status.code(), Some(2), "{sandbox}: {}", stderr(&o));
-        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{sandbox}: {}", o.stderr);
+        let err = &o.stderr;
         assert!(err.contains(says), "{sandbox}: {err}");
         assert!(err.contains("(at `round.unisolated_fallback`)"), "{err}");
     }

@@ -5,9 +5,9 @@
 //! duration, so it is found in /proc among everything else the machine runs.
 
 mod common;
-use common::copy_dir;
+use common::{Pipe, copy_dir};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -40,10 +40,8 @@ fn wake(root: &Path) {
     std::fs::write(&test, rest).unwrap();
 }
 
-fn pipe(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
-    c.current_dir(root).args(args);
-    c
+fn pipe(root: &Path, args: &[&str]) -> Pipe {
+    common::pipe().cwd(root).args(args)
 }
 
 /// Pids of the processes running `sleep <marker>`.
@@ -107,10 +105,8 @@ unsafe extern "C" {
 
 /// `pipe status --json`: node id -> state.
 fn states(root: &Path) -> Vec<(String, String)> {
-    let o = pipe(root, &["status", "pipeline.toml", "--json"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = pipe(root, &["status", "pipeline.toml", "--json"]).run();
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
     v["nodes"]
         .as_array()
         .unwrap()
@@ -129,10 +125,7 @@ fn stop_mid_gate(signal: i32, name: &str, code: i32, marker: &str, sandbox: &str
     let tmp = tempfile::tempdir().unwrap();
     let root = sleeping_round(tmp.path(), marker);
     let mut child = pipe(&root, &["run", "pipeline.toml", "--sandbox", sandbox])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_with(Stdio::null(), Stdio::piped());
     wait_for_sleep(&mut child, marker);
     let (exit, stderr, took) = stop(child, signal);
     assert_eq!(exit, Some(code), "{stderr}");
@@ -170,15 +163,9 @@ fn stop_mid_gate(signal: i32, name: &str, code: i32, marker: &str, sandbox: &str
         &root,
         &["run", "pipeline.toml", "--json", "--sandbox", sandbox],
     )
-    .output()
-    .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    .run();
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
     let executed = common::ids_with(&summary, "executed");
     assert!(
         executed.iter().all(|id| !id.starts_with("build:")),
@@ -201,27 +188,25 @@ fn sighup_stops_a_round_mid_gate_with_129_and_the_next_run_finishes_it() {
 /// In Docker the stopped gate's container is removed by the run that stops, not left for the
 /// next run's sweep.
 #[test]
-#[ignore = "needs Docker and the sandbox image (`pipe sandbox bootstrap`): cargo test --test signals -- --ignored"]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn sigterm_in_docker_removes_the_running_container() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = sleeping_round(tmp.path(), "41.0727");
-    let mut child = pipe(&root, &["run", "pipeline.toml", "--sandbox", "docker"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_sleep(&mut child, "41.0727");
-    let (exit, stderr, _) = stop(child, SIGTERM);
-    assert_eq!(exit, Some(143), "{stderr}");
-    assert_eq!(sleeping("41.0727"), Vec::<u32>::new(), "{stderr}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let d = rt.block_on(common::needs::docker());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sleeping_round(tmp.path(), "41.0727");
+    let mut child = pipe(&root, &["run", "pipeline.toml", "--sandbox", "docker"])
+        .spawn_with(Stdio::null(), Stdio::piped());
+    wait_for_sleep(&mut child, "41.0727");
+    let (exit, stderr, _) = stop(child, SIGTERM);
+    assert_eq!(exit, Some(143), "{stderr}");
+    assert_eq!(sleeping("41.0727"), Vec::<u32>::new(), "{stderr}");
     let left = rt.block_on(async {
-        let d = pipe::sandbox::docker::connect()
-            .await
-            .expect("the Docker engine answers");
         pipe::sandbox::docker::list(&d, Some("mini-2026-01-02"))
             .await
             .unwrap()
@@ -238,10 +223,7 @@ fn check_task_stops_on_sigterm_with_143() {
     let tmp = tempfile::tempdir().unwrap();
     let root = sleeping_round(tmp.path(), "41.0733");
     let mut child = pipe(&root, &["check-task", "task", "--sandbox", "local"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_with(Stdio::null(), Stdio::piped());
     wait_for_sleep(&mut child, "41.0733");
     let (exit, stderr, took) = stop(child, SIGTERM);
     assert_eq!(exit, Some(143), "{stderr}");

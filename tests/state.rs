@@ -5,7 +5,6 @@
 mod common;
 use common::{copy_dir, ids_with};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -26,19 +25,9 @@ impl Round {
     }
 
     fn pipe(&self, args: &[&str]) -> (i32, Value, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .current_dir(&self.root)
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let v = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-        (
-            out.status.code().unwrap_or(-1),
-            v,
-            format!("{stdout}{stderr}"),
-        )
+        let out = common::pipe().cwd(&self.root).args(args).run();
+        let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        (out.code(), v, format!("{}{}", out.stdout, out.stderr))
     }
 
     fn run(&self, extra: &[&str]) -> Value {

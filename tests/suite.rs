@@ -7,21 +7,12 @@
 mod common;
 use common::{copy_dir, read_json};
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 fn pipe(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = common::pipe().cwd(dir).args(args).run();
+    (out.code(), out.stdout, out.stderr)
 }
 
 fn close(v: &Value, want: f64) -> bool {

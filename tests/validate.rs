@@ -7,10 +7,8 @@
 //! read every changed `tests/snapshots/validate__*.snap`.
 
 mod common;
-use common::copy_dir;
+use common::{Ran, copy_dir};
 use std::path::{Path, PathBuf};
-
-use assert_cmd::Command;
 
 const EXIT_INVALID: i32 = 2;
 
@@ -22,27 +20,14 @@ fn broken_dir() -> PathBuf {
     repo().join("tests").join("broken")
 }
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `pipe ARGS` in `dir`, with no API key in the environment whatever the caller's shell has.
-fn pipe(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::cargo_bin("pipe")
-        .expect("the pipe binary is built")
-        .current_dir(dir)
+fn pipe(dir: &Path, args: &[&str]) -> Ran {
+    common::pipe()
+        .cwd(dir)
         .env_remove("OPENROUTER_API_KEY")
         .env("NO_COLOR", "1")
         .args(args)
-        .output()
-        .expect("pipe runs");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .run()
 }
 
 /// Machine-specific paths, should any reach the output, become placeholders.
@@ -58,9 +43,11 @@ fn scrub(text: &str, dir: &Path) -> String {
 fn check_broken(case: &str, dir: &Path, file: &str) {
     let out = pipe(dir, &["validate", file]);
     assert_eq!(
-        out.code, EXIT_INVALID,
+        out.code(),
+        EXIT_INVALID,
         "case {case}: expected exit 2\nstdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
+        out.stdout,
+        out.stderr
     );
     assert!(out.stdout.is_empty(), "case {case}: stdout: {}", out.stdout);
     let stderr = scrub(&out.stderr, dir);
@@ -225,16 +212,16 @@ broken_case! {
 fn valid_yaml_pipeline_equals_its_toml_twin() {
     let dir = broken_dir().join(VALID);
     let yaml = pipe(&dir, &["validate", "pipeline.yaml"]);
-    assert_eq!(yaml.code, 0, "stderr:\n{}", yaml.stderr);
+    assert_eq!(yaml.code(), 0, "stderr:\n{}", yaml.stderr);
     assert_eq!(yaml.stderr, "", "no warnings expected");
     let toml = pipe(&dir, &["validate", "pipeline.toml"]);
-    assert_eq!(toml.code, 0, "stderr:\n{}", toml.stderr);
+    assert_eq!(toml.code(), 0, "stderr:\n{}", toml.stderr);
     assert_eq!(yaml.stdout, toml.stdout);
     insta::assert_snapshot!(VALID, yaml.stdout);
 
     let graph = |file: &str| {
         let out = pipe(&dir, &["graph", file, "--format", "json"]);
-        assert_eq!(out.code, 0, "graph {file}: {}", out.stderr);
+        assert_eq!(out.code(), 0, "graph {file}: {}", out.stderr);
         out.stdout
     };
     assert_eq!(graph("pipeline.yaml"), graph("pipeline.toml"));
@@ -258,7 +245,7 @@ fn shipped_pipelines_validate() {
         let rel = file.strip_prefix(repo()).expect("under the repo");
         let rel = rel.to_str().expect("UTF-8 path");
         let out = pipe(&repo(), &["validate", rel]);
-        assert_eq!(out.code, 0, "{rel} does not validate:\n{}", out.stderr);
+        assert_eq!(out.code(), 0, "{rel} does not validate:\n{}", out.stderr);
         assert!(
             !out.stderr.contains(": error: "),
             "{rel}: errors on stderr:\n{}",

@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod needs;
+mod pipe;
+
+#[allow(unused_imports)] // each test file uses some of them
+pub use pipe::{Pipe, Ran, pipe};
 use std::path::{Path, PathBuf};
 
 /// Copies a directory tree (regular files and directories).

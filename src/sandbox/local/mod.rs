@@ -537,15 +537,12 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(pipe_has_bwrap),
+        ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+    )]
     async fn bubblewrap_cuts_the_network_and_hides_home() {
-        let sandbox = LocalSandbox::detect();
-        if !sandbox.bwrap {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI installs bubblewrap: it must be usable"
-            );
-            return;
-        }
+        let sandbox = bwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let script = format!(
@@ -566,15 +563,12 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(pipe_has_bwrap),
+        ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+    )]
     async fn the_network_switch_opens_the_network_only_when_asked() {
-        let sandbox = LocalSandbox::detect();
-        if !sandbox.bwrap {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI installs bubblewrap: it must be usable"
-            );
-            return;
-        }
+        let sandbox = bwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut j = job(&format!(
@@ -664,15 +658,42 @@ mod tests {
         assert!(!r.files.contains_key("leak"));
     }
 
-    /// The sandbox with bubblewrap: these tests fail, saying so, where it does not work.
+    /// The sandbox with bubblewrap: the tests that need it are ignored where the build found it
+    /// missing, and fail, saying so, when run anyway.
     fn bwrap() -> LocalSandbox {
         let s = LocalSandbox::detect();
-        assert!(s.bwrap, "this test needs a working bubblewrap (`bwrap`)");
+        assert!(
+            s.bwrap,
+            "this test needs a working bubblewrap (`bwrap`): apt-get install bubblewrap"
+        );
         s
     }
 
-    fn both() -> [LocalSandbox; 2] {
-        [LocalSandbox { bwrap: false }, bwrap()]
+    /// A test of both sandboxes, `s` in its body: `NAME::unisolated` runs everywhere,
+    /// `NAME::under_bubblewrap` is ignored where the build found no working bubblewrap.
+    macro_rules! both {
+        ($(#[$doc:meta])* async fn $name:ident($s:ident) $body:block) => {
+            $(#[$doc])*
+            mod $name {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn unisolated() {
+                    let $s = LocalSandbox { bwrap: false };
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                #[cfg_attr(
+                    not(pipe_has_bwrap),
+                    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+                )]
+                async fn under_bubblewrap() {
+                    let $s = bwrap();
+                    $body
+                }
+            }
+        };
     }
 
     /// A `sleep` duration no other process uses, to find a job's daemon by.
@@ -729,24 +750,21 @@ mod tests {
         assert_eq!(running(&mark), Vec::<String>::new(), "{}", r.sandbox);
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_setsid_daemon_holding_stdout_dies_when_its_job_ends() {
-        for s in both() {
+    both! {
+        async fn a_setsid_daemon_holding_stdout_dies_when_its_job_ends(s) {
             daemon_dies_with_its_job(&s, "", Duration::from_secs(30)).await;
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_setsid_daemon_holding_stdout_dies_at_the_timeout() {
-        for s in both() {
+    both! {
+        async fn a_setsid_daemon_holding_stdout_dies_at_the_timeout(s) {
             let t = Duration::from_secs(1);
             daemon_dies_with_its_job(&s, "; sleep 60", t).await;
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_setsid_daemon_holding_stdout_dies_at_cancellation() {
-        for s in both() {
+    both! {
+        async fn a_setsid_daemon_holding_stdout_dies_at_cancellation(s) {
             let mark = unique_sleep();
             let j = job(&format!("setsid sh -c 'sleep {mark}' & sleep 60"));
             let cancel = CancellationToken::new();
@@ -769,10 +787,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_rlimits_reach_every_process_of_the_job() {
-        let script = "python3 -c 'import resource as r; print(*[r.getrlimit(getattr(r, \"RLIMIT_\" + n))[0] for n in (\"AS\", \"FSIZE\", \"CPU\", \"CORE\", \"NPROC\")])'";
-        for s in both() {
+    both! {
+        async fn the_rlimits_reach_every_process_of_the_job(s) {
+            let script = "python3 -c 'import resource as r; print(*[r.getrlimit(getattr(r, \"RLIMIT_\" + n))[0] for n in (\"AS\", \"FSIZE\", \"CPU\", \"CORE\", \"NPROC\")])'";
             let r = s
                 .run(&job(script), &CancellationToken::new())
                 .await
@@ -788,9 +805,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_write_past_the_file_size_cap_stops_its_writer() {
-        for s in both() {
+    both! {
+        async fn a_write_past_the_file_size_cap_stops_its_writer(s) {
             let mut j = job(
                 "head -c 3000000 /dev/zero > \"$PIPE_WORK/big\"; echo \"exit $?\"; wc -c < \"$PIPE_WORK/big\"",
             );
@@ -802,9 +818,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_fork_loop_is_bounded() {
-        let script = "python3 -c '
+    both! {
+        async fn a_fork_loop_is_bounded(s) {
+            let script = "python3 -c '
 import os, time
 n = 0
 for _ in range(200):
@@ -818,7 +834,6 @@ for _ in range(200):
     n += 1
 print(n)
 '";
-        for s in both() {
             let mut j = job(script);
             j.limits.processes = 20;
             let r = s.run(&j, &CancellationToken::new()).await.unwrap();
@@ -829,9 +844,8 @@ print(n)
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_memory_hog_fails() {
-        for s in both() {
+    both! {
+        async fn a_memory_hog_fails(s) {
             // 3 GiB of address space, never touched: refused under the default 2 GiB cap.
             let r = s
                 .run(
@@ -850,9 +864,8 @@ print(n)
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_workspace_is_private() {
-        for s in both() {
+    both! {
+        async fn the_workspace_is_private(s) {
             let r = s
                 .run(&job("stat -c %a \"$PIPE_WORK\""), &CancellationToken::new())
                 .await
@@ -861,11 +874,10 @@ print(n)
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_job_of_root_runs_as_nobody_with_no_capability() {
-        // SAFETY: geteuid(2) cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        for s in both() {
+    both! {
+        async fn a_job_of_root_runs_as_nobody_with_no_capability(s) {
+            // SAFETY: geteuid(2) cannot fail.
+            let root = unsafe { libc::geteuid() } == 0;
             let r = s
                 .run(
                     &job("id -u; id -G; grep CapEff /proc/self/status; id -un"),
@@ -913,11 +925,10 @@ print(n)
         assert!(String::from_utf8_lossy(&own).contains("CARGO_PKG_NAME="));
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_job_is_a_session_of_its_own() {
-        // Its own session: no controlling terminal to push keystrokes into.
-        let script = "exec python3 -c 'import os; print(os.getsid(0), os.getpid())'";
-        for s in both() {
+    both! {
+        async fn a_job_is_a_session_of_its_own(s) {
+            // Its own session: no controlling terminal to push keystrokes into.
+            let script = "exec python3 -c 'import os; print(os.getsid(0), os.getpid())'";
             let r = s
                 .run(&job(script), &CancellationToken::new())
                 .await
@@ -948,11 +959,10 @@ print(n)
         assert_eq!(r.stdout.trim(), "NoNewPrivs:\t1", "{r:?}");
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn what_programs_need_of_etc_is_readable() {
-        let script = "getent passwd root > /dev/null && getent hosts localhost > /dev/null && \
-                      test -r /etc/ld.so.cache && echo readable";
-        for s in both() {
+    both! {
+        async fn what_programs_need_of_etc_is_readable(s) {
+            let script = "getent passwd root > /dev/null && getent hosts localhost > /dev/null && \
+                          test -r /etc/ld.so.cache && echo readable";
             let r = s
                 .run(&job(script), &CancellationToken::new())
                 .await
