@@ -21,6 +21,7 @@ use crate::base::dirhandle::{DirHandle, FileStat, Kind};
 use crate::base::fsutil;
 use crate::base::names::SafeName;
 use crate::plan::Node;
+use crate::plan::key::InputDigests;
 
 pub const RECORD_FILE: &str = "node.json";
 /// Present while a run uses the round; left behind by a killed run, it asks for a sweep.
@@ -123,6 +124,23 @@ pub struct NodeRecord {
     /// The directories below the node's own that hold outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<OutputDir>,
+}
+
+/// A record as written: the record, and the digest of each input the node's key hashed (so a
+/// later `pipe status` can say which input changed). Records written before pipe kept inputs
+/// have none.
+#[derive(Serialize)]
+struct RecordFile<'a> {
+    #[serde(flatten)]
+    record: &'a NodeRecord,
+    inputs: &'a InputDigests,
+}
+
+/// The inputs part of a record file, read on its own.
+#[derive(Deserialize)]
+struct RecordInputs {
+    #[serde(default)]
+    inputs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +354,18 @@ impl RoundStore {
         (record.format == RECORD_FORMAT && record.id == node.id && confined).then_some(record)
     }
 
+    /// The digest of each input a node's key hashed when its record was made, by field; none
+    /// without a record, or for a record made before pipe kept them.
+    pub fn recorded_inputs(
+        &self,
+        node: &Node,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let dir = DirHandle::open(&self.node_dir(node)).ok()?;
+        Self::record_in(&dir, node)?;
+        let bytes = dir.read(RECORD_FILE).ok()?;
+        serde_json::from_slice::<RecordInputs>(&bytes).ok()?.inputs
+    }
+
     /// A node's record with its outputs checked: for a done record, the outputs that are no
     /// longer what it says (see [`RoundStore::changed_outputs`]).
     pub fn load(&self, node: &Node) -> (Option<NodeRecord>, Vec<String>) {
@@ -457,7 +487,11 @@ impl RoundStore {
             })
             .collect::<Result<_, StoreError>>()?;
         let path = dir.join(RECORD_FILE);
-        let bytes = fsutil::json_bytes(&record).map_err(io_err(&path))?;
+        let file = RecordFile {
+            record: &record,
+            inputs: &node.inputs,
+        };
+        let bytes = fsutil::json_bytes(&file).map_err(io_err(&path))?;
         Ok(PendingRecord { path, bytes })
     }
 
@@ -583,7 +617,7 @@ mod tests {
         Node {
             id: "gate:alpha#1".into(),
             stage: name("gate"),
-            kind: "gate",
+            kind: crate::plan::NodeKind::Gate,
             subject: Subject::Impl {
                 task: None,
                 model: name("alpha"),
@@ -591,6 +625,7 @@ mod tests {
             },
             dir: PathBuf::from(dir),
             key: "k".into(),
+            inputs: InputDigests::default(),
             tolerant: false,
         }
     }

@@ -2,8 +2,11 @@
 //! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
 
 pub mod key;
+pub mod kind;
 pub mod subject;
+pub mod walk;
 
+pub use kind::NodeKind;
 pub use subject::Subject;
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,7 +18,8 @@ use serde::Serialize;
 
 use crate::base::names::SafeName;
 use crate::config::{Pipeline, Stage, StageKind};
-use key::KeyInput;
+use key::{InputDigests, KeyInput};
+use walk::{build_upstream, upstream};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
@@ -23,12 +27,15 @@ pub struct Node {
     /// `judge:glm->alpha#1`, `aggregate`.
     pub id: String,
     pub stage: SafeName,
-    pub kind: &'static str,
+    pub kind: NodeKind,
     pub subject: Subject,
     /// The node's directory, relative to the round directory: `nodes/` and safe names only.
     pub dir: PathBuf,
     /// blake3 of everything that can change the node's result.
     pub key: String,
+    /// The digest of each input the key hashes, by field: kept in the node's record, so a stale
+    /// node can say which input changed.
+    pub inputs: InputDigests,
     /// When true the node runs once its dependencies have finished in any state (the aggregate
     /// works over whatever upstream produced); otherwise a failed dependency skips it.
     pub tolerant: bool,
@@ -143,6 +150,37 @@ impl Plan {
         d.sort_by(|a, b| a.id.cmp(&b.id));
         d
     }
+
+    /// What node `id`'s key hashes, recomputed for that node alone (the plan keeps only the
+    /// digests): the same input [`Plan::build`] sealed, so its key is the node's.
+    pub fn key_input(&self, p: &Pipeline, id: &str) -> Option<KeyInput> {
+        let n = self.node(id)?;
+        let stage = p.stage(&n.stage)?;
+        let mut upstream: Vec<String> = self.deps(id).iter().map(|d| d.key.clone()).collect();
+        upstream.sort();
+        let mut input = key::input_for(p, stage, &n.subject, upstream, &mut key::Memo::default());
+        input.recording =
+            key::recording_path(p, stage, &n.subject).map(|path| key::recording_digest(&path));
+        Some(input)
+    }
+
+    /// `pipe graph --explain`: the node, its key, the inputs the key hashes, and the upstream
+    /// nodes whose keys it hashes, by id.
+    pub fn explain(&self, p: &Pipeline, id: &str) -> Option<serde_json::Value> {
+        let n = self.node(id)?;
+        let input = self.key_input(p, id)?;
+        let upstream: serde_json::Map<String, serde_json::Value> = self
+            .deps(id)
+            .iter()
+            .map(|d| (d.id.clone(), serde_json::Value::String(d.key.clone())))
+            .collect();
+        Some(serde_json::json!({
+            "node": n.id,
+            "key": n.key,
+            "inputs": input,
+            "upstream": upstream,
+        }))
+    }
 }
 
 impl PlanBuilder {
@@ -182,10 +220,11 @@ impl PlanBuilder {
         let ix = self.graph.add_node(Node {
             id,
             stage: stage.name.clone(),
-            kind: stage.kind_name(),
+            kind: NodeKind::of(&stage.kind),
             subject,
             dir,
             key,
+            inputs: InputDigests::default(),
             tolerant,
         });
         for d in deps {
@@ -285,7 +324,10 @@ impl PlanBuilder {
             upstream.sort();
             input.upstream = upstream;
             input.recording = recording;
-            self.graph[*ix].key = key::node_key(&input);
+            let (key, inputs) = key::seal(&input);
+            let node = &mut self.graph[*ix];
+            node.key = key;
+            node.inputs = inputs;
         }
         debug_assert!(self.graph.edge_indices().all(|e| {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
@@ -322,48 +364,6 @@ fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
             .flat_map(|h| h.join().expect("reading recordings does not panic"))
             .collect()
     })
-}
-
-/// Per stage of `p` (in its dependency order), the position of a build stage upstream of it, if
-/// any: one pass over the stages, each taking its needs' answers. (The loader has checked that a
-/// stage working per implementation has exactly one build upstream.)
-fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
-    let position: std::collections::HashMap<&str, usize> = p
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut out: Vec<Option<usize>> = Vec::with_capacity(p.stages.len());
-    for s in &p.stages {
-        let found = s.needs.iter().find_map(|n| {
-            let j = *position.get(n.as_str())?;
-            if matches!(p.stages[j].kind, StageKind::Build(_)) {
-                Some(j)
-            } else {
-                out.get(j).copied().flatten()
-            }
-        });
-        out.push(found);
-    }
-    out
-}
-
-/// The names of every stage upstream of `stage`, each once: a walk over `needs` that visits only
-/// what lies upstream.
-fn upstream<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p str> {
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut out: Vec<&str> = Vec::new();
-    let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
-    while let Some(n) = todo.pop() {
-        if let Some(s) = p.stage(n)
-            && seen.insert(s.name.as_str())
-        {
-            todo.extend(s.needs.iter().map(String::as_str));
-            out.push(s.name.as_str());
-        }
-    }
-    out
 }
 
 /// What [`Plan::build`] would make of a pipeline, counted without making it.

@@ -15,7 +15,7 @@ use crate::aggregate::{
 };
 use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
-use crate::plan::Subject;
+use crate::plan::{NodeKind, Subject};
 use crate::store::{FailureKind, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
@@ -38,7 +38,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     let deps = ctx.plan.deps(&ctx.node.id);
     let judge_stage = deps
         .iter()
-        .find(|d| d.kind == "judge")
+        .find(|d| d.kind == NodeKind::Judge)
         .map(|d| d.stage.clone());
     let rubric: Option<&Rubric> = judge_stage.as_ref().and_then(|s| match &p.stage(s)?.kind {
         StageKind::Judge(j) => Some(&*j.rubric),
@@ -147,7 +147,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             continue;
         }
         match (&d.subject, d.kind) {
-            (Subject::Impl { model, task, .. }, "build") => {
+            (Subject::Impl { model, task, .. }, NodeKind::Build) => {
                 let b: BuildReport = ctx.read_output(d, "build.json")?;
                 let price = p.model(model).map(|m| m.price).unwrap_or_default();
                 data.builds.push(BuildRecord {
@@ -181,7 +181,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     sample,
                     task,
                 },
-                "gate",
+                NodeKind::Gate,
             ) => {
                 let g: GateReport = ctx.read_output(d, "gate.json")?;
                 if let Some(b) = data.builds.iter_mut().find(|b| {
@@ -212,7 +212,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                         .then(|| crate::sandbox::canonical_label(&g.sandbox).to_string()),
                 });
             }
-            (Subject::Judgment { judge, task, .. }, "judge")
+            (Subject::Judgment { judge, task, .. }, NodeKind::Judge)
                 if Some(&d.stage) == judge_stage.as_ref() =>
             {
                 let j: Judgment = ctx.read_output(d, "judgment.json")?;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Pipeline, StageKind};
 use crate::exec::progress::Progress;
-use crate::plan::{Node, Plan, Subject};
+use crate::plan::{Node, NodeKind, Plan, Subject};
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
 use crate::store::{RoundStore, StoreError};
@@ -130,7 +130,7 @@ impl NodeCtx {
     }
 
     /// The upstream node of `kind` about the same implementation as this node.
-    pub fn upstream_of_kind(&self, kind: &str) -> Option<&Node> {
+    pub fn upstream_of_kind(&self, kind: NodeKind) -> Option<&Node> {
         let imp = self.node.subject.implementation();
         self.plan
             .deps(&self.node.id)
