@@ -691,6 +691,75 @@ mod tests {
         );
     }
 
+    /// A node whose key hashed a few inputs, with a done record of one output committed.
+    fn committed(store: &RoundStore) -> (Node, NodeRecord) {
+        use crate::plan::key::{KeyInput, KindInput, PublishKey, seal};
+        let mut n = node("nodes/gate/alpha/1");
+        let (key, inputs) = seal(&KeyInput {
+            format: 2,
+            stage: name("gate"),
+            kind: crate::plan::NodeKind::Gate,
+            subject: n.subject.clone(),
+            of_kind: KindInput::Publish(PublishKey {
+                formats: vec![crate::config::PublishFormat::Markdown],
+            }),
+            recording: None,
+            upstream: vec!["up".into()],
+        });
+        (n.key, n.inputs) = (key, inputs);
+        let dir = store.begin(&n).unwrap();
+        fs::write(dir.join("gate.json"), "{}").unwrap();
+        let rec = record(store, &n, &["gate.json"]);
+        let pending = store
+            .prepare(&n, rec.clone(), &[PathBuf::from("gate.json")])
+            .unwrap();
+        fs::write(&pending.path, &pending.bytes).unwrap();
+        (n, rec)
+    }
+
+    #[test]
+    fn a_record_reads_back_with_the_inputs_its_key_hashed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        assert_eq!(store.record(&n), Some(rec.clone()));
+        assert_eq!(store.load(&n), (Some(rec), Vec::new()));
+        let inputs = store.recorded_inputs(&n).unwrap();
+        assert_eq!(inputs, n.inputs.to_map());
+        assert_eq!(
+            inputs.keys().collect::<Vec<_>>(),
+            ["format", "formats", "upstream"]
+        );
+        // A record of another node (or of none) is not this node's.
+        let mut other = n.clone();
+        other.id = "gate:beta#1".into();
+        assert_eq!(store.record(&other), None);
+        assert_eq!(store.recorded_inputs(&other), None);
+    }
+
+    #[test]
+    fn a_record_without_inputs_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        let path = store.node_dir(&n).join(RECORD_FILE);
+        fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(store.record(&n), Some(rec));
+        assert_eq!(store.recorded_inputs(&n), None);
+    }
+
+    #[test]
+    fn a_deleted_output_makes_a_done_node_not_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        fs::remove_file(store.node_dir(&n).join("gate.json")).unwrap();
+        let (read, changed) = store.load(&n);
+        assert_eq!(read.map(|r| r.status), Some(Status::Done));
+        assert_eq!(changed, ["gate.json (missing)"]);
+        assert_eq!(store.changed_outputs(&n, &rec), changed);
+    }
+
     /// A round store under a temp dir, and a directory outside it holding one file.
     fn setup() -> (tempfile::TempDir, RoundStore, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
