@@ -486,9 +486,9 @@ fn judge_key(
             _ => None,
         },
         max_impl_bytes: j.max_impl_bytes,
+        round: p.round.id.clone(),
         // The listing's layout is the prompt as much as the template is: a new layout re-runs
         // the judges, and only them (and what follows).
-        round: p.round.id.clone(),
         listing: LISTING_VERSION,
     }
 }
