@@ -21,6 +21,7 @@ use crate::base::dirhandle::{DirHandle, FileStat, Kind};
 use crate::base::fsutil;
 use crate::base::names::SafeName;
 use crate::plan::Node;
+use crate::plan::key::InputDigests;
 
 pub const RECORD_FILE: &str = "node.json";
 /// Present while a run uses the round; left behind by a killed run, it asks for a sweep.
@@ -123,6 +124,23 @@ pub struct NodeRecord {
     /// The directories below the node's own that hold outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<OutputDir>,
+}
+
+/// A record as written: the record, and the digest of each input the node's key hashed (so a
+/// later `pipe status` can say which input changed). Records written before pipe kept inputs
+/// have none.
+#[derive(Serialize)]
+struct RecordFile<'a> {
+    #[serde(flatten)]
+    record: &'a NodeRecord,
+    inputs: &'a InputDigests,
+}
+
+/// The inputs part of a record file, read on its own.
+#[derive(Deserialize)]
+struct RecordInputs {
+    #[serde(default)]
+    inputs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +354,18 @@ impl RoundStore {
         (record.format == RECORD_FORMAT && record.id == node.id && confined).then_some(record)
     }
 
+    /// The digest of each input a node's key hashed when its record was made, by field; none
+    /// without a record, or for a record made before pipe kept them.
+    pub fn recorded_inputs(
+        &self,
+        node: &Node,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let dir = DirHandle::open(&self.node_dir(node)).ok()?;
+        Self::record_in(&dir, node)?;
+        let bytes = dir.read(RECORD_FILE).ok()?;
+        serde_json::from_slice::<RecordInputs>(&bytes).ok()?.inputs
+    }
+
     /// A node's record with its outputs checked: for a done record, the outputs that are no
     /// longer what it says (see [`RoundStore::changed_outputs`]).
     pub fn load(&self, node: &Node) -> (Option<NodeRecord>, Vec<String>) {
@@ -457,7 +487,11 @@ impl RoundStore {
             })
             .collect::<Result<_, StoreError>>()?;
         let path = dir.join(RECORD_FILE);
-        let bytes = fsutil::json_bytes(&record).map_err(io_err(&path))?;
+        let file = RecordFile {
+            record: &record,
+            inputs: &node.inputs,
+        };
+        let bytes = fsutil::json_bytes(&file).map_err(io_err(&path))?;
         Ok(PendingRecord { path, bytes })
     }
 
@@ -583,7 +617,7 @@ mod tests {
         Node {
             id: "gate:alpha#1".into(),
             stage: name("gate"),
-            kind: "gate",
+            kind: crate::plan::NodeKind::Gate,
             subject: Subject::Impl {
                 task: None,
                 model: name("alpha"),
@@ -591,6 +625,7 @@ mod tests {
             },
             dir: PathBuf::from(dir),
             key: "k".into(),
+            inputs: InputDigests::default(),
             tolerant: false,
         }
     }
@@ -654,6 +689,75 @@ mod tests {
                 .changed_outputs(&n, &rec)
                 .contains(&"files/sub/b.py (not a regular file)".to_string())
         );
+    }
+
+    /// A node whose key hashed a few inputs, with a done record of one output committed.
+    fn committed(store: &RoundStore) -> (Node, NodeRecord) {
+        use crate::plan::key::{KeyInput, KindInput, PublishKey, seal};
+        let mut n = node("nodes/gate/alpha/1");
+        let (key, inputs) = seal(&KeyInput {
+            format: 2,
+            stage: name("gate"),
+            kind: crate::plan::NodeKind::Gate,
+            subject: n.subject.clone(),
+            of_kind: KindInput::Publish(PublishKey {
+                formats: vec![crate::config::PublishFormat::Markdown],
+            }),
+            recording: None,
+            upstream: vec!["up".into()],
+        });
+        (n.key, n.inputs) = (key, inputs);
+        let dir = store.begin(&n).unwrap();
+        fs::write(dir.join("gate.json"), "{}").unwrap();
+        let rec = record(store, &n, &["gate.json"]);
+        let pending = store
+            .prepare(&n, rec.clone(), &[PathBuf::from("gate.json")])
+            .unwrap();
+        fs::write(&pending.path, &pending.bytes).unwrap();
+        (n, rec)
+    }
+
+    #[test]
+    fn a_record_reads_back_with_the_inputs_its_key_hashed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        assert_eq!(store.record(&n), Some(rec.clone()));
+        assert_eq!(store.load(&n), (Some(rec), Vec::new()));
+        let inputs = store.recorded_inputs(&n).unwrap();
+        assert_eq!(inputs, n.inputs.to_map());
+        assert_eq!(
+            inputs.keys().collect::<Vec<_>>(),
+            ["format", "formats", "upstream"]
+        );
+        // A record of another node (or of none) is not this node's.
+        let mut other = n.clone();
+        other.id = "gate:beta#1".into();
+        assert_eq!(store.record(&other), None);
+        assert_eq!(store.recorded_inputs(&other), None);
+    }
+
+    #[test]
+    fn a_record_without_inputs_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        let path = store.node_dir(&n).join(RECORD_FILE);
+        fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(store.record(&n), Some(rec));
+        assert_eq!(store.recorded_inputs(&n), None);
+    }
+
+    #[test]
+    fn a_deleted_output_makes_a_done_node_not_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RoundStore::new(tmp.path(), &name("r"));
+        let (n, rec) = committed(&store);
+        fs::remove_file(store.node_dir(&n).join("gate.json")).unwrap();
+        let (read, changed) = store.load(&n);
+        assert_eq!(read.map(|r| r.status), Some(Status::Done));
+        assert_eq!(changed, ["gate.json (missing)"]);
+        assert_eq!(store.changed_outputs(&n, &rec), changed);
     }
 
     /// A round store under a temp dir, and a directory outside it holding one file.

@@ -236,3 +236,56 @@ fn a_deleted_or_edited_report_in_the_round_directory_comes_back() {
     assert_eq!(r.run(&[])["executed"], 0);
     assert_eq!(std::fs::read_to_string(&report).unwrap(), original);
 }
+
+#[test]
+fn status_names_the_input_that_changed() {
+    let r = Round::new();
+    r.run(&[]);
+    let rubric = r.root.join("rubric.toml");
+    let text = std::fs::read_to_string(&rubric).unwrap();
+    std::fs::write(&rubric, format!("{text}\n# edited\n")).unwrap();
+    let rows = r.status();
+    assert_eq!(state_of(&rows, "build:ann#1").1, "done");
+    assert_eq!(state_of(&rows, "env:bob#1").1, "done");
+    let judge = state_of(&rows, "judge:bob->ann#1");
+    assert_eq!(
+        (judge.1.as_str(), judge.2.as_str()),
+        ("stale", "rubric changed")
+    );
+    let agg = state_of(&rows, "aggregate");
+    assert!(
+        agg.2
+            .starts_with("rubric changed, upstream judge:ann->ann#1, "),
+        "{agg:?}"
+    );
+    let publish = state_of(&rows, "publish");
+    assert_eq!(publish.2, "upstream aggregate changed");
+    let (_, _, text) = r.pipe(&["status", "pipeline.toml"]);
+    assert!(
+        text.contains("stale    judge:ann->bob#1  (rubric changed)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn graph_explain_prints_a_key_and_its_inputs() {
+    let r = Round::new();
+    let (code, v, all) = r.pipe(&["graph", "pipeline.toml", "--explain", "gate:ann#1"]);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(v["node"], "gate:ann#1");
+    assert_eq!(v["inputs"]["kind"], "gate");
+    assert!(v["upstream"]["build:ann#1"].is_string(), "{v}");
+    let (_, status, _) = r.pipe(&["status", "pipeline.toml", "--json"]);
+    let key = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "gate:ann#1")
+        .unwrap()["key"]
+        .clone();
+    assert_eq!(v["key"], key);
+    let (code, _, all) = r.pipe(&["graph", "pipeline.toml", "--explain", "gate:ann"]);
+    assert_eq!(code, 2, "{all}");
+    assert!(all.contains("unknown node `gate:ann`"), "{all}");
+    assert!(all.contains("`gate:ann#1`"), "{all}");
+}

@@ -60,6 +60,9 @@ pub enum Command {
         pipeline: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
+        /// Print one node's cache key and the inputs it hashes, as JSON.
+        #[arg(long, value_name = "NODE")]
+        explain: Option<String>,
     },
     /// Run what is not done yet.
     Run {
@@ -311,17 +314,11 @@ async fn dispatch(cmd: Command) -> i32 {
             }
             EXIT_OK
         }
-        Command::Graph { pipeline, format } => {
-            let Some(p) = load(
-                &pipeline,
-                Purpose::Validate,
-                matches!(format, GraphFormat::Json),
-            ) else {
-                return EXIT_INVALID;
-            };
-            print!("{}", render_graph(&Plan::build(&p), format));
-            EXIT_OK
-        }
+        Command::Graph {
+            pipeline,
+            format,
+            explain,
+        } => graph(&pipeline, format, explain.as_deref()),
         Command::Run {
             pipeline,
             out,
@@ -688,6 +685,45 @@ pub fn render_graph(plan: &Plan, format: GraphFormat) -> String {
     o
 }
 
+/// `pipe graph`: the expanded node graph, or with `--explain NODE` one node's key and inputs.
+fn graph(pipeline: &Path, format: GraphFormat, explain: Option<&str>) -> i32 {
+    let json = matches!(format, GraphFormat::Json) || explain.is_some();
+    let Some(p) = load(pipeline, Purpose::Validate, json) else {
+        return EXIT_INVALID;
+    };
+    let plan = Plan::build(&p);
+    if let Some(node) = explain {
+        return explain_node(&p, &plan, pipeline, node);
+    }
+    print!("{}", render_graph(&plan, format));
+    EXIT_OK
+}
+
+/// `pipe graph --explain NODE`: the node's key and the inputs it hashes, as JSON; an unknown node
+/// is an error naming the closest ids.
+fn explain_node(p: &Pipeline, plan: &Plan, file: &Path, node: &str) -> i32 {
+    if let Some(v) = plan.explain(p, node) {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return EXIT_OK;
+    }
+    let ids: Vec<&str> = plan.nodes().map(|n| n.id.as_str()).collect();
+    // Ids holding what was typed (`alpha` finds alpha's nodes), else the closest id.
+    let holding: Vec<String> = ids
+        .iter()
+        .filter(|id| id.contains(node))
+        .take(5)
+        .map(|id| format!("`{id}`"))
+        .collect();
+    let help = if holding.is_empty() {
+        crate::base::diag::did_you_mean(node, ids.iter().copied())
+    } else {
+        Some(format!("did you mean {}?", holding.join(", ")))
+    };
+    let d = Diag::error(file, format!("--explain names unknown node `{node}`")).help_opt(help);
+    eprint!("{}", render_all(&[d], &cwd()));
+    EXIT_INVALID
+}
+
 /// `pipe clean --containers`: removes the sandbox containers whose owner is gone and says how
 /// many it removed and how many it left to a pipe that still runs.
 async fn clean_containers() -> Result<(), i32> {
@@ -880,6 +916,73 @@ pub async fn select_sandbox(
     }
 }
 
+/// Why a done node is stale, naming what changed: its inputs (`rubric changed`), the upstream
+/// nodes whose keys changed (`upstream build:ann#1 changed`) or that run again.
+fn stale_why(
+    plan: &Plan,
+    store: &RoundStore,
+    recorded: &[exec::Stored],
+    reasons: &[Option<crate::exec::outstanding::Reason>],
+    (i, reason): (usize, crate::exec::outstanding::Reason),
+) -> String {
+    use crate::exec::outstanding::{Reason, Recorded};
+    let nodes: Vec<&crate::plan::Node> = plan.nodes().collect();
+    let deps = &plan.dep_positions()[i];
+    let named = |ds: Vec<usize>, what: &str| {
+        let mut ids: Vec<&str> = ds.iter().map(|d| nodes[*d].id.as_str()).collect();
+        ids.sort_unstable();
+        let more = ids.len().saturating_sub(3);
+        ids.truncate(3);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("upstream {}{more} {what}", ids.join(", "))
+    };
+    match reason {
+        Reason::KeyChanged => {
+            let Some(inputs) = store.recorded_inputs(nodes[i]) else {
+                return reason_text(reason).to_string();
+            };
+            let mut parts: Vec<String> = Vec::new();
+            for field in nodes[i].inputs.changed_from(&inputs) {
+                if field != "upstream" {
+                    parts.push(format!("{field} changed"));
+                    continue;
+                }
+                let changed: Vec<usize> = deps
+                    .iter()
+                    .copied()
+                    .filter(|d| match &recorded[*d].recorded {
+                        Recorded::Done { key } | Recorded::Changed { key } => *key != nodes[*d].key,
+                        Recorded::Missing => true,
+                    })
+                    .collect();
+                parts.push(if changed.is_empty() {
+                    "upstream changed".to_string()
+                } else {
+                    named(changed, "changed")
+                });
+            }
+            if parts.is_empty() {
+                reason_text(reason).to_string()
+            } else {
+                parts.join(", ")
+            }
+        }
+        Reason::UpstreamRuns => {
+            let runs: Vec<usize> = deps
+                .iter()
+                .copied()
+                .filter(|d| reasons[*d].is_some())
+                .collect();
+            named(runs, "re-runs")
+        }
+        _ => reason_text(reason).to_string(),
+    }
+}
+
 fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
     let store = RoundStore::new(out, &p.round.id);
     let plan = Plan::build(p);
@@ -907,9 +1010,10 @@ fn status(p: &Pipeline, out: &Path, json: bool) -> i32 {
                 };
                 ("stale", format!("outputs changed: {shown}{more}"))
             }
-            (Some(r), Some(reason)) if r.status == Status::Done => {
-                ("stale", reason_text(reason).to_string())
-            }
+            (Some(r), Some(reason)) if r.status == Status::Done => (
+                "stale",
+                stale_why(&plan, &store, &recorded, &reasons, (i, reason)),
+            ),
             (Some(r), _) => (
                 "failed",
                 r.failure

@@ -2,8 +2,11 @@
 //! work (a build sample, a gate run, one judgment, the aggregate), each with its cache key.
 
 pub mod key;
+pub mod kind;
 pub mod subject;
+pub mod walk;
 
+pub use kind::NodeKind;
 pub use subject::Subject;
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,7 +18,8 @@ use serde::Serialize;
 
 use crate::base::names::SafeName;
 use crate::config::{Pipeline, Stage, StageKind};
-use key::KeyInput;
+use key::{InputDigests, KeyInput};
+use walk::build_upstream;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
@@ -23,12 +27,15 @@ pub struct Node {
     /// `judge:glm->alpha#1`, `aggregate`.
     pub id: String,
     pub stage: SafeName,
-    pub kind: &'static str,
+    pub kind: NodeKind,
     pub subject: Subject,
     /// The node's directory, relative to the round directory: `nodes/` and safe names only.
     pub dir: PathBuf,
     /// blake3 of everything that can change the node's result.
     pub key: String,
+    /// The digest of each input the key hashes, by field: kept in the node's record, so a stale
+    /// node can say which input changed.
+    pub inputs: InputDigests,
     /// When true the node runs once its dependencies have finished in any state (the aggregate
     /// works over whatever upstream produced); otherwise a failed dependency skips it.
     pub tolerant: bool,
@@ -143,6 +150,37 @@ impl Plan {
         d.sort_by(|a, b| a.id.cmp(&b.id));
         d
     }
+
+    /// What node `id`'s key hashes, recomputed for that node alone (the plan keeps only the
+    /// digests): the same input [`Plan::build`] sealed, so its key is the node's.
+    pub fn key_input(&self, p: &Pipeline, id: &str) -> Option<KeyInput> {
+        let n = self.node(id)?;
+        let stage = p.stage(&n.stage)?;
+        let mut upstream: Vec<String> = self.deps(id).iter().map(|d| d.key.clone()).collect();
+        upstream.sort();
+        let mut input = key::input_for(p, stage, &n.subject, upstream, &mut key::Memo::default());
+        input.recording =
+            key::recording_path(p, stage, &n.subject).map(|path| key::recording_digest(&path));
+        Some(input)
+    }
+
+    /// `pipe graph --explain`: the node, its key, the inputs the key hashes, and the upstream
+    /// nodes whose keys it hashes, by id.
+    pub fn explain(&self, p: &Pipeline, id: &str) -> Option<serde_json::Value> {
+        let n = self.node(id)?;
+        let input = self.key_input(p, id)?;
+        let upstream: serde_json::Map<String, serde_json::Value> = self
+            .deps(id)
+            .iter()
+            .map(|d| (d.id.clone(), serde_json::Value::String(d.key.clone())))
+            .collect();
+        Some(serde_json::json!({
+            "node": n.id,
+            "key": n.key,
+            "inputs": input,
+            "upstream": upstream,
+        }))
+    }
 }
 
 impl PlanBuilder {
@@ -182,10 +220,11 @@ impl PlanBuilder {
         let ix = self.graph.add_node(Node {
             id,
             stage: stage.name.clone(),
-            kind: stage.kind_name(),
+            kind: NodeKind::of(&stage.kind),
             subject,
             dir,
             key,
+            inputs: InputDigests::default(),
             tolerant,
         });
         for d in deps {
@@ -285,7 +324,10 @@ impl PlanBuilder {
             upstream.sort();
             input.upstream = upstream;
             input.recording = recording;
-            self.graph[*ix].key = key::node_key(&input);
+            let (key, inputs) = key::seal(&input);
+            let node = &mut self.graph[*ix];
+            node.key = key;
+            node.inputs = inputs;
         }
         debug_assert!(self.graph.edge_indices().all(|e| {
             let (a, b) = self.graph.edge_endpoints(e).expect("edge exists");
@@ -322,31 +364,6 @@ fn read_recordings(paths: &[Option<&Path>]) -> Vec<Option<String>> {
             .flat_map(|h| h.join().expect("reading recordings does not panic"))
             .collect()
     })
-}
-
-/// Per stage of `p` (in its dependency order), the position of a build stage upstream of it, if
-/// any: one pass over the stages, each taking its needs' answers. (The loader has checked that a
-/// stage working per implementation has exactly one build upstream.)
-fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
-    let position: std::collections::HashMap<&str, usize> = p
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut out: Vec<Option<usize>> = Vec::with_capacity(p.stages.len());
-    for s in &p.stages {
-        let found = s.needs.iter().find_map(|n| {
-            let j = *position.get(n.as_str())?;
-            if matches!(p.stages[j].kind, StageKind::Build(_)) {
-                Some(j)
-            } else {
-                out.get(j).copied().flatten()
-            }
-        });
-        out.push(found);
-    }
-    out
 }
 
 pub fn node_id(stage: &str, subject: &Subject) -> String {
@@ -402,5 +419,266 @@ fn node_dir(stage: &SafeName, subject: &Subject) -> PathBuf {
         }
         .join(format!("{model}-{sample}")),
         Subject::Round => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::Purpose;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    fn load(dir: &Path) -> Pipeline {
+        load_file(&dir.join("pipeline.toml"))
+    }
+
+    fn load_file(file: &Path) -> Pipeline {
+        crate::config::load(file, Purpose::Validate).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn ids(plan: &Plan) -> Vec<&str> {
+        plan.nodes().map(|n| n.id.as_str()).collect()
+    }
+
+    fn deps(plan: &Plan, id: &str) -> Vec<String> {
+        plan.deps(id).iter().map(|d| d.id.clone()).collect()
+    }
+
+    fn keys(plan: &Plan) -> BTreeMap<String, String> {
+        plan.nodes()
+            .map(|n| (n.id.clone(), n.key.clone()))
+            .collect()
+    }
+
+    /// The ids whose keys differ between two plans of the same round.
+    fn changed(a: &Plan, b: &Plan) -> Vec<String> {
+        let (a, b) = (keys(a), keys(b));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        a.iter()
+            .filter(|(id, k)| b[*id] != **k)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_round_expands_into_ids_kinds_and_dependencies() {
+        let p = load(&fixture("mini"));
+        let plan = Plan::build(&p);
+        assert_eq!(
+            ids(&plan),
+            [
+                "build:ann#1",
+                "build:bob#1",
+                "gate:ann#1",
+                "gate:bob#1",
+                "judge:ann->ann#1",
+                "judge:ann->bob#1",
+                "judge:bob->ann#1",
+                "judge:bob->bob#1",
+                "env:ann#1",
+                "env:bob#1",
+                "aggregate",
+                "publish",
+            ]
+        );
+        assert_eq!(plan.len(), crate::config::size::size(&p).nodes as usize);
+        let kinds: Vec<NodeKind> = plan.nodes().map(|n| n.kind).collect();
+        assert_eq!(kinds[0], NodeKind::Build);
+        assert_eq!(kinds[4], NodeKind::Judge);
+        assert_eq!(kinds[8], NodeKind::Command);
+        assert_eq!(kinds[11], NodeKind::Publish);
+        assert!(deps(&plan, "build:ann#1").is_empty());
+        assert_eq!(deps(&plan, "gate:bob#1"), ["build:bob#1"]);
+        assert_eq!(deps(&plan, "env:ann#1"), ["build:ann#1"]);
+        assert_eq!(
+            deps(&plan, "judge:ann->bob#1"),
+            ["build:bob#1", "gate:bob#1"]
+        );
+        // The aggregate follows every node upstream of it; publish only the aggregate.
+        assert_eq!(deps(&plan, "aggregate").len(), 10);
+        assert_eq!(deps(&plan, "publish"), ["aggregate"]);
+        let agg = plan.node("aggregate").unwrap();
+        assert!(agg.tolerant && agg.subject == Subject::Round);
+        assert_eq!(
+            plan.node("judge:bob->ann#1").unwrap().dir,
+            PathBuf::from("nodes/judge/bob/ann-1")
+        );
+        let edges: usize = plan.dep_positions().iter().map(Vec::len).sum();
+        assert!(
+            edges as u64 <= crate::config::size::size(&p).edges,
+            "size counts edges from above"
+        );
+    }
+
+    #[test]
+    fn a_suite_expands_task_by_task() {
+        let p = load(&fixture("suite"));
+        let plan = Plan::build(&p);
+        // 3 tasks x 2 models x 3 samples: builds, gates, judgments by both models, two round nodes.
+        assert_eq!(plan.len(), 18 + 18 + 36 + 2);
+        assert_eq!(plan.len(), crate::config::size::size(&p).nodes as usize);
+        assert_eq!(ids(&plan)[0], "build:add/ann#1");
+        assert_eq!(
+            deps(&plan, "judge:bob->clamp/ann#3"),
+            ["build:clamp/ann#3", "gate:clamp/ann#3"]
+        );
+        assert_eq!(
+            plan.node("gate:reverse/bob#2").unwrap().dir,
+            PathBuf::from("nodes/gate/reverse/bob/2")
+        );
+        assert_eq!(deps(&plan, "aggregate").len(), 72);
+        // Each task's nodes hash that task's files: the same model and sample differ by task.
+        assert_ne!(
+            plan.node("build:add/ann#1").unwrap().key,
+            plan.node("build:clamp/ann#1").unwrap().key
+        );
+    }
+
+    #[test]
+    fn every_key_is_its_input_and_explain_shows_it() {
+        let p = load(&fixture("mini"));
+        let plan = Plan::build(&p);
+        for n in plan.nodes() {
+            let input = plan.key_input(&p, &n.id).unwrap();
+            assert_eq!(
+                key::seal(&input),
+                (n.key.clone(), n.inputs.clone()),
+                "{}",
+                n.id
+            );
+            let v = plan.explain(&p, &n.id).unwrap();
+            assert_eq!(v["node"], n.id.as_str());
+            assert_eq!(v["key"], n.key.as_str());
+            assert_eq!(v["inputs"]["kind"], n.kind.name());
+        }
+        assert!(plan.explain(&p, "nope").is_none());
+    }
+
+    /// Every key of the mini round, with the inputs it hashes: a change to any key is a reviewed
+    /// change of this snapshot.
+    #[test]
+    fn the_keys_of_the_mini_round() {
+        let p = load(&fixture("mini"));
+        let plan = Plan::build(&p);
+        let all: Vec<serde_json::Value> = plan
+            .nodes()
+            .map(|n| plan.explain(&p, &n.id).unwrap())
+            .collect();
+        insta::assert_yaml_snapshot!(all);
+    }
+
+    /// Single-shot, command and agent builds (the agent fixture's builds run a command, the
+    /// offline round's `echo` builds as an agent): every field their keys hash is named.
+    #[test]
+    fn every_key_field_is_named() {
+        let offline =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/atomic-write-offline.toml");
+        let mut fields: HashSet<&str> = HashSet::new();
+        for file in [
+            fixture("mini/pipeline.toml"),
+            fixture("agent/pipeline.toml"),
+            offline,
+        ] {
+            let plan = Plan::build(&load_file(&file));
+            for n in plan.nodes() {
+                fields.extend(n.inputs.iter().map(|(f, _)| f));
+            }
+        }
+        assert!(!fields.contains("other"), "{fields:?}");
+        assert!(
+            fields.contains("command") && fields.contains("agent"),
+            "{fields:?}"
+        );
+    }
+
+    #[test]
+    fn keys_do_not_depend_on_where_the_round_lies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a/mini"), tmp.path().join("elsewhere/b"));
+        copy_dir(&fixture("mini"), &a);
+        copy_dir(&fixture("mini"), &b);
+        let here = keys(&Plan::build(&load(&fixture("mini"))));
+        assert_eq!(keys(&Plan::build(&load(&a))), here);
+        assert_eq!(keys(&Plan::build(&load(&b))), here);
+    }
+
+    #[test]
+    fn a_changed_rubric_changes_the_judges_and_what_follows_only() {
+        let p = load(&fixture("mini"));
+        let mut q = load(&fixture("mini"));
+        for s in &mut q.stages {
+            if let StageKind::Judge(j) = &mut s.kind {
+                j.rubric.digest = "another rubric".into();
+            }
+        }
+        let (a, b) = (Plan::build(&p), Plan::build(&q));
+        assert_eq!(
+            changed(&a, &b),
+            [
+                "aggregate",
+                "judge:ann->ann#1",
+                "judge:ann->bob#1",
+                "judge:bob->ann#1",
+                "judge:bob->bob#1",
+                "publish",
+            ]
+        );
+        // The judges' records name the rubric; the aggregate's too (it hashes the rubric it
+        // reports, and the judges' keys).
+        let n = b.node("judge:ann->bob#1").unwrap();
+        let old = a.node("judge:ann->bob#1").unwrap().inputs.to_map();
+        assert_eq!(n.inputs.changed_from(&old), ["rubric"]);
+        let old = a.node("aggregate").unwrap().inputs.to_map();
+        assert_eq!(
+            b.node("aggregate").unwrap().inputs.changed_from(&old),
+            ["rubric", "upstream"]
+        );
+        let old = a.node("publish").unwrap().inputs.to_map();
+        assert_eq!(
+            b.node("publish").unwrap().inputs.changed_from(&old),
+            ["upstream"]
+        );
+    }
+
+    #[test]
+    fn the_sandbox_and_the_description_change_no_key() {
+        let p = load(&fixture("mini"));
+        let mut q = load(&fixture("mini"));
+        q.round.sandbox = match p.round.sandbox {
+            crate::sandbox::SandboxChoice::Docker => crate::sandbox::SandboxChoice::Local,
+            _ => crate::sandbox::SandboxChoice::Docker,
+        };
+        q.round.unisolated_fallback = !p.round.unisolated_fallback;
+        q.round.description = Some("another description".into());
+        assert!(changed(&Plan::build(&p), &Plan::build(&q)).is_empty());
+    }
+
+    #[test]
+    fn a_price_changes_the_aggregate_and_publish_only() {
+        let p = load(&fixture("mini"));
+        let mut q = load(&fixture("mini"));
+        q.models[0].price.input = 9.0;
+        assert_eq!(
+            changed(&Plan::build(&p), &Plan::build(&q)),
+            ["aggregate", "publish"]
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::base::names::SafeName;
 use crate::config::Pipeline;
 use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
-use crate::plan::{Node, Subject};
+use crate::plan::{Node, NodeKind, Subject};
 use crate::store::{FailureKind, NodeRecord, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
@@ -40,7 +40,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     let deps = ctx.plan.deps(&ctx.node.id);
     let judge_stage = deps
         .iter()
-        .find(|d| d.kind == "judge")
+        .find(|d| d.kind == NodeKind::Judge)
         .map(|d| d.stage.clone());
     let rubric: Option<&Rubric> = judge_stage.as_ref().and_then(|s| match &p.stage(s)?.kind {
         StageKind::Judge(j) => Some(&*j.rubric),
@@ -92,7 +92,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             continue;
         }
         match (&d.subject, d.kind) {
-            (Subject::Impl { model, task, .. }, "build") => {
+            (Subject::Impl { model, task, .. }, NodeKind::Build) => {
                 data.builds
                     .push(build_record(ctx, d, model, task.as_ref())?);
             }
@@ -102,9 +102,9 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     sample,
                     task,
                 },
-                "gate",
+                NodeKind::Gate,
             ) => add_gate(ctx, &mut data, d, model, *sample, task.as_ref())?,
-            (Subject::Judgment { judge, task, .. }, "judge")
+            (Subject::Judgment { judge, task, .. }, NodeKind::Judge)
                 if Some(&d.stage) == judge_stage.as_ref() =>
             {
                 if let Some(j) = judgment_record(ctx, d, judge, task.as_ref())? {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::builds::report::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output};
 use crate::config::CommandStage;
+use crate::plan::NodeKind;
 use crate::sandbox::Job;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,7 +36,7 @@ pub async fn run(
         timeout_secs,
     } = stage;
     let build = ctx
-        .upstream_of_kind("build")
+        .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("command node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
     if !b.has_implementation() {

@@ -17,6 +17,7 @@ use super::{NodeCtx, NodeError, write_output, write_text};
 use crate::base::junit::{self, TestOutcome};
 use crate::config::GateStage;
 use crate::config::task::{Runner, Task};
+use crate::plan::NodeKind;
 use crate::sandbox::Job;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,7 +292,7 @@ pub async fn run(ctx: &NodeCtx, stage: &GateStage, dir: &Path) -> Result<Vec<Pat
     } = stage;
     let task = ctx.task();
     let build = ctx
-        .upstream_of_kind("build")
+        .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("gate node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
     if !b.has_implementation() {

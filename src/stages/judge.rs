@@ -17,7 +17,7 @@ use crate::base::fsutil;
 use crate::config::JudgeStage;
 use crate::config::rubric::Rubric;
 use crate::config::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
-use crate::plan::Subject;
+use crate::plan::{NodeKind, Subject};
 use crate::provider::{CallSite, ChatRequest, Message};
 use crate::vocab::Usage;
 
@@ -483,7 +483,7 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
         prompt_digest: String::new(),
     };
     let build = ctx
-        .upstream_of_kind("build")
+        .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("judge node without its build".into()))?;
     let b: BuildReport = ctx.read_output(build, "build.json")?;
     if !b.has_implementation() {
@@ -491,7 +491,7 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
         judgment.not_applicable = true;
         return Ok(vec![write_output(dir, "judgment.json", &judgment)?]);
     }
-    let gate = match ctx.upstream_of_kind("gate") {
+    let gate = match ctx.upstream_of_kind(NodeKind::Gate) {
         Some(g) => {
             let r: GateReport = ctx.read_output(g, "gate.json")?;
             Some(GateCtx {

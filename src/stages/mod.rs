@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Pipeline, StageKind};
-use crate::plan::{Node, Plan, Subject};
+use crate::plan::{Node, NodeKind, Plan, Subject};
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
 use crate::store::{RoundStore, StoreError};
@@ -135,7 +135,7 @@ impl NodeCtx {
     }
 
     /// The upstream node of `kind` about the same implementation as this node.
-    pub fn upstream_of_kind(&self, kind: &str) -> Option<&Node> {
+    pub fn upstream_of_kind(&self, kind: NodeKind) -> Option<&Node> {
         let imp = self.node.subject.implementation();
         self.plan
             .deps(&self.node.id)

@@ -7,12 +7,13 @@ use super::{NodeCtx, NodeError, write_output, write_text};
 use crate::aggregate::{Aggregate, RoundData};
 use crate::base::fsutil;
 use crate::config::{PublishFormat, PublishStage};
+use crate::plan::NodeKind;
 use crate::report::markdown::markdown;
 
 pub fn run(ctx: &NodeCtx, stage: &PublishStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let PublishStage { formats } = stage;
     let agg_node = ctx
-        .upstream_of_kind("aggregate")
+        .upstream_of_kind(NodeKind::Aggregate)
         .ok_or_else(|| NodeError::Internal("publish without aggregate".into()))?;
     let a: Aggregate = ctx.read_output(agg_node, "aggregate.json")?;
     let mut outputs = Vec::new();
