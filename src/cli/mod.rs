@@ -786,6 +786,7 @@ async fn run(
         eprintln!("error: {e}");
         return EXIT_FAILED;
     }
+    let _log = exec::log::open(&store.root);
     let plan = Arc::new(Plan::build(&p));
     if verbose {
         for n in plan.nodes() {

@@ -3,9 +3,15 @@
 //! skips its dependents while independent work goes on; a stopping signal (Ctrl-C, SIGTERM,
 //! SIGHUP: [`crate::base::interrupt`]) stops scheduling, cancels running nodes with a deadline, and
 //! leaves the store consistent.
+//!
+//! The decisions are pure and tested on their own: [`outstanding`] says which nodes must run,
+//! [`scheduler`] which may start next. This file is the async driver around them (tasks, the
+//! record committer, the signal), and [`log`] the JSON-lines run log it writes.
 
+pub mod log;
 pub mod outstanding;
 pub mod progress;
+pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,9 +21,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::exec::outstanding::{NodeState, Reason, Recorded, outstanding};
 use crate::exec::progress::Progress;
+use crate::exec::scheduler::{Entry, Release, Scheduler, Step};
 use crate::plan::{Node, Plan};
 use crate::stages::{self, NodeCtx, NodeError, Services};
 use crate::store::{
@@ -44,6 +52,18 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executed => "executed",
+            Self::Cached => "cached",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReport {
     pub id: String,
@@ -65,13 +85,6 @@ pub struct Summary {
     pub interrupted: bool,
     pub wall_ms: u64,
     pub nodes: Vec<NodeReport>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Waiting,
-    Running,
-    Finished(Outcome),
 }
 
 pub fn reason_text(r: Reason) -> &'static str {
@@ -162,6 +175,8 @@ pub fn outstanding_of(
     outstanding(&states)
 }
 
+/// Runs the plan's outstanding nodes (see [`plan_outstanding`]) and says what became of each.
+/// Everything it does is logged inside a `run` span (see [`log`]).
 pub async fn run(
     plan: Arc<Plan>,
     store: Arc<RoundStore>,
@@ -170,310 +185,401 @@ pub async fn run(
     cancel: CancellationToken,
     round_id: &str,
 ) -> Result<Summary, StoreError> {
-    let start = Instant::now();
-    let nodes: Vec<Node> = plan.nodes().cloned().collect();
-    let deps = plan.dep_positions();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for (i, ds) in deps.iter().enumerate() {
-        for d in ds {
-            dependents[*d].push(i);
-        }
+    let run = log::run_id();
+    let span = tracing::info_span!("run", run = %run, round = %round_id);
+    let driver = span.in_scope(|| Driver::new(plan, store, &services, opts, cancel, run));
+    let result = driver.drive(round_id).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.in_scope(|| tracing::error!(error = %e, "run failed"));
     }
-    let reasons = plan_outstanding(&plan, &store, &opts.force);
-    let mut states: Vec<State> = Vec::with_capacity(nodes.len());
-    let mut reports: Vec<Option<NodeReport>> = vec![None; nodes.len()];
-    for (i, r) in reasons.iter().enumerate() {
-        if r.is_some() {
-            states.push(State::Waiting);
-        } else {
-            states.push(State::Finished(Outcome::Cached));
-            reports[i] = Some(NodeReport {
-                id: nodes[i].id.clone(),
-                outcome: Outcome::Cached,
-                reason: None,
-                duration_ms: 0,
-                key: nodes[i].key.clone(),
-            });
-        }
-    }
-    let mut stage_totals: Vec<(String, u64)> = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
-        if reasons[i].is_some() {
-            match stage_totals.iter_mut().find(|(s, _)| s == &n.stage) {
-                Some((_, c)) => *c += 1,
-                None => stage_totals.push((n.stage.to_string(), 1)),
-            }
-        }
-    }
-    let progress = Arc::new(Progress::new(&stage_totals, services.quiet));
-    let services = Arc::new(Services {
-        progress: Some(progress.clone()),
-        ..(*services).clone()
-    });
+    result
+}
 
-    // Dependencies still to finish, per waiting node; a node is ready at zero.
-    let mut remaining: Vec<usize> = deps
-        .iter()
-        .map(|ds| {
-            ds.iter()
-                .filter(|d| !matches!(states[**d], State::Finished(_)))
-                .count()
-        })
-        .collect();
-    let mut ready: BTreeSet<usize> = (0..nodes.len())
-        .filter(|i| states[*i] == State::Waiting && remaining[*i] == 0)
-        .collect();
-    type Ran = (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, u64);
-    let mut set: JoinSet<Ran> = JoinSet::new();
-    let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
+/// A node's task returns its result, the record to commit (none when interrupted) and its wall
+/// time in milliseconds.
+type Ran = (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, u64);
+
+/// What the driver wakes up for.
+enum Wake {
+    /// A node's task returned (or panicked).
+    Joined(Option<Result<(tokio::task::Id, Ran), tokio::task::JoinError>>),
+    /// The committer wrote a node's record, or failed to.
+    Written(usize, Result<(), StoreError>),
+    /// A stopping signal.
+    Interrupted,
+    /// The running nodes' time to stop after the signal is over.
+    Deadline,
+}
+
+/// A node in flight.
+struct Running {
+    node: usize,
+    span: tracing::Span,
+    since: Instant,
+}
+
+/// The async side of the executor: spawns what the [`Scheduler`] says may start, collects what
+/// the tasks return, hands records to the [`Committer`] and handles the stopping signal.
+struct Driver<'a> {
+    start: Instant,
+    plan: Arc<Plan>,
+    store: Arc<RoundStore>,
+    services: Arc<Services>,
+    opts: &'a RunOptions,
+    cancel: CancellationToken,
+    run: String,
+    nodes: Vec<Node>,
+    reasons: Vec<Option<Reason>>,
+    sched: Scheduler,
+    reports: Vec<Option<NodeReport>>,
+    progress: Arc<Progress>,
+    set: JoinSet<Ran>,
+    tasks: HashMap<tokio::task::Id, Running>,
     // A node that ran is finished when its task returns; its record goes to the committer.
     // Dependents that read records (tolerant ones: the aggregate) wait for its acknowledgement.
-    let (ack_tx, mut acks) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, Result<(), StoreError>)>();
-    let committer: Committer<usize> = Committer::start(&store.root, ack_tx);
-    let mut committing = 0usize;
-    let mut interrupted = false;
-    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        // Start (or skip) ready nodes, lowest plan position first, up to --jobs at once.
-        while !cancel.is_cancelled() && tasks.len() < opts.jobs {
-            let Some(i) = ready.pop_first() else { break };
-            let blocked = deps[i].iter().find(|d| {
-                matches!(
-                    states[**d],
-                    State::Finished(Outcome::Failed | Outcome::Skipped | Outcome::Cancelled)
-                )
-            });
-            if let Some(b) = blocked
-                && !nodes[i].tolerant
-            {
-                let why = format!("upstream {} did not finish", nodes[*b].id);
-                conclude(
-                    i,
-                    Outcome::Skipped,
-                    Some(why),
-                    0,
-                    &nodes,
-                    &progress,
-                    &mut states,
-                    &mut reports,
-                );
-                release(
-                    i,
-                    Release::All,
-                    &nodes,
-                    &dependents,
-                    &mut remaining,
-                    &states,
-                    &mut ready,
-                );
-                continue;
-            }
-            states[i] = State::Running;
-            progress.started(&nodes[i].stage, &nodes[i].id);
-            let ctx = NodeCtx {
-                plan: plan.clone(),
-                node: nodes[i].clone(),
-                store: store.clone(),
-                services: services.clone(),
-                cancel: cancel.child_token(),
-            };
-            let handle = set.spawn(async move {
-                let t = Instant::now();
-                let (result, record) = execute(ctx).await;
-                (result, record, t.elapsed().as_millis() as u64)
-            });
-            tasks.insert(handle.id(), i);
+    committer: Committer<usize>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<(usize, Result<(), StoreError>)>,
+    committing: usize,
+    interrupted: bool,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> Driver<'a> {
+    /// Reads the store, decides what runs, sets up progress and the committer, logs the start.
+    fn new(
+        plan: Arc<Plan>,
+        store: Arc<RoundStore>,
+        services: &Services,
+        opts: &'a RunOptions,
+        cancel: CancellationToken,
+        run: String,
+    ) -> Self {
+        let start = Instant::now();
+        let nodes: Vec<Node> = plan.nodes().cloned().collect();
+        let reasons = plan_outstanding(&plan, &store, &opts.force);
+        let reports = nodes
+            .iter()
+            .zip(&reasons)
+            .map(|(n, r)| r.is_none().then(|| report(n, Outcome::Cached, None, 0)))
+            .collect();
+        let runs: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+        let progress = Arc::new(Progress::new(
+            &per_stage(&nodes, |i| runs[i]),
+            services.quiet,
+        ));
+        log_start(&nodes, &runs, services, opts);
+        let services = Arc::new(Services {
+            progress: Some(progress.clone()),
+            ..services.clone()
+        });
+        let entries = plan
+            .dep_positions()
+            .into_iter()
+            .enumerate()
+            .map(|(i, deps)| Entry {
+                deps,
+                tolerant: nodes[i].tolerant,
+                runs: runs[i],
+            })
+            .collect();
+        let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        let committer = Committer::start(&store.root, ack_tx);
+        Self {
+            start,
+            plan,
+            store,
+            services,
+            opts,
+            cancel,
+            run,
+            nodes,
+            reasons,
+            sched: Scheduler::new(entries, opts.jobs),
+            reports,
+            progress,
+            set: JoinSet::new(),
+            tasks: HashMap::new(),
+            committer,
+            acks,
+            committing: 0,
+            interrupted: false,
+            deadline: None,
         }
-        if tasks.is_empty() && committing == 0 {
-            break;
+    }
+
+    /// Starts what may start, waits for something to happen, until nothing runs nor waits for
+    /// its record.
+    async fn drive(mut self, round_id: &str) -> Result<Summary, StoreError> {
+        loop {
+            self.start_ready();
+            if self.tasks.is_empty() && self.committing == 0 {
+                break;
+            }
+            match self.wake().await {
+                Wake::Joined(joined) => self.joined(joined)?,
+                Wake::Written(i, written) => {
+                    self.committing -= 1;
+                    written?;
+                    // The record is written: dependents that read records (the aggregate) may
+                    // start.
+                    self.sched.written(i);
+                }
+                Wake::Interrupted => self.interrupt(),
+                Wake::Deadline => self.abort().await,
+            }
         }
-        let joined = tokio::select! {
-            j = set.join_next_with_id(), if !tasks.is_empty() => j,
-            Some((i, written)) = acks.recv(), if committing > 0 => {
-                committing -= 1;
-                written?;
-                // The record is written: dependents that read records (the aggregate) may start.
-                release(i, Release::Tolerant, &nodes, &dependents, &mut remaining, &states, &mut ready);
-                continue;
+        self.finish(round_id)
+    }
+
+    /// Starts (or skips) ready nodes, lowest plan position first, up to `--jobs` at once; none
+    /// once a stopping signal came.
+    fn start_ready(&mut self) {
+        while !self.cancel.is_cancelled() {
+            match self.sched.next_step() {
+                Some(Step::Start(i)) => self.start(i),
+                Some(Step::Skip { node, upstream }) => self.skip(node, upstream),
+                None => break,
             }
-            () = cancel.cancelled(), if !interrupted => {
-                interrupted = true;
-                progress.note(&format!(
-                    "interrupted: stopping {} running node(s) (deadline {}s)",
-                    tasks.len(),
-                    opts.cancel_deadline.as_secs()
-                ));
-                deadline = Some(Box::pin(tokio::time::sleep(opts.cancel_deadline)));
-                continue;
-            }
-            () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
-                // Running nodes had their deadline: abort them; their records stay uncommitted.
-                // Records already queued are still written.
-                set.abort_all();
-                while set.join_next().await.is_some() {}
-                tasks.clear();
-                deadline = None;
-                continue;
-            }
+        }
+    }
+
+    /// The span of everything a node does, the provider's retries included.
+    fn span(&self, i: usize) -> tracing::Span {
+        let n = &self.nodes[i];
+        tracing::info_span!("node", run = %self.run, id = %n.id, stage = %n.stage, kind = n.kind.name())
+    }
+
+    fn start(&mut self, i: usize) {
+        let span = self.span(i);
+        let reason = self.reasons[i].map(reason_text);
+        span.in_scope(|| tracing::info!(reason, "node started"));
+        let node = &self.nodes[i];
+        self.progress.started(&node.stage, &node.id);
+        let ctx = NodeCtx {
+            plan: self.plan.clone(),
+            node: node.clone(),
+            store: self.store.clone(),
+            services: self.services.clone(),
+            cancel: self.cancel.child_token(),
         };
-        let Some(joined) = joined else { continue };
-        let (i, result, record, ms) = match joined {
-            Ok((id, (result, record, ms))) => {
-                (tasks.remove(&id).expect("spawned"), result, record, ms)
-            }
+        let task = async move {
+            let t = Instant::now();
+            let (result, record) = execute(ctx).await;
+            (result, record, t.elapsed().as_millis() as u64)
+        };
+        let handle = self.set.spawn(task.instrument(span.clone()));
+        self.tasks.insert(
+            handle.id(),
+            Running {
+                node: i,
+                span,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    fn skip(&mut self, i: usize, upstream: usize) {
+        let upstream = &self.nodes[upstream].id;
+        self.span(i)
+            .in_scope(|| tracing::info!(upstream = %upstream, "node skipped"));
+        let why = format!("upstream {upstream} did not finish");
+        self.conclude(i, Outcome::Skipped, Some(why), 0);
+    }
+
+    /// Waits for a task to return, a record to be written, the stopping signal or its deadline.
+    async fn wake(&mut self) -> Wake {
+        let running = !self.tasks.is_empty();
+        let deadline = &mut self.deadline;
+        let armed = deadline.is_some();
+        tokio::select! {
+            j = self.set.join_next_with_id(), if running => Wake::Joined(j),
+            Some((i, written)) = self.acks.recv(), if self.committing > 0 => Wake::Written(i, written),
+            () = self.cancel.cancelled(), if !self.interrupted => Wake::Interrupted,
+            () = async { deadline.as_mut().expect("armed").await }, if armed => Wake::Deadline,
+        }
+    }
+
+    /// A node's task returned: conclude the node, queue its record, release its dependents.
+    fn joined(
+        &mut self,
+        joined: Option<Result<(tokio::task::Id, Ran), tokio::task::JoinError>>,
+    ) -> Result<(), StoreError> {
+        let Some(joined) = joined else { return Ok(()) };
+        let (id, result, record, ms) = match joined {
+            Ok((id, (result, record, ms))) => (id, result, record, ms),
             Err(e) => {
-                let i = tasks.remove(&e.id()).expect("spawned");
-                let e = NodeError::Internal(format!("the node's task panicked: {e}"));
-                (i, Err(e), None, 0)
+                let err = NodeError::Internal(format!("the node's task panicked: {e}"));
+                (e.id(), Err(err), None, 0)
             }
         };
+        let Running { node: i, span, .. } = self.tasks.remove(&id).expect("spawned");
         let (outcome, reason) = match result {
             Ok(_) => (Outcome::Executed, None),
             Err(NodeError::Cancelled) => (Outcome::Cancelled, Some("interrupted".to_string())),
             Err(NodeError::Store(e)) => return Err(e),
             Err(e) => (Outcome::Failed, Some(e.to_string())),
         };
-        conclude(
-            i,
-            outcome,
-            reason,
-            ms,
-            &nodes,
-            &progress,
-            &mut states,
-            &mut reports,
-        );
+        span.in_scope(|| log_finished(outcome, ms, reason.as_deref()));
+        self.conclude(i, outcome, reason, ms);
+        let ok = outcome == Outcome::Executed;
         if let Some(record) = record {
             // Dependents that read only outputs start now, while the record waits for its group
             // commit: the commit is off the critical path. Should a crash keep a dependent's
             // record and lose this one, this node runs again and so does the dependent
             // (its upstream runs), so the cache stays right; a kill of the process loses nothing.
-            committer.submit(i, record);
-            committing += 1;
-            release(
-                i,
-                Release::Eager,
-                &nodes,
-                &dependents,
-                &mut remaining,
-                &states,
-                &mut ready,
-            );
+            self.committer.submit(i, record);
+            self.committing += 1;
+            self.sched.finished(i, ok, Release::Eager);
         } else {
-            release(
-                i,
-                Release::All,
-                &nodes,
-                &dependents,
-                &mut remaining,
-                &states,
-                &mut ready,
-            );
+            self.sched.finished(i, ok, Release::All);
         }
+        Ok(())
     }
-    committer.finish()?;
-    for (i, n) in nodes.iter().enumerate() {
-        if n.kind == "publish" && states[i] == State::Finished(Outcome::Cached) {
-            store.restore_copies(n)?;
+
+    /// The stopping signal: no node starts any more; running ones get the deadline to stop.
+    fn interrupt(&mut self) {
+        self.interrupted = true;
+        let (running, deadline) = (self.tasks.len(), self.opts.cancel_deadline);
+        self.progress.note(&format!(
+            "interrupted: stopping {running} running node(s) (deadline {}s)",
+            deadline.as_secs()
+        ));
+        tracing::warn!(running, deadline_s = deadline.as_secs(), "interrupted");
+        self.deadline = Some(Box::pin(tokio::time::sleep(deadline)));
+    }
+
+    /// Running nodes had their deadline: abort them; their records stay uncommitted. Records
+    /// already queued are still written.
+    async fn abort(&mut self) {
+        self.set.abort_all();
+        while self.set.join_next().await.is_some() {}
+        for (_, r) in self.tasks.drain() {
+            self.sched.abandon(r.node);
+            let ms = r.since.elapsed().as_millis() as u64;
+            r.span
+                .in_scope(|| log_finished(Outcome::Cancelled, ms, Some("aborted at the deadline")));
         }
+        self.deadline = None;
     }
-    progress.finish();
-    let nodes_out: Vec<NodeReport> = reports
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.unwrap_or_else(|| NodeReport {
-                id: nodes[i].id.clone(),
-                outcome: Outcome::Cancelled,
-                reason: Some("not started".into()),
-                duration_ms: 0,
-                key: nodes[i].key.clone(),
+
+    /// A node is over: say so and keep its report.
+    fn conclude(&mut self, i: usize, outcome: Outcome, reason: Option<String>, ms: u64) {
+        let label = match outcome {
+            Outcome::Executed => "done",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Cached | Outcome::Cancelled => "stopped",
+        };
+        let node = &self.nodes[i];
+        self.progress.finished(
+            &node.stage,
+            &node.id,
+            label,
+            reason.as_deref().unwrap_or(""),
+        );
+        self.reports[i] = Some(report(node, outcome, reason, ms));
+    }
+
+    /// Nothing runs any more: the last records are made durable, a cached publish node's copies
+    /// restored, and the summary made.
+    fn finish(self, round_id: &str) -> Result<Summary, StoreError> {
+        self.committer.finish()?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let cached = self.reports[i]
+                .as_ref()
+                .is_some_and(|r| r.outcome == Outcome::Cached);
+            if n.kind == "publish" && cached {
+                self.store.restore_copies(n)?;
+            }
+        }
+        self.progress.finish();
+        let nodes_out: Vec<NodeReport> = self
+            .reports
+            .into_iter()
+            .zip(&self.nodes)
+            .map(|(r, n)| {
+                r.unwrap_or_else(|| report(n, Outcome::Cancelled, Some("not started".into()), 0))
             })
-        })
-        .collect();
-    let count = |o: Outcome| nodes_out.iter().filter(|n| n.outcome == o).count();
-    Ok(Summary {
-        round: round_id.to_string(),
-        round_dir: store.root.clone(),
-        executed: count(Outcome::Executed),
-        cached: count(Outcome::Cached),
-        failed: count(Outcome::Failed),
-        skipped: count(Outcome::Skipped),
-        interrupted: interrupted || cancel.is_cancelled(),
-        wall_ms: start.elapsed().as_millis() as u64,
-        nodes: nodes_out,
-    })
+            .collect();
+        let count = |o: Outcome| nodes_out.iter().filter(|n| n.outcome == o).count();
+        let cancelled = count(Outcome::Cancelled);
+        let summary = Summary {
+            round: round_id.to_string(),
+            round_dir: self.store.root.clone(),
+            executed: count(Outcome::Executed),
+            cached: count(Outcome::Cached),
+            failed: count(Outcome::Failed),
+            skipped: count(Outcome::Skipped),
+            interrupted: self.interrupted || self.cancel.is_cancelled(),
+            wall_ms: self.start.elapsed().as_millis() as u64,
+            nodes: nodes_out,
+        };
+        tracing::info!(
+            executed = summary.executed,
+            cached = summary.cached,
+            failed = summary.failed,
+            skipped = summary.skipped,
+            cancelled,
+            interrupted = summary.interrupted,
+            wall_ms = summary.wall_ms,
+            "run finished"
+        );
+        Ok(summary)
+    }
 }
 
-/// A node is over: say so and keep its report.
-#[allow(clippy::too_many_arguments)]
-fn conclude(
-    i: usize,
-    outcome: Outcome,
-    reason: Option<String>,
-    ms: u64,
-    nodes: &[Node],
-    progress: &Progress,
-    states: &mut [State],
-    reports: &mut [Option<NodeReport>],
-) {
-    let label = match outcome {
-        Outcome::Executed => "done",
-        Outcome::Failed => "failed",
-        Outcome::Skipped => "skipped",
-        Outcome::Cached | Outcome::Cancelled => "stopped",
-    };
-    progress.finished(
-        &nodes[i].stage,
-        &nodes[i].id,
-        label,
-        reason.as_deref().unwrap_or(""),
-    );
-    states[i] = State::Finished(outcome);
-    reports[i] = Some(NodeReport {
-        id: nodes[i].id.clone(),
+fn report(node: &Node, outcome: Outcome, reason: Option<String>, ms: u64) -> NodeReport {
+    NodeReport {
+        id: node.id.clone(),
         outcome,
         reason,
         duration_ms: ms,
-        key: nodes[i].key.clone(),
-    });
+        key: node.key.clone(),
+    }
 }
 
-/// Which dependents a finished node releases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Release {
-    /// Those that read only its outputs (its outputs are written; its record is queued).
-    Eager,
-    /// Those that read its record too (tolerant nodes: the aggregate), once it is written.
-    Tolerant,
-    /// Every one (a node without a record to wait for).
-    All,
+/// Each stage with the number of its nodes `pick` selects, in plan order (stages without one
+/// left out).
+fn per_stage(nodes: &[Node], pick: impl Fn(usize) -> bool) -> Vec<(String, u64)> {
+    let mut totals: Vec<(String, u64)> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if pick(i) {
+            match totals.iter_mut().find(|(s, _)| s == &n.stage) {
+                Some((_, c)) => *c += 1,
+                None => totals.push((n.stage.to_string(), 1)),
+            }
+        }
+    }
+    totals
 }
 
-/// A node finished: its waiting dependents have one dependency fewer to wait for.
-fn release(
-    i: usize,
-    which: Release,
-    nodes: &[Node],
-    dependents: &[Vec<usize>],
-    remaining: &mut [usize],
-    states: &[State],
-    ready: &mut BTreeSet<usize>,
-) {
-    for &j in &dependents[i] {
-        let wanted = match which {
-            Release::Eager => !nodes[j].tolerant,
-            Release::Tolerant => nodes[j].tolerant,
-            Release::All => true,
-        };
-        if !wanted {
-            continue;
+/// `run started`, then `cache hits` per stage (and `cache hit` per node at debug).
+fn log_start(nodes: &[Node], runs: &[bool], services: &Services, opts: &RunOptions) {
+    let to_run = runs.iter().filter(|r| **r).count();
+    tracing::info!(
+        sandbox = services.sandbox.label(),
+        jobs = opts.jobs,
+        nodes = nodes.len(),
+        to_run,
+        cached = nodes.len() - to_run,
+        "run started"
+    );
+    for (stage, count) in per_stage(nodes, |i| !runs[i]) {
+        tracing::info!(stage, count, "cache hits");
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (n, _) in nodes.iter().zip(runs).filter(|(_, r)| !**r) {
+            tracing::debug!(id = %n.id, stage = %n.stage, "cache hit");
         }
-        remaining[j] -= 1;
-        if remaining[j] == 0 && states[j] == State::Waiting {
-            ready.insert(j);
-        }
+    }
+}
+
+/// `node finished`, inside the node's span.
+fn log_finished(outcome: Outcome, wall_ms: u64, reason: Option<&str>) {
+    if outcome == Outcome::Executed {
+        tracing::info!(outcome = outcome.as_str(), wall_ms, "node finished");
+    } else {
+        tracing::warn!(outcome = outcome.as_str(), wall_ms, reason, "node finished");
     }
 }
 

@@ -128,24 +128,7 @@ impl OpenAiProvider {
             let started = *started.get_or_insert_with(Instant::now);
             attempts += 1;
             let outcome = self.attempt(&body, auth.as_ref(), with_schema).await;
-            let event = match &outcome {
-                Attempt::Answer { .. } => Some(Event::Answered),
-                Attempt::Retry { rate_limited, .. } if *rate_limited => Some(Event::RateLimited),
-                _ => None,
-            };
-            if let Some(event) = event
-                && let Some((from, to)) = self.limiter.observe(&slot, event)
-            {
-                notify(&match event {
-                    Event::RateLimited => {
-                        format!("{}: concurrency {from} -> {to} after 429", self.name)
-                    }
-                    Event::Answered => format!(
-                        "{}: concurrency {from} -> {to} after {} answers in a row",
-                        self.name, self.limiter.grow_after
-                    ),
-                });
-            }
+            self.observe(&slot, &outcome, site, attempts, notify);
             drop(slot);
             match outcome {
                 Attempt::Answer {
@@ -185,15 +168,35 @@ impl OpenAiProvider {
                 } => {
                     spent.add(usage);
                     if retries >= self.max_retries {
+                        let message = redact(&format!("{}: {detail}", self.endpoint));
+                        tracing::warn!(
+                            provider = %self.name,
+                            model = %site.model,
+                            attempts,
+                            reason = %message,
+                            "gave up after retries"
+                        );
                         return Err(ProviderError::Infrastructure {
                             attempts,
-                            message: redact(&format!("{}: {detail}", self.endpoint)),
+                            message,
                             usage: spent,
                         });
                     }
                     retries += 1;
                     let wait = retry_after
                         .unwrap_or_else(|| backoff(self.backoff_base, self.backoff_max, retries));
+                    let reason = redact(&reason);
+                    tracing::info!(
+                        provider = %self.name,
+                        model = %site.model,
+                        attempt = attempts,
+                        retry = retries,
+                        max_retries = self.max_retries,
+                        wait_ms = millis(wait),
+                        hinted = retry_after.is_some(),
+                        reason = %reason,
+                        "retry"
+                    );
                     notify(&redact(&format!(
                         "{}: {} -> retry {}/{} in {:.1}s",
                         site.model,
@@ -206,6 +209,48 @@ impl OpenAiProvider {
                 }
             }
         }
+    }
+
+    /// Tells the limiter what an attempt's outcome says of the endpoint's load (logging a 429),
+    /// and announces a change of the limit.
+    fn observe(
+        &self,
+        slot: &Slot<'_>,
+        outcome: &Attempt,
+        site: &CallSite,
+        attempt: u32,
+        notify: &(dyn Fn(&str) + Send + Sync),
+    ) {
+        let event = match outcome {
+            Attempt::Answer { .. } => Event::Answered,
+            Attempt::Retry {
+                rate_limited: true,
+                retry_after,
+                ..
+            } => {
+                tracing::warn!(
+                    provider = %self.name,
+                    model = %site.model,
+                    attempt,
+                    retry_after_ms = retry_after.map(millis),
+                    "rate limited (429)"
+                );
+                Event::RateLimited
+            }
+            _ => return,
+        };
+        let Some((from, to)) = self.limiter.observe(slot, event) else {
+            return;
+        };
+        let after = match event {
+            Event::RateLimited => "429".to_string(),
+            Event::Answered => format!("{} answers in a row", self.limiter.grow_after),
+        };
+        tracing::info!(provider = %self.name, from, to, after = %after, "concurrency changed");
+        notify(&format!(
+            "{}: concurrency {from} -> {to} after {after}",
+            self.name
+        ));
     }
 
     /// A per-attempt timeout finer than the config's whole seconds (tests).
@@ -1295,6 +1340,98 @@ mod tests {
             assert!(!line.contains(KEY), "{line}");
         }
         assert!(!format!("{provider:?} {second:?}").contains(KEY));
+    }
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_429s_limits_and_giving_up_are_logged_without_the_key() {
+        const KEY: &str = "sk-SENTINEL-log-5f4dcc3b5aa765d6";
+        set_env("PIPE_TEST_KEY_LOG", KEY);
+        let (_mock, base) = serve(vec![
+            Reply::new(429, "slow down, {auth}").header("retry-after", "0"),
+            Reply::new(503, "overloaded ({auth})"),
+        ])
+        .await;
+        let provider = provider(&base, Some("PIPE_TEST_KEY_LOG"), 5, 2);
+        let (_, notify) = recorder();
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || sink.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        let err = provider
+            .chat(&site(), &request(), &notify)
+            .await
+            .unwrap_err();
+        drop(guard);
+        assert!(
+            matches!(err, ProviderError::Infrastructure { attempts: 3, .. }),
+            "{err:?}"
+        );
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains(KEY), "{text}");
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["target"] == "pipe::provider::openai")
+            .collect();
+        let messages: Vec<&str> = events
+            .iter()
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "rate limited (429)",
+                "concurrency changed",
+                "retry",
+                "retry",
+                "gave up after retries"
+            ],
+            "{text}"
+        );
+        assert_eq!(events[0]["attempt"], 1);
+        assert_eq!(events[0]["retry_after_ms"], 0);
+        assert_eq!(
+            (&events[1]["from"], &events[1]["to"]),
+            (&json!(4), &json!(2))
+        );
+        assert_eq!(events[1]["after"], "429");
+        assert_eq!(events[2]["hinted"], true, "{}", events[2]);
+        assert_eq!(events[2]["wait_ms"], 0);
+        assert!(
+            events[2]["reason"].as_str().unwrap().contains("429"),
+            "{}",
+            events[2]
+        );
+        assert_eq!(events[3]["hinted"], false);
+        assert_eq!(
+            (&events[3]["retry"], &events[3]["max_retries"]),
+            (&json!(2), &json!(2))
+        );
+        assert_eq!(events[4]["attempts"], 3);
+        assert!(
+            events[4]["reason"].as_str().unwrap().contains("[redacted]"),
+            "{}",
+            events[4]
+        );
     }
 
     #[tokio::test]
