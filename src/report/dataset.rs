@@ -22,12 +22,13 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::text::{cost_per_test, str_or_dash, wall};
 use crate::aggregate::{Aggregate, ImplRow, RoundData, Tier};
 use crate::base::stats::round2;
 use crate::config::rubric::Aggregation;
 
-/// The missing-value mark.
-pub const DASH: &str = "\u{2014}";
+/// The missing-value mark, here for the readers of datasets.
+pub use super::text::DASH;
 pub const SCHEMA_VERSION: u32 = 1;
 pub const LICENSE: &str = "MIT";
 
@@ -339,26 +340,11 @@ pub struct FlatRow {
     pub median_loc: Option<Num>,
 }
 
-/// `2m05s`: whole seconds, floored.
-pub fn wall_clock(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-/// Parses [`wall_clock`]'s format back into milliseconds.
+/// Parses a wall time as [`wall`] writes it (`2m05s`) back into milliseconds.
 pub fn parse_wall_clock(s: &str) -> Option<u64> {
     let (m, rest) = s.split_once('m')?;
     let sec = rest.strip_suffix('s')?;
     Some((m.parse::<u64>().ok()? * 60 + sec.parse::<u64>().ok()?) * 1000)
-}
-
-/// `$0.0043`: cost per passed hidden test, 4 decimals; "—" when no test passed.
-pub fn cost_per_test(cost_usd: f64, tests_passed: usize) -> String {
-    if tests_passed == 0 {
-        DASH.to_string()
-    } else {
-        format!("${:.4}", cost_usd / tests_passed as f64)
-    }
 }
 
 /// Rounds to `places` decimals (removes float noise from sums).
@@ -386,7 +372,7 @@ pub fn key_part(id: &str) -> String {
 }
 
 fn text(x: Option<&str>) -> String {
-    x.unwrap_or(DASH).to_string()
+    str_or_dash(x).to_string()
 }
 
 fn tests_cell(r: &ImplRow) -> String {
@@ -579,7 +565,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             implementation: r.implementation.clone(),
             model_slug: format!("`{}`", r.model_slug),
             loc: r.loc.map_or_else(Cell::dash, |l| Cell::Num(Num(l as f64))),
-            wall_clock: wall_clock(r.wall_ms),
+            wall_clock: wall(r.wall_ms),
             tokens: r.tokens,
             cost_usd: Num(round2(r.cost_usd)),
             tests_passed: r.tests_passed.to_string(),
@@ -596,7 +582,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                     tier: r.tier,
                     harness: "pipe".into(),
                     model: r.model_slug.clone(),
-                    wall_clock: wall_clock(r.wall_ms),
+                    wall_clock: wall(r.wall_ms),
                     tokens: Cell::Num(Num(r.tokens as f64)),
                     cost_usd: Cell::Num(Num(round_to(r.cost_usd, 4))),
                 }
@@ -659,12 +645,12 @@ pub fn flat_rows(agg: &Aggregate) -> Vec<FlatRow> {
 }
 
 /// The whole dataset, rounds in the order given.
-pub fn dataset(rounds: Vec<(RoundData, Aggregate)>) -> Dataset {
+pub fn dataset<'a>(rounds: impl IntoIterator<Item = (&'a RoundData, &'a Aggregate)>) -> Dataset {
     let mut out = Vec::new();
     let mut flat = Vec::new();
     for (data, agg) in rounds {
-        out.push(round_from(&data, &agg));
-        flat.extend(flat_rows(&agg));
+        out.push(round_from(data, agg));
+        flat.extend(flat_rows(agg));
     }
     Dataset {
         meta: Meta {
@@ -759,22 +745,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wall_clock_is_floored_minutes_and_two_digit_seconds() {
-        assert_eq!(wall_clock(125_999), "2m05s");
-        assert_eq!(wall_clock(59_999), "0m59s");
-        assert_eq!(wall_clock(0), "0m00s");
-        assert_eq!(wall_clock(3_600_000), "60m00s");
-        assert_eq!(parse_wall_clock("2m05s"), Some(125_000));
+    fn wall_clock_parses_back() {
+        assert_eq!(parse_wall_clock(&wall(125_999)), Some(125_000));
+        assert_eq!(parse_wall_clock("60m00s"), Some(3_600_000));
         assert_eq!(parse_wall_clock(DASH), None);
-    }
-
-    #[test]
-    fn cost_per_test_has_four_decimals_or_a_dash() {
-        assert_eq!(cost_per_test(0.0516, 12), "$0.0043");
-        // 0.051 / 12 is 0.0042499999... in binary: 4 decimals of the exact value, like toFixed.
-        assert_eq!(cost_per_test(0.051, 12), "$0.0042");
-        assert_eq!(cost_per_test(0.0312, 12), "$0.0026");
-        assert_eq!(cost_per_test(0.5, 0), "\u{2014}");
         assert_eq!(DASH, "—");
     }
 

@@ -8,11 +8,14 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use super::text::{
+    DASH, Headline, aggregation_name, clip, clip_middle, gates_text, isolation_text, num1, number,
+    or_dash, short, signed_number, str_or_dash, tier_name, tokens, unisolated_warning, usd, wall,
+};
 use crate::aggregate::{Aggregate, ImplRow, JudgmentRow, Tier, num};
 use crate::base::junit::TestOutcome;
 use crate::config::rubric::Aggregation;
 
-const DASH: &str = "\u{2014}";
 /// Width of every chart, in CSS pixels (the page is laid out for 1280 px).
 const W: f64 = 1120.0;
 /// Categorical colours (Tableau 10), one per implementation, shared by the bar and scatter charts.
@@ -43,88 +46,8 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-/// At most `n` characters, an ellipsis marking the cut.
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('\u{2026}');
-        t
-    } else {
-        s.to_string()
-    }
-}
-
-/// At most `n` characters, the middle cut out (test names differ at both ends).
-fn clip_middle(s: &str, n: usize) -> String {
-    let len = s.chars().count();
-    if len <= n {
-        return s.to_string();
-    }
-    let tail = n / 3;
-    let head = n - tail - 1;
-    let mut t: String = s.chars().take(head).collect();
-    t.push('\u{2026}');
-    t.extend(s.chars().skip(len - tail));
-    t
-}
-
-/// Whitespace collapsed, at most `n` characters.
-fn short(s: &str, n: usize) -> String {
-    clip(&s.split_whitespace().collect::<Vec<_>>().join(" "), n)
-}
-
 fn text_w(s: &str, size: f64) -> f64 {
     s.chars().count() as f64 * size * CHAR_W
-}
-
-/// One decimal at most (interval bounds).
-fn num1(x: f64) -> String {
-    num((x * 10.0).round() / 10.0)
-}
-
-fn opt(x: Option<f64>) -> String {
-    x.map_or_else(|| DASH.to_string(), num)
-}
-
-fn signed(x: Option<f64>) -> String {
-    match x {
-        None => DASH.to_string(),
-        Some(v) if v > 0.0 => format!("+{}", num(v)),
-        Some(v) => num(v).replace('-', "\u{2212}"),
-    }
-}
-
-fn usd(x: f64) -> String {
-    if x == 0.0 {
-        "$0".to_string()
-    } else if x.abs() < 1.0 {
-        format!("${x:.4}")
-    } else {
-        format!("${x:.2}")
-    }
-}
-
-fn tokens(n: u64) -> String {
-    if n >= 1_000_000 {
-        format!("{:.2}M", n as f64 / 1e6)
-    } else if n >= 1000 {
-        format!("{:.1}k", n as f64 / 1000.0)
-    } else {
-        n.to_string()
-    }
-}
-
-fn wall(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-fn tier_name(t: Tier) -> &'static str {
-    match t {
-        Tier::SelfJudge => "self",
-        Tier::Peer => "peer",
-        Tier::Expert => "expert",
-    }
 }
 
 /// A round step for about `target` intervals over `[0, max]`: 1, 2, 2.5 or 5 times a power of ten.
@@ -335,7 +258,7 @@ fn chart_composite(a: &Aggregate) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let yc = top + row_h * (i as f64 + 0.5);
-        let rank = r.rank.map_or_else(|| DASH.to_string(), |k| k.to_string());
+        let rank = or_dash(r.rank);
         let _ = write!(
             o,
             r#"<text class="rank" x="8" y="{:.1}">{rank}</text><text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text><text class="slug" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -668,7 +591,7 @@ fn chart_heatmap(a: &Aggregate) -> String {
                         format!(
                             "{} {}",
                             esc(&k.id),
-                            opt(j.scores.get(&k.id).copied().flatten())
+                            number(j.scores.get(&k.id).copied().flatten())
                         )
                     })
                     .collect();
@@ -727,7 +650,7 @@ fn chart_heatmap(a: &Aggregate) -> String {
             y + row_h / 2.0 + 3.0,
             len.map_or_else(
                 || DASH.to_string(),
-                |l| format!("{} ({} judged)", signed(l.offset), l.judged)
+                |l| format!("{} ({} judged)", signed_number(l.offset), l.judged)
             )
         );
     }
@@ -1128,10 +1051,7 @@ fn header(o: &mut String, a: &Aggregate) {
         esc(&a.round),
         esc(&a.task),
         esc(&a.rubric),
-        match a.aggregation {
-            Aggregation::Median => "median",
-            Aggregation::Mean => "mean",
-        },
+        aggregation_name(a.aggregation),
         a.criteria
             .iter()
             .map(|c| format!(
@@ -1151,22 +1071,29 @@ fn header(o: &mut String, a: &Aggregate) {
     if a.replayed {
         o.push_str("<p class=\"notice\"><b>Replayed round.</b> Every model answer comes from recordings, not from live calls: the numbers show the pipeline, not today\u{2019}s models.</p>");
     }
-    if let Some(w) = crate::report::markdown::unisolated_warning(a) {
+    if let Some(w) = unisolated_warning(a) {
         let _ = write!(
             o,
             "<p class=\"notice danger\"><b>Warning: unisolated gates.</b> {}</p>",
             esc(&w)
         );
     }
-    let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
-    let gates = a.implementations.iter().filter(|r| r.gate_passed).count();
-    let n = a.implementations.len();
+    winner(o, a);
+    o.push_str("</header>\n");
+}
+
+/// The headline: who takes the round, with what, and what the round cost.
+fn winner(o: &mut String, a: &Aggregate) {
+    let max = num(a.composite_max);
+    let h = Headline::of(a);
+    let n = h.implementations;
     let tail = format!(
-        " {n} implementation{}, {} spent on builds; {gates} of {n} pass every hidden test.",
+        " {n} implementation{}, {} spent on builds; {} of {n} pass every hidden test.",
         if n == 1 { "" } else { "s" },
-        usd(spent)
+        usd(h.build_cost),
+        h.passing
     );
-    match a.implementations.first().filter(|t| t.composite.is_some()) {
+    match h.top {
         Some(top) => {
             let parts: Vec<String> = a
                 .criteria
@@ -1175,7 +1102,7 @@ fn header(o: &mut String, a: &Aggregate) {
                     format!(
                         "{} {}",
                         esc(&c.id),
-                        opt(top.peer.get(&c.id).copied().flatten())
+                        number(top.peer.get(&c.id).copied().flatten())
                     )
                 })
                 .collect();
@@ -1196,7 +1123,7 @@ fn header(o: &mut String, a: &Aggregate) {
                 "<p class=\"winner\">Winner: <b>{}</b> (<code>{}</code>) takes the round with <b>{}/{max}</b> ({}).{tie}{tail}</p>",
                 esc(&top.implementation),
                 esc(&top.model_slug),
-                opt(top.composite),
+                number(top.composite),
                 parts.join(", ")
             );
         }
@@ -1207,7 +1134,6 @@ fn header(o: &mut String, a: &Aggregate) {
             );
         }
     }
-    o.push_str("</header>\n");
 }
 
 fn scoreboard(o: &mut String, a: &Aggregate) {
@@ -1232,10 +1158,10 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
         let _ = write!(
             o,
             "<tr><td class=\"n\">{}</td><td><b>{}</b></td><td class=\"slug\">{}</td><td class=\"n\"><b>{}</b></td><td class=\"n\">{}</td>",
-            r.rank.map_or_else(|| DASH.to_string(), |k| k.to_string()),
+            or_dash(r.rank),
             esc(&r.implementation),
             esc(&r.model_slug),
-            opt(r.composite),
+            number(r.composite),
             r.composite_ci.map_or_else(
                 || DASH.to_string(),
                 |[l, h]| format!("{}\u{2013}{}", num1(l), num1(h))
@@ -1245,7 +1171,7 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
             let _ = write!(
                 o,
                 "<td class=\"n\">{}</td>",
-                opt(r.peer.get(&c.id).copied().flatten())
+                number(r.peer.get(&c.id).copied().flatten())
             );
         }
         let _ = write!(
@@ -1255,11 +1181,11 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
             r.tests_passed,
             r.tests_total,
             pass_fail(r.passed_hard_fail),
-            esc(r.verdict.as_deref().unwrap_or(DASH)),
+            esc(str_or_dash(r.verdict.as_deref())),
             usd(r.total_cost_usd),
             tokens(r.total_tokens),
             wall(r.wall_ms),
-            r.loc.map_or_else(|| DASH.to_string(), |l| l.to_string()),
+            or_dash(r.loc),
             if r.inseparable_from.is_empty() {
                 DASH.to_string()
             } else {
@@ -1296,7 +1222,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
     }
     o.push_str("<section class=\"card\"><h2>Sandboxes</h2><table><thead><tr><th>sandbox</th><th>isolation</th><th>gates</th></tr></thead><tbody>");
     for u in &a.sandboxes {
-        let isolation = esc(crate::report::markdown::isolation_text(&u.sandbox));
+        let isolation = esc(isolation_text(&u.sandbox));
         let _ = write!(
             o,
             "<tr><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
@@ -1306,7 +1232,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
             } else {
                 format!("<span class=\"bad\">\u{26a0} {isolation}</span>")
             },
-            esc(&crate::report::markdown::gates_text(a, &u.gates))
+            esc(&gates_text(a, &u.gates))
         );
     }
     o.push_str("</tbody></table><p class=\"small\">Where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in.</p></section>\n");
@@ -1342,7 +1268,7 @@ fn agreement(o: &mut String, a: &Aggregate) {
         if sp.judges == 1 { "" } else { "s" },
         sp.above,
         sp.below,
-        signed(sp.mean_delta)
+        signed_number(sp.mean_delta)
     );
     o.push_str("<div><h3>Leniency</h3><table><thead><tr><th>judge</th><th class=\"n\">offset</th><th class=\"n\">peers judged</th></tr></thead><tbody>");
     for r in &a.leniency {
@@ -1350,7 +1276,7 @@ fn agreement(o: &mut String, a: &Aggregate) {
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.judge),
-            signed(r.offset),
+            signed_number(r.offset),
             r.judged
         );
     }
@@ -1366,9 +1292,9 @@ fn agreement(o: &mut String, a: &Aggregate) {
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             esc(&r.implementation),
-            opt(r.min),
-            opt(r.max),
-            opt(r.range),
+            number(r.min),
+            number(r.max),
+            number(r.range),
             r.stdev
                 .map_or_else(|| DASH.to_string(), |s| format!("{s:.2}")),
             esc(&r.judges)
@@ -1402,9 +1328,9 @@ fn agreement(o: &mut String, a: &Aggregate) {
                 let _ = write!(
                     o,
                     "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
-                    opt(s),
-                    opt(p),
-                    signed(d)
+                    number(s),
+                    number(p),
+                    signed_number(d)
                 );
             }
             o.push_str("</tr>");
@@ -1482,7 +1408,7 @@ fn judging(o: &mut String, a: &Aggregate) {
                 let _ = write!(
                     o,
                     "<td class=\"n\">{}</td>",
-                    opt(j.scores.get(&c.id).copied().flatten())
+                    number(j.scores.get(&c.id).copied().flatten())
                 );
             }
             let note = match (&j.note, &j.dropout) {
@@ -1501,9 +1427,9 @@ fn judging(o: &mut String, a: &Aggregate) {
             let _ = write!(
                 o,
                 "<td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"note\">{note}</td></tr>",
-                opt(j.composite),
+                number(j.composite),
                 pass_fail(j.hard_fail_pass),
-                esc(j.verdict.as_deref().unwrap_or(DASH))
+                esc(str_or_dash(j.verdict.as_deref()))
             );
         }
         o.push_str("</tbody></table></div></details>");
