@@ -346,7 +346,11 @@ fn only_the_offline_rounds_opt_into_running_unisolated() {
             p.round.unisolated_fallback, is_offline,
             "{name}: only offline rounds opt in"
         );
-        assert_eq!(p.round.sandbox, pipe::config::SandboxChoice::Auto, "{name}");
+        assert_eq!(
+            p.round.sandbox,
+            pipe::sandbox::SandboxChoice::Auto,
+            "{name}"
+        );
         offline += usize::from(is_offline);
     }
     assert!(offline >= 3, "the offline rounds were found");

@@ -3,6 +3,7 @@
 //! agreement, self-bias, judge ranking, cost efficiency), the Multivac mean aggregation, and what
 //! published rounds lack (bootstrap intervals, Krippendorff's alpha, leniency, self-preference).
 
+mod composite;
 pub mod data;
 pub mod suite;
 pub mod uncertainty;
@@ -15,6 +16,8 @@ pub use data::{
     AgentNote, BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo,
     Problem, RoundData, RubricInfo, TestRecord, Tier,
 };
+
+use composite::{Scored, composite_of, composite_of_scored, is_peer};
 
 use crate::base::junit::TestOutcome;
 use crate::base::stats::{mean, median, mode_worst, round2, stdev};
@@ -273,547 +276,36 @@ pub fn label(round_id: &str, model: &str, sample: u32) -> String {
     format!("impl-{code}")
 }
 
-/// An implementation's composite from a set of judgments (with repeats, for the bootstrap).
-pub(crate) fn composite_of(rows: &[&JudgmentRecord], rubric: &RubricInfo) -> Option<f64> {
-    let scored: Vec<Scored> = rows.iter().map(|j| Scored::of(j, rubric)).collect();
-    composite_of_scored(&scored.iter().collect::<Vec<_>>(), rubric)
-}
-
-/// What [`composite_of`] reads of a judgment: its composite and its score per criterion (in the
-/// rubric's order), compact, so the bootstrap's thousands of draws read them from one array.
-#[derive(Debug, Clone)]
-pub(crate) struct Scored {
-    composite: Option<f64>,
-    scores: Vec<Option<f64>>,
-}
-
-impl Scored {
-    pub(crate) fn of(j: &JudgmentRecord, rubric: &RubricInfo) -> Self {
-        Self {
-            composite: j.composite(&rubric.criteria),
-            scores: rubric
-                .criteria
-                .iter()
-                .map(|c| j.scores.get(&c.id).copied().flatten())
-                .collect(),
-        }
-    }
-}
-
-/// [`composite_of`] over judgments already [`Scored`].
-pub(crate) fn composite_of_scored(rows: &[&Scored], rubric: &RubricInfo) -> Option<f64> {
-    match rubric.aggregation {
-        Aggregation::Median => {
-            if rubric.criteria.is_empty() {
-                return None;
-            }
-            rubric
-                .criteria
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let v: Vec<f64> = rows.iter().filter_map(|r| r.scores[i]).collect();
-                    median(&v).map(|m| m * c.weight)
-                })
-                .sum()
-        }
-        Aggregation::Mean => {
-            let v: Vec<f64> = rows.iter().filter_map(|r| r.composite).collect();
-            mean(&v)
-        }
-    }
-}
-
-pub(crate) fn is_peer(j: &JudgmentRecord) -> bool {
-    j.tier == Tier::Peer && j.dropout.is_none()
-}
-
-#[allow(clippy::too_many_lines)]
+/// The round's numbers: one row per model (its representative sample), their intervals and
+/// ranks, and the tables about the judges.
 pub fn compute(d: &RoundData) -> Aggregate {
     if let Some(suite) = suite::compute(d) {
-        // A suite has its own section (gates, pass@k, peer scores per task); the
-        // per-implementation tables describe one task.
-        let mut bare = d.clone();
-        bare.builds.clear();
-        bare.gates.clear();
-        bare.judgments.clear();
-        let mut a = compute(&bare);
-        a.implementations.clear();
-        a.suite = Some(suite);
-        a.sandboxes = sandbox_uses(&d.gates);
-        return a;
+        return suite_aggregate(d, suite);
     }
     let rubric = &d.rubric;
     let criteria = &rubric.criteria;
     let rep = d.representative_sample.unwrap_or(d.samples);
-    // Judgments by (model, sample), builds and gates by model, grouped once: every lookup below
-    // is then by key, and a round of hundreds of models aggregates in time near its size.
-    let mut by_impl: HashMap<(&str, u32), Vec<&JudgmentRecord>> = HashMap::new();
-    for j in &d.judgments {
-        by_impl.entry((&j.model, j.sample)).or_default().push(j);
-    }
-    let judgments_of = |model: &str, sample: u32| -> Vec<&JudgmentRecord> {
-        by_impl.get(&(model, sample)).cloned().unwrap_or_default()
+    let index = Index::new(d);
+    let mut rows: Vec<ImplRow> = d
+        .models
+        .iter()
+        .map(|m| impl_row(d, &index, m, rep))
+        .collect();
+    set_intervals(d, &index, &mut rows);
+    rank(&mut rows);
+    let avg_score = if rubric.aggregation == Aggregation::Mean {
+        rank_means(&mut rows)
+    } else {
+        None
     };
-    let mut builds_of: HashMap<&str, Vec<&BuildRecord>> = HashMap::new();
-    for b in &d.builds {
-        builds_of.entry(&b.model).or_default().push(b);
-    }
-    let mut gates_of: HashMap<(&str, u32), &GateRecord> = HashMap::new();
-    for g in &d.gates {
-        gates_of.entry((&g.model, g.sample)).or_insert(g);
-    }
-    let mut rows = Vec::new();
-    for m in &d.models {
-        let samples: Vec<&BuildRecord> = builds_of.get(m.id.as_str()).cloned().unwrap_or_default();
-        let build = samples.iter().find(|b| b.sample == rep).copied();
-        let gate = gates_of.get(&(m.id.as_str(), rep)).copied();
-        let build_ok = build.is_some_and(|b| b.ok);
-        let js = judgments_of(&m.id, rep);
-        let median_over =
-            |pred: &dyn Fn(&JudgmentRecord) -> bool| -> BTreeMap<String, Option<f64>> {
-                criteria
-                    .iter()
-                    .map(|c| {
-                        let v: Vec<f64> = js
-                            .iter()
-                            .filter(|j| pred(j))
-                            .filter_map(|j| j.scores.get(&c.id).copied().flatten())
-                            .collect();
-                        (c.id.clone(), median(&v))
-                    })
-                    .collect()
-            };
-        let peer = median_over(&|j| j.tier == Tier::Peer);
-        let expert = median_over(&|j| j.tier == Tier::Expert);
-        let all = median_over(&|j| j.tier != Tier::SelfJudge);
-        let peers: Vec<&JudgmentRecord> = js.iter().copied().filter(|j| is_peer(j)).collect();
-        let composite = if build_ok {
-            composite_of(&peers, rubric)
-        } else {
-            None
-        };
-        let given: Vec<&str> = js.iter().filter_map(|j| j.verdict.as_deref()).collect();
-        let verdict = mode_worst(&given, &rubric.verdicts).map(str::to_string);
-        let answered: Vec<bool> = js
-            .iter()
-            .filter(|j| j.tier == Tier::Peer)
-            .filter_map(|j| j.hard_fail_pass)
-            .collect();
-        let passed_hard_fail = (!answered.is_empty())
-            .then(|| answered.iter().filter(|x| **x).count() * 2 > answered.len());
-        let mean_row = (rubric.aggregation == Aggregation::Mean)
-            .then(|| {
-                let v: Vec<f64> = peers.iter().filter_map(|j| j.composite(criteria)).collect();
-                Some(MeanRow {
-                    average_score: round2(mean(&v)?),
-                    score_count: v.len(),
-                    min_score: v.iter().copied().fold(f64::INFINITY, f64::min),
-                    max_score: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    rank: 0,
-                })
-            })
-            .flatten();
-        let mut judgment_rows: Vec<JudgmentRow> = js
-            .iter()
-            .map(|j| JudgmentRow {
-                judge: j.judge.clone(),
-                tier: j.tier,
-                scores: criteria
-                    .iter()
-                    .map(|c| (c.id.clone(), j.scores.get(&c.id).copied().flatten()))
-                    .collect(),
-                composite: if j.dropout.is_none() {
-                    j.composite(criteria)
-                } else {
-                    None
-                },
-                hard_fail_pass: j.hard_fail_pass,
-                verdict: j.verdict.clone(),
-                note: j.note.clone(),
-                dropout: j.dropout.clone(),
-                infrastructure: j.infrastructure,
-            })
-            .collect();
-        judgment_rows.sort_by(|a, b| a.judge.cmp(&b.judge));
-        let walls: Vec<f64> = samples.iter().map(|b| b.wall_ms as f64 / 1000.0).collect();
-        let locs: Vec<f64> = samples
-            .iter()
-            .filter_map(|b| b.loc.map(|l| l as f64))
-            .collect();
-        rows.push(ImplRow {
-            implementation: m.id.clone(),
-            model_slug: m.slug.clone(),
-            label: label(&d.round, &m.id, rep),
-            sample: rep,
-            samples: samples.len() as u32,
-            run_path: build.and_then(|b| b.run_path.clone()),
-            build_ok,
-            agent: build.and_then(|b| b.agent.clone()),
-            build_reason: match build {
-                None => Some("the build did not finish".to_string()),
-                Some(b) => b.reason.clone(),
-            },
-            gate_passed: gate.is_some_and(|g| g.passed),
-            gate_reason: gate.map_or_else(
-                || Some("the gate did not run".to_string()),
-                |g| g.reason.clone(),
-            ),
-            tests_passed: gate.map_or(0, |g| g.tests_passed),
-            tests_total: gate.map_or(0, |g| g.tests_total),
-            peer,
-            expert,
-            all,
-            composite,
-            composite_ci: None,
-            rank: None,
-            inseparable_from: Vec::new(),
-            mean: mean_row,
-            verdict,
-            passed_hard_fail,
-            judgments: judgment_rows,
-            hidden_tests: gate
-                .map(|g| {
-                    g.tests
-                        .iter()
-                        .map(|t| HiddenTest {
-                            name: t.name.clone(),
-                            passed: t.outcome == TestOutcome::Passed,
-                            outcome: t.outcome,
-                            flaky: t.flaky,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            loc: build.filter(|b| b.ok).and_then(|b| b.loc),
-            wall_ms: build.map_or(0, |b| b.wall_ms),
-            tokens: build.map_or(0, |b| b.usage.total()),
-            input_tokens: build.map_or(0, |b| b.usage.input_tokens),
-            output_tokens: build.map_or(0, |b| b.usage.output_tokens),
-            cache_read_tokens: build.map_or(0, |b| b.usage.cache_read_tokens),
-            cost_usd: build.map_or(0.0, |b| b.cost_usd),
-            test_exit_code: build.and_then(|b| b.test_exit_code),
-            total_cost_usd: samples.iter().map(|b| b.cost_usd).sum(),
-            total_tokens: samples.iter().map(|b| b.usage.total()).sum(),
-            median_wall_seconds: median(&walls),
-            median_loc: median(&locs),
-        });
-    }
-
-    // Bootstrap: resample the judges who gave peer judgments; recompute every composite.
-    let mut judges: Vec<&str> = d
-        .judgments
-        .iter()
-        .filter(|j| is_peer(j))
-        .map(|j| j.judge.as_str())
-        .collect();
-    judges.sort_unstable();
-    judges.dedup();
-    let judge_index: HashMap<&str, usize> =
-        judges.iter().enumerate().map(|(i, j)| (*j, i)).collect();
-    // Per row (a built implementation), its peer judgments grouped by judge, in their order, in
-    // one array (`starts[p]..starts[p + 1]` are judge `p`'s): a draw picks judges and takes
-    // theirs, without searching.
-    let per_judge: Vec<Option<(Vec<usize>, Vec<Scored>)>> = rows
-        .iter()
-        .map(|r| {
-            r.build_ok.then(|| {
-                let mut by: Vec<Vec<&JudgmentRecord>> = vec![Vec::new(); judges.len()];
-                for j in judgments_of(&r.implementation, r.sample) {
-                    if is_peer(j)
-                        && let Some(&i) = judge_index.get(j.judge.as_str())
-                    {
-                        by[i].push(j);
-                    }
-                }
-                let mut starts = Vec::with_capacity(judges.len() + 1);
-                let mut items = Vec::new();
-                for group in by {
-                    starts.push(items.len());
-                    items.extend(group.into_iter().map(|j| Scored::of(j, rubric)));
-                }
-                starts.push(items.len());
-                (starts, items)
-            })
-        })
-        .collect();
-    let cis = uncertainty::bootstrap(
-        judges.len(),
-        rows.len(),
-        d.bootstrap.draws,
-        d.bootstrap.seed,
-        d.bootstrap.level,
-        |pick| {
-            let mut drawn: Vec<&Scored> = Vec::new();
-            per_judge
-                .iter()
-                .map(|by| {
-                    let (starts, items) = by.as_ref()?;
-                    drawn.clear();
-                    for &p in pick {
-                        drawn.extend(&items[starts[p]..starts[p + 1]]);
-                    }
-                    composite_of_scored(&drawn, rubric)
-                })
-                .collect()
-        },
-    );
-    for (r, ci) in rows.iter_mut().zip(cis) {
-        r.composite_ci = ci;
-    }
-    // Order: composite descending, then name; ranks; overlapping intervals.
-    rows.sort_by(|a, b| {
-        b.composite
-            .unwrap_or(f64::NEG_INFINITY)
-            .total_cmp(&a.composite.unwrap_or(f64::NEG_INFINITY))
-            .then(a.implementation.cmp(&b.implementation))
-    });
-    let mut rank = 0;
-    for r in &mut rows {
-        if r.composite.is_some() {
-            rank += 1;
-            r.rank = Some(rank);
-        }
-    }
-    let intervals: Vec<(String, Option<[f64; 2]>)> = rows
-        .iter()
-        .map(|r| (r.implementation.clone(), r.composite_ci))
-        .collect();
-    for r in &mut rows {
-        if let Some([lo, hi]) = r.composite_ci {
-            r.inseparable_from = intervals
-                .iter()
-                .filter(|(name, ci)| {
-                    name != &r.implementation && ci.is_some_and(|[l, h]| l <= hi && lo <= h)
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-        }
-    }
-    let mut avg_score = None;
-    if rubric.aggregation == Aggregation::Mean {
-        let mut order: Vec<usize> = (0..rows.len())
-            .filter(|i| rows[*i].mean.is_some())
-            .collect();
-        order.sort_by(|a, b| {
-            let (x, y) = (
-                rows[*a].mean.as_ref().map_or(0.0, |m| m.average_score),
-                rows[*b].mean.as_ref().map_or(0.0, |m| m.average_score),
-            );
-            y.total_cmp(&x)
-                .then(rows[*a].implementation.cmp(&rows[*b].implementation))
-        });
-        for (k, i) in order.iter().enumerate() {
-            if let Some(m) = rows[*i].mean.as_mut() {
-                m.rank = k + 1;
-            }
-        }
-        let avgs: Vec<f64> = rows
-            .iter()
-            .filter_map(|r| r.mean.as_ref().map(|m| m.average_score))
-            .collect();
-        avg_score = mean(&avgs);
-    }
-
-    let first = criteria.first().map(|c| c.id.clone());
+    let first = criteria.first().map(|c| c.id.as_str());
     let mut by_name: Vec<&ImplRow> = rows.iter().filter(|r| r.build_ok).collect();
     by_name.sort_by(|a, b| a.implementation.cmp(&b.implementation));
-    let self_bias = by_name
-        .iter()
-        .map(|r| {
-            let own = r.judgments.iter().find(|j| j.tier == Tier::SelfJudge);
-            let by_criterion = criteria
-                .iter()
-                .map(|c| {
-                    let s = own.and_then(|j| j.scores.get(&c.id).copied().flatten());
-                    let pm = r.peer[&c.id];
-                    (c.id.clone(), [s, pm, s.zip(pm).map(|(a, b)| a - b)])
-                })
-                .collect();
-            SelfBiasRow {
-                implementation: r.implementation.clone(),
-                by_criterion,
-            }
-        })
-        .collect();
-    let agreement = by_name
-        .iter()
-        .map(|r| {
-            let with: Vec<(&str, f64)> = first
-                .as_ref()
-                .map(|c| {
-                    r.judgments
-                        .iter()
-                        .filter_map(|j| {
-                            j.scores
-                                .get(c)
-                                .copied()
-                                .flatten()
-                                .map(|v| (j.judge.as_str(), v))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let vals: Vec<f64> = with.iter().map(|x| x.1).collect();
-            let min = vals.iter().copied().reduce(f64::min);
-            let max = vals.iter().copied().reduce(f64::max);
-            let mut names: Vec<&str> = with.iter().map(|x| x.0).collect();
-            names.sort_unstable();
-            AgreementRow {
-                implementation: r.implementation.clone(),
-                min,
-                max,
-                range: min.zip(max).map(|(a, b)| b - a),
-                stdev: stdev(&vals).map(round2),
-                judges: names.join(", "),
-            }
-        })
-        .collect();
-
-    // Judges: every model, plus anyone else who judged (experts).
-    let mut judge_ids: Vec<String> = d.models.iter().map(|m| m.id.clone()).collect();
-    let mut listed: HashSet<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
-    for j in &d.judgments {
-        if listed.insert(&j.judge) {
-            judge_ids.push(j.judge.clone());
-        }
-    }
-    judge_ids.sort();
-    let models_by_id: HashMap<&str, &ModelInfo> =
-        d.models.iter().map(|m| (m.id.as_str(), m)).collect();
-    let mut judgments_by: HashMap<&str, Vec<&JudgmentRecord>> = HashMap::new();
-    for j in &d.judgments {
-        judgments_by.entry(&j.judge).or_default().push(j);
-    }
-    // Per row, each judge's first judgment and first peer judgment of it.
-    let firsts: Vec<(HashMap<&str, &JudgmentRow>, HashMap<&str, &JudgmentRow>)> = rows
-        .iter()
-        .map(|r| {
-            let (mut any, mut peer) = (HashMap::new(), HashMap::new());
-            for j in &r.judgments {
-                any.entry(j.judge.as_str()).or_insert(j);
-                if j.tier == Tier::Peer {
-                    peer.entry(j.judge.as_str()).or_insert(j);
-                }
-            }
-            (any, peer)
-        })
-        .collect();
-    let mut judge_ranking = Vec::new();
-    let mut judging_cost = Vec::new();
-    let mut leniency = Vec::new();
-    for judge in &judge_ids {
-        let mut scored: Vec<(String, f64)> = rows
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(r, (any, _))| {
-                let v = any
-                    .get(judge.as_str())?
-                    .scores
-                    .get(first.as_ref()?)
-                    .copied()
-                    .flatten()?;
-                Some((r.implementation.clone(), v))
-            })
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let place = |i: usize| {
-            scored.get(i).map_or_else(
-                || "\u{2014}".to_string(),
-                |(n, v)| format!("{n} ({})", num(*v)),
-            )
-        };
-        judge_ranking.push(RankingRow {
-            judge: judge.clone(),
-            top: [place(0), place(1), place(2)],
-        });
-        let mine: &[&JudgmentRecord] = judgments_by.get(judge.as_str()).map_or(&[], Vec::as_slice);
-        judging_cost.push(JudgingCostRow {
-            judge: judge.clone(),
-            model_slug: models_by_id
-                .get(judge.as_str())
-                .map_or_else(|| "\u{2014}".to_string(), |m| m.slug.clone()),
-            tier: if models_by_id.contains_key(judge.as_str()) {
-                Tier::Peer
-            } else {
-                Tier::Expert
-            },
-            judgments: mine.len(),
-            dropouts: mine.iter().filter(|j| j.dropout.is_some()).count(),
-            measured: mine.iter().any(|j| j.measured),
-            tokens: mine.iter().map(|j| j.usage.total()).sum(),
-            wall_ms: mine.iter().map(|j| j.wall_ms).sum(),
-            cost_usd: mine.iter().map(|j| j.cost_usd).sum(),
-        });
-        let offsets: Vec<f64> = rows
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(r, (_, peer))| {
-                let j = peer.get(judge.as_str())?;
-                Some(j.composite? - r.composite?)
-            })
-            .collect();
-        leniency.push(LeniencyRow {
-            judge: judge.clone(),
-            offset: mean(&offsets).map(round2),
-            judged: offsets.len(),
-        });
-    }
-    // Krippendorff's alpha per criterion over the judge x implementation matrix (every usable
-    // judgment, self included, as in the agreement table).
-    let alpha = criteria
-        .iter()
-        .map(|c| {
-            let units: Vec<Vec<f64>> = rows
-                .iter()
-                .filter(|r| r.build_ok)
-                .map(|r| {
-                    r.judgments
-                        .iter()
-                        .filter_map(|j| j.scores.get(&c.id).copied().flatten())
-                        .collect()
-                })
-                .collect();
-            let a =
-                uncertainty::krippendorff_interval(&units).map(|x| (x * 1000.0).round() / 1000.0);
-            let mut js: Vec<&str> = rows
-                .iter()
-                .flat_map(|r| {
-                    r.judgments
-                        .iter()
-                        .filter(|j| j.scores.get(&c.id).copied().flatten().is_some())
-                        .map(|j| j.judge.as_str())
-                })
-                .collect();
-            js.sort_unstable();
-            js.dedup();
-            AlphaRow {
-                criterion: c.id.clone(),
-                alpha: a,
-                implementations: units.iter().filter(|u| u.len() >= 2).count(),
-                judges: js.len(),
-                low: a.is_some_and(|x| x < uncertainty::ALPHA_TENTATIVE),
-            }
-        })
-        .collect();
-    let deltas: Vec<f64> = rows
-        .iter()
-        .filter_map(|r| {
-            Some(
-                r.judgments
-                    .iter()
-                    .find(|j| j.tier == Tier::SelfJudge)?
-                    .composite?
-                    - r.composite?,
-            )
-        })
-        .collect();
-    let self_preference = SelfPreference {
-        judges: deltas.len(),
-        above: deltas.iter().filter(|x| **x > 0.0).count(),
-        below: deltas.iter().filter(|x| **x < 0.0).count(),
-        mean_delta: mean(&deltas).map(round2),
-    };
+    let self_bias = by_name.iter().map(|r| self_bias_row(r, criteria)).collect();
+    let agreement = by_name.iter().map(|r| agreement_row(r, first)).collect();
+    let judges = judge_tables(d, &rows, first);
+    let alpha = criteria.iter().map(|c| alpha_row(&rows, &c.id)).collect();
+    let self_preference = self_preference(&rows);
     Aggregate {
         round: d.round.clone(),
         name: d.name.clone(),
@@ -829,16 +321,598 @@ pub fn compute(d: &RoundData) -> Aggregate {
         implementations: rows,
         self_bias,
         agreement,
-        judge_ranking,
-        judging_cost,
+        judge_ranking: judges.ranking,
+        judging_cost: judges.cost,
         alpha,
-        leniency,
+        leniency: judges.leniency,
         self_preference,
         bootstrap: d.bootstrap,
         avg_score,
         problems: d.problems.clone(),
         suite: None,
         sandboxes: sandbox_uses(&d.gates),
+    }
+}
+
+/// A suite has its own section (gates, pass@k, peer scores per task); the per-implementation
+/// tables describe one task, so they stay empty.
+fn suite_aggregate(d: &RoundData, suite: suite::Suite) -> Aggregate {
+    let mut bare = d.clone();
+    bare.builds.clear();
+    bare.gates.clear();
+    bare.judgments.clear();
+    let mut a = compute(&bare);
+    a.implementations.clear();
+    a.suite = Some(suite);
+    a.sandboxes = sandbox_uses(&d.gates);
+    a
+}
+
+/// Judgments by (model, sample), builds by model and gates by (model, sample), grouped once:
+/// every lookup is then by key, and a round of hundreds of models aggregates in time near its
+/// size.
+struct Index<'a> {
+    judgments: HashMap<(&'a str, u32), Vec<&'a JudgmentRecord>>,
+    builds: HashMap<&'a str, Vec<&'a BuildRecord>>,
+    gates: HashMap<(&'a str, u32), &'a GateRecord>,
+}
+
+impl<'a> Index<'a> {
+    fn new(d: &'a RoundData) -> Self {
+        let mut judgments: HashMap<(&str, u32), Vec<&JudgmentRecord>> = HashMap::new();
+        for j in &d.judgments {
+            judgments.entry((&j.model, j.sample)).or_default().push(j);
+        }
+        let mut builds: HashMap<&str, Vec<&BuildRecord>> = HashMap::new();
+        for b in &d.builds {
+            builds.entry(&b.model).or_default().push(b);
+        }
+        let mut gates: HashMap<(&str, u32), &GateRecord> = HashMap::new();
+        for g in &d.gates {
+            gates.entry((&g.model, g.sample)).or_insert(g);
+        }
+        Self {
+            judgments,
+            builds,
+            gates,
+        }
+    }
+
+    fn judgments_of<'s>(&'s self, model: &'s str, sample: u32) -> Vec<&'s JudgmentRecord> {
+        self.judgments
+            .get(&(model, sample))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// One model's row: the build, gate and judgments of its representative sample `rep`, and the
+/// totals and medians over all its samples. Unranked, without an interval.
+fn impl_row(d: &RoundData, index: &Index, m: &ModelInfo, rep: u32) -> ImplRow {
+    let rubric = &d.rubric;
+    let criteria = &rubric.criteria;
+    let samples: Vec<&BuildRecord> = index.builds.get(m.id.as_str()).cloned().unwrap_or_default();
+    let build = samples.iter().find(|b| b.sample == rep).copied();
+    let gate = index.gates.get(&(m.id.as_str(), rep)).copied();
+    let build_ok = build.is_some_and(|b| b.ok);
+    let js = index.judgments_of(&m.id, rep);
+    let peers: Vec<&JudgmentRecord> = js.iter().copied().filter(|j| is_peer(j)).collect();
+    let composite = if build_ok {
+        composite_of(&peers, rubric)
+    } else {
+        None
+    };
+    let given: Vec<&str> = js.iter().filter_map(|j| j.verdict.as_deref()).collect();
+    let walls: Vec<f64> = samples.iter().map(|b| b.wall_ms as f64 / 1000.0).collect();
+    let locs: Vec<f64> = samples
+        .iter()
+        .filter_map(|b| b.loc.map(|l| l as f64))
+        .collect();
+    ImplRow {
+        implementation: m.id.clone(),
+        model_slug: m.slug.clone(),
+        label: label(&d.round, &m.id, rep),
+        sample: rep,
+        samples: samples.len() as u32,
+        run_path: build.and_then(|b| b.run_path.clone()),
+        build_ok,
+        agent: build.and_then(|b| b.agent.clone()),
+        build_reason: match build {
+            None => Some("the build did not finish".to_string()),
+            Some(b) => b.reason.clone(),
+        },
+        gate_passed: gate.is_some_and(|g| g.passed),
+        gate_reason: gate.map_or_else(
+            || Some("the gate did not run".to_string()),
+            |g| g.reason.clone(),
+        ),
+        tests_passed: gate.map_or(0, |g| g.tests_passed),
+        tests_total: gate.map_or(0, |g| g.tests_total),
+        peer: medians(&js, criteria, |j| j.tier == Tier::Peer),
+        expert: medians(&js, criteria, |j| j.tier == Tier::Expert),
+        all: medians(&js, criteria, |j| j.tier != Tier::SelfJudge),
+        composite,
+        composite_ci: None,
+        rank: None,
+        inseparable_from: Vec::new(),
+        mean: mean_row(rubric, &peers),
+        verdict: mode_worst(&given, &rubric.verdicts).map(str::to_string),
+        passed_hard_fail: hard_fail_majority(&js),
+        judgments: judgment_rows(&js, criteria),
+        hidden_tests: gate.map(hidden_tests).unwrap_or_default(),
+        loc: build.filter(|b| b.ok).and_then(|b| b.loc),
+        wall_ms: build.map_or(0, |b| b.wall_ms),
+        tokens: build.map_or(0, |b| b.usage.total()),
+        input_tokens: build.map_or(0, |b| b.usage.input_tokens),
+        output_tokens: build.map_or(0, |b| b.usage.output_tokens),
+        cache_read_tokens: build.map_or(0, |b| b.usage.cache_read_tokens),
+        cost_usd: build.map_or(0.0, |b| b.cost_usd),
+        test_exit_code: build.and_then(|b| b.test_exit_code),
+        total_cost_usd: samples.iter().map(|b| b.cost_usd).sum(),
+        total_tokens: samples.iter().map(|b| b.usage.total()).sum(),
+        median_wall_seconds: median(&walls),
+        median_loc: median(&locs),
+    }
+}
+
+/// Per criterion, the median score over the judgments `pred` keeps.
+fn medians(
+    js: &[&JudgmentRecord],
+    criteria: &[CriterionInfo],
+    pred: impl Fn(&JudgmentRecord) -> bool,
+) -> BTreeMap<String, Option<f64>> {
+    criteria
+        .iter()
+        .map(|c| {
+            let v: Vec<f64> = js
+                .iter()
+                .filter(|j| pred(j))
+                .filter_map(|j| j.scores.get(&c.id).copied().flatten())
+                .collect();
+            (c.id.clone(), median(&v))
+        })
+        .collect()
+}
+
+/// Whether most peers that answered the hard-fail question said it passed; none when none
+/// answered.
+fn hard_fail_majority(js: &[&JudgmentRecord]) -> Option<bool> {
+    let answered: Vec<bool> = js
+        .iter()
+        .filter(|j| j.tier == Tier::Peer)
+        .filter_map(|j| j.hard_fail_pass)
+        .collect();
+    (!answered.is_empty()).then(|| answered.iter().filter(|x| **x).count() * 2 > answered.len())
+}
+
+/// Mean aggregation: the mean, count and range of the peers' composites (ranked later).
+fn mean_row(rubric: &RubricInfo, peers: &[&JudgmentRecord]) -> Option<MeanRow> {
+    if rubric.aggregation != Aggregation::Mean {
+        return None;
+    }
+    let v: Vec<f64> = peers
+        .iter()
+        .filter_map(|j| j.composite(&rubric.criteria))
+        .collect();
+    Some(MeanRow {
+        average_score: round2(mean(&v)?),
+        score_count: v.len(),
+        min_score: v.iter().copied().fold(f64::INFINITY, f64::min),
+        max_score: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        rank: 0,
+    })
+}
+
+/// The judgments of one implementation as the report lists them, by judge.
+fn judgment_rows(js: &[&JudgmentRecord], criteria: &[CriterionInfo]) -> Vec<JudgmentRow> {
+    let mut rows: Vec<JudgmentRow> = js
+        .iter()
+        .map(|j| JudgmentRow {
+            judge: j.judge.clone(),
+            tier: j.tier,
+            scores: criteria
+                .iter()
+                .map(|c| (c.id.clone(), j.scores.get(&c.id).copied().flatten()))
+                .collect(),
+            composite: if j.dropout.is_none() {
+                j.composite(criteria)
+            } else {
+                None
+            },
+            hard_fail_pass: j.hard_fail_pass,
+            verdict: j.verdict.clone(),
+            note: j.note.clone(),
+            dropout: j.dropout.clone(),
+            infrastructure: j.infrastructure,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.judge.cmp(&b.judge));
+    rows
+}
+
+fn hidden_tests(g: &GateRecord) -> Vec<HiddenTest> {
+    g.tests
+        .iter()
+        .map(|t| HiddenTest {
+            name: t.name.clone(),
+            passed: t.outcome == TestOutcome::Passed,
+            outcome: t.outcome,
+            flaky: t.flaky,
+        })
+        .collect()
+}
+
+/// Bootstrap: resample the judges who gave peer judgments; recompute every composite; set each
+/// row's interval.
+fn set_intervals(d: &RoundData, index: &Index, rows: &mut [ImplRow]) {
+    let rubric = &d.rubric;
+    let mut judges: Vec<&str> = d
+        .judgments
+        .iter()
+        .filter(|j| is_peer(j))
+        .map(|j| j.judge.as_str())
+        .collect();
+    judges.sort_unstable();
+    judges.dedup();
+    let judge_index: HashMap<&str, usize> =
+        judges.iter().enumerate().map(|(i, j)| (*j, i)).collect();
+    let per_judge: Vec<Option<ByJudge>> = rows
+        .iter()
+        .map(|r| {
+            r.build_ok.then(|| {
+                let js = index.judgments_of(&r.implementation, r.sample);
+                ByJudge::new(&js, &judge_index, rubric)
+            })
+        })
+        .collect();
+    let cis = uncertainty::bootstrap(
+        judges.len(),
+        rows.len(),
+        d.bootstrap.draws,
+        d.bootstrap.seed,
+        d.bootstrap.level,
+        |pick| {
+            let mut drawn: Vec<&Scored> = Vec::new();
+            per_judge
+                .iter()
+                .map(|by| {
+                    let by = by.as_ref()?;
+                    drawn.clear();
+                    for &p in pick {
+                        drawn.extend(by.of(p));
+                    }
+                    composite_of_scored(&drawn, rubric)
+                })
+                .collect()
+        },
+    );
+    for (r, ci) in rows.iter_mut().zip(cis) {
+        r.composite_ci = ci;
+    }
+}
+
+/// A built implementation's peer judgments grouped by judge, in their order, in one array
+/// (`starts[p]..starts[p + 1]` are judge `p`'s): a draw picks judges and takes theirs, without
+/// searching.
+struct ByJudge {
+    starts: Vec<usize>,
+    items: Vec<Scored>,
+}
+
+impl ByJudge {
+    fn new(
+        js: &[&JudgmentRecord],
+        judge_index: &HashMap<&str, usize>,
+        rubric: &RubricInfo,
+    ) -> Self {
+        let mut by: Vec<Vec<&JudgmentRecord>> = vec![Vec::new(); judge_index.len()];
+        for j in js {
+            if is_peer(j)
+                && let Some(&i) = judge_index.get(j.judge.as_str())
+            {
+                by[i].push(j);
+            }
+        }
+        let mut starts = Vec::with_capacity(judge_index.len() + 1);
+        let mut items = Vec::new();
+        for group in by {
+            starts.push(items.len());
+            items.extend(group.into_iter().map(|j| Scored::of(j, rubric)));
+        }
+        starts.push(items.len());
+        Self { starts, items }
+    }
+
+    /// Judge `p`'s judgments.
+    fn of(&self, p: usize) -> &[Scored] {
+        &self.items[self.starts[p]..self.starts[p + 1]]
+    }
+}
+
+/// Order: composite descending, then name; ranks; overlapping intervals.
+fn rank(rows: &mut [ImplRow]) {
+    rows.sort_by(|a, b| {
+        b.composite
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.composite.unwrap_or(f64::NEG_INFINITY))
+            .then(a.implementation.cmp(&b.implementation))
+    });
+    let mut rank = 0;
+    for r in rows.iter_mut() {
+        if r.composite.is_some() {
+            rank += 1;
+            r.rank = Some(rank);
+        }
+    }
+    let intervals: Vec<(String, Option<[f64; 2]>)> = rows
+        .iter()
+        .map(|r| (r.implementation.clone(), r.composite_ci))
+        .collect();
+    for r in rows.iter_mut() {
+        if let Some([lo, hi]) = r.composite_ci {
+            r.inseparable_from = intervals
+                .iter()
+                .filter(|(name, ci)| {
+                    name != &r.implementation && ci.is_some_and(|[l, h]| l <= hi && lo <= h)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+        }
+    }
+}
+
+/// Mean aggregation: ranks the rows by average score (then name); returns the mean of the
+/// average scores.
+fn rank_means(rows: &mut [ImplRow]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].mean.is_some())
+        .collect();
+    order.sort_by(|a, b| {
+        let (x, y) = (
+            rows[*a].mean.as_ref().map_or(0.0, |m| m.average_score),
+            rows[*b].mean.as_ref().map_or(0.0, |m| m.average_score),
+        );
+        y.total_cmp(&x)
+            .then(rows[*a].implementation.cmp(&rows[*b].implementation))
+    });
+    for (k, i) in order.iter().enumerate() {
+        if let Some(m) = rows[*i].mean.as_mut() {
+            m.rank = k + 1;
+        }
+    }
+    let avgs: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.mean.as_ref().map(|m| m.average_score))
+        .collect();
+    mean(&avgs)
+}
+
+/// Per criterion: the implementation's self score, its peer median and their difference.
+fn self_bias_row(r: &ImplRow, criteria: &[CriterionInfo]) -> SelfBiasRow {
+    let own = r.judgments.iter().find(|j| j.tier == Tier::SelfJudge);
+    let by_criterion = criteria
+        .iter()
+        .map(|c| {
+            let s = own.and_then(|j| j.scores.get(&c.id).copied().flatten());
+            let pm = r.peer[&c.id];
+            (c.id.clone(), [s, pm, s.zip(pm).map(|(a, b)| a - b)])
+        })
+        .collect();
+    SelfBiasRow {
+        implementation: r.implementation.clone(),
+        by_criterion,
+    }
+}
+
+/// How far the judges' scores of the `first` criterion spread for one implementation.
+fn agreement_row(r: &ImplRow, first: Option<&str>) -> AgreementRow {
+    let with: Vec<(&str, f64)> = first
+        .map(|c| {
+            r.judgments
+                .iter()
+                .filter_map(|j| {
+                    j.scores
+                        .get(c)
+                        .copied()
+                        .flatten()
+                        .map(|v| (j.judge.as_str(), v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let vals: Vec<f64> = with.iter().map(|x| x.1).collect();
+    let min = vals.iter().copied().reduce(f64::min);
+    let max = vals.iter().copied().reduce(f64::max);
+    let mut names: Vec<&str> = with.iter().map(|x| x.0).collect();
+    names.sort_unstable();
+    AgreementRow {
+        implementation: r.implementation.clone(),
+        min,
+        max,
+        range: min.zip(max).map(|(a, b)| b - a),
+        stdev: stdev(&vals).map(round2),
+        judges: names.join(", "),
+    }
+}
+
+/// The tables with a row per judge, in the order of the judges' names.
+struct JudgeTables {
+    ranking: Vec<RankingRow>,
+    cost: Vec<JudgingCostRow>,
+    leniency: Vec<LeniencyRow>,
+}
+
+/// Per row, each judge's first judgment and first peer judgment of it.
+struct Firsts<'r> {
+    any: HashMap<&'r str, &'r JudgmentRow>,
+    peer: HashMap<&'r str, &'r JudgmentRow>,
+}
+
+impl<'r> Firsts<'r> {
+    fn of(r: &'r ImplRow) -> Self {
+        let (mut any, mut peer) = (HashMap::new(), HashMap::new());
+        for j in &r.judgments {
+            any.entry(j.judge.as_str()).or_insert(j);
+            if j.tier == Tier::Peer {
+                peer.entry(j.judge.as_str()).or_insert(j);
+            }
+        }
+        Self { any, peer }
+    }
+}
+
+/// Judges: every model, plus anyone else who judged (experts); their top three by the `first`
+/// criterion, what their judging cost, how lenient they were.
+fn judge_tables(d: &RoundData, rows: &[ImplRow], first: Option<&str>) -> JudgeTables {
+    let mut judge_ids: Vec<String> = d.models.iter().map(|m| m.id.clone()).collect();
+    let mut listed: HashSet<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
+    for j in &d.judgments {
+        if listed.insert(&j.judge) {
+            judge_ids.push(j.judge.clone());
+        }
+    }
+    judge_ids.sort();
+    let models_by_id: HashMap<&str, &ModelInfo> =
+        d.models.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut judgments_by: HashMap<&str, Vec<&JudgmentRecord>> = HashMap::new();
+    for j in &d.judgments {
+        judgments_by.entry(&j.judge).or_default().push(j);
+    }
+    let firsts: Vec<Firsts> = rows.iter().map(Firsts::of).collect();
+    let mut tables = JudgeTables {
+        ranking: Vec::new(),
+        cost: Vec::new(),
+        leniency: Vec::new(),
+    };
+    for judge in &judge_ids {
+        tables
+            .ranking
+            .push(ranking_row(judge, rows, &firsts, first));
+        let mine: &[&JudgmentRecord] = judgments_by.get(judge.as_str()).map_or(&[], Vec::as_slice);
+        let model = models_by_id.get(judge.as_str()).copied();
+        tables.cost.push(judging_cost_row(judge, model, mine));
+        tables.leniency.push(leniency_row(judge, rows, &firsts));
+    }
+    tables
+}
+
+/// The judge's top three implementations by its score of the `first` criterion.
+fn ranking_row(
+    judge: &str,
+    rows: &[ImplRow],
+    firsts: &[Firsts],
+    first: Option<&str>,
+) -> RankingRow {
+    let mut scored: Vec<(String, f64)> = rows
+        .iter()
+        .zip(firsts)
+        .filter_map(|(r, f)| {
+            let v = f.any.get(judge)?.scores.get(first?).copied().flatten()?;
+            Some((r.implementation.clone(), v))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let place = |i: usize| {
+        scored.get(i).map_or_else(
+            || "\u{2014}".to_string(),
+            |(n, v)| format!("{n} ({})", num(*v)),
+        )
+    };
+    RankingRow {
+        judge: judge.to_string(),
+        top: [place(0), place(1), place(2)],
+    }
+}
+
+/// What the judge's judgments (`mine`) cost; a judge that is no model of the round is an expert.
+fn judging_cost_row(
+    judge: &str,
+    model: Option<&ModelInfo>,
+    mine: &[&JudgmentRecord],
+) -> JudgingCostRow {
+    JudgingCostRow {
+        judge: judge.to_string(),
+        model_slug: model.map_or_else(|| "\u{2014}".to_string(), |m| m.slug.clone()),
+        tier: if model.is_some() {
+            Tier::Peer
+        } else {
+            Tier::Expert
+        },
+        judgments: mine.len(),
+        dropouts: mine.iter().filter(|j| j.dropout.is_some()).count(),
+        measured: mine.iter().any(|j| j.measured),
+        tokens: mine.iter().map(|j| j.usage.total()).sum(),
+        wall_ms: mine.iter().map(|j| j.wall_ms).sum(),
+        cost_usd: mine.iter().map(|j| j.cost_usd).sum(),
+    }
+}
+
+/// How far the judge's peer composites sit above the implementations' peer composites.
+fn leniency_row(judge: &str, rows: &[ImplRow], firsts: &[Firsts]) -> LeniencyRow {
+    let offsets: Vec<f64> = rows
+        .iter()
+        .zip(firsts)
+        .filter_map(|(r, f)| {
+            let j = f.peer.get(judge)?;
+            Some(j.composite? - r.composite?)
+        })
+        .collect();
+    LeniencyRow {
+        judge: judge.to_string(),
+        offset: mean(&offsets).map(round2),
+        judged: offsets.len(),
+    }
+}
+
+/// Krippendorff's alpha of one criterion over the judge x implementation matrix (every usable
+/// judgment, self included, as in the agreement table).
+fn alpha_row(rows: &[ImplRow], criterion: &str) -> AlphaRow {
+    let score = |j: &JudgmentRow| j.scores.get(criterion).copied().flatten();
+    let units: Vec<Vec<f64>> = rows
+        .iter()
+        .filter(|r| r.build_ok)
+        .map(|r| r.judgments.iter().filter_map(score).collect())
+        .collect();
+    let a = uncertainty::krippendorff_interval(&units).map(|x| (x * 1000.0).round() / 1000.0);
+    let mut js: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| {
+            r.judgments
+                .iter()
+                .filter(|j| score(j).is_some())
+                .map(|j| j.judge.as_str())
+        })
+        .collect();
+    js.sort_unstable();
+    js.dedup();
+    AlphaRow {
+        criterion: criterion.to_string(),
+        alpha: a,
+        implementations: units.iter().filter(|u| u.len() >= 2).count(),
+        judges: js.len(),
+        low: a.is_some_and(|x| x < uncertainty::ALPHA_TENTATIVE),
+    }
+}
+
+/// How the judges that judged their own implementation rated it against their peers.
+fn self_preference(rows: &[ImplRow]) -> SelfPreference {
+    let deltas: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(
+                r.judgments
+                    .iter()
+                    .find(|j| j.tier == Tier::SelfJudge)?
+                    .composite?
+                    - r.composite?,
+            )
+        })
+        .collect();
+    SelfPreference {
+        judges: deltas.len(),
+        above: deltas.iter().filter(|x| **x > 0.0).count(),
+        below: deltas.iter().filter(|x| **x < 0.0).count(),
+        mean_delta: mean(&deltas).map(round2),
     }
 }
 

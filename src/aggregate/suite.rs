@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::composite::{composite_of, is_peer};
 use super::data::{JudgmentRecord, RoundData};
-use super::{composite_of, is_peer};
 use crate::base::stats::mean;
 
 /// The suite section of `aggregate.json`.
@@ -86,25 +86,12 @@ pub fn pass_at_k(n: u32, c: u32, k: u32) -> f64 {
 
 /// The suite section; `None` when no build or gate names a task (a round of one task).
 pub fn compute(d: &RoundData) -> Option<Suite> {
-    let mut tasks: Vec<String> = Vec::new();
-    for t in d
-        .builds
-        .iter()
-        .filter_map(|b| b.task.as_ref())
-        .chain(d.gates.iter().filter_map(|g| g.task.as_ref()))
-    {
-        if !tasks.contains(t) {
-            tasks.push(t.clone());
-        }
-    }
+    let tasks = tasks_of(d);
     if tasks.is_empty() {
         return None;
     }
     let n = d.samples;
-    let mut ks: Vec<u32> = [1, 5, 10, 100].into_iter().filter(|k| *k <= n).collect();
-    if !ks.contains(&n) {
-        ks.push(n);
-    }
+    let ks = ks_for(n);
     let passed = |task: &str, model: &str| -> u32 {
         let c = d
             .gates
@@ -209,6 +196,31 @@ pub fn compute(d: &RoundData) -> Option<Suite> {
         per_task,
         composite_max: judged.then(|| d.rubric.composite_max()),
     })
+}
+
+/// The tasks the builds and gates name, in the order they first appear.
+fn tasks_of(d: &RoundData) -> Vec<String> {
+    let mut tasks: Vec<String> = Vec::new();
+    for t in d
+        .builds
+        .iter()
+        .filter_map(|b| b.task.as_ref())
+        .chain(d.gates.iter().filter_map(|g| g.task.as_ref()))
+    {
+        if !tasks.contains(t) {
+            tasks.push(t.clone());
+        }
+    }
+    tasks
+}
+
+/// The k of pass@k reported for `n` samples: 1, 5, 10 and 100 where at most `n`, and `n`.
+fn ks_for(n: u32) -> Vec<u32> {
+    let mut ks: Vec<u32> = [1, 5, 10, 100].into_iter().filter(|k| *k <= n).collect();
+    if !ks.contains(&n) {
+        ks.push(n);
+    }
+    ks
 }
 
 #[cfg(test)]

@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::diag::{Diag, render_all};
 use crate::base::interrupt::Interrupt;
-use crate::config::SandboxChoice;
 use crate::config::load::Purpose;
 use crate::config::{self, Pipeline};
 use crate::exec::{self, Outcome, RunOptions, reason_text};
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
+use crate::sandbox::SandboxChoice;
 use crate::stages::Services;
 use crate::store::{RoundStore, Status};
 
@@ -463,9 +463,11 @@ async fn dispatch(cmd: Command) -> i32 {
 
 fn import(cmd: &ImportCommand) -> i32 {
     let result = match cmd {
-        ImportCommand::Openbenchmark { file, out } => crate::formats::openbenchmark(file, out),
+        ImportCommand::Openbenchmark { file, out } => {
+            crate::formats::openbenchmark::import(file, out)
+        }
         ImportCommand::Multivac { file, out } => {
-            crate::formats::multivac(file, out).map(|d| vec![d])
+            crate::formats::multivac::import(file, out).map(|d| vec![d])
         }
         ImportCommand::Humaneval { file, out } => crate::tools::humaneval::import(file, out),
     };

@@ -14,8 +14,9 @@ use super::raw::{
     RawTop,
 };
 use super::{
-    AgentSettings, CommandHarness, Harness, ModelConfig, Pipeline, ProviderConfig, ProviderKind,
-    PublishFormat, Round, SandboxChoice, Stage, StageKind, Template,
+    AgentSettings, BuildStage, CommandHarness, CommandStage, GateStage, Harness, JudgeStage,
+    ModelConfig, Pipeline, ProviderConfig, ProviderKind, PublishFormat, PublishStage, Round, Stage,
+    StageKind, Template,
 };
 use crate::base::diag::{Diag, did_you_mean};
 use crate::base::limits;
@@ -23,6 +24,7 @@ use crate::base::names::{NameError, SafeName, shown};
 use crate::config::rubric::Rubric;
 use crate::config::task::Task;
 use crate::config::templates::{self, BuildCtx, CommandCtx, JudgeCtx};
+use crate::sandbox::SandboxChoice;
 use crate::source::{KeyPath, SourceDoc};
 use crate::vocab::{Price, Sampling};
 
@@ -68,7 +70,7 @@ pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
 /// [`MAX_PLAN_EDGES`](limits::MAX_PLAN_EDGES) edges is refused before it is expanded (10,000
 /// models judging each other are 100,000,000 judgments), pointing at the stage that makes most.
 fn plan_too_large(doc: &SourceDoc, p: &Pipeline) -> Option<Diag> {
-    let size = crate::plan::size(p);
+    let size = super::size::size(p);
     let (what, count, limit) = if size.nodes > limits::MAX_PLAN_NODES {
         ("nodes", size.nodes, limits::MAX_PLAN_NODES)
     } else if size.edges > limits::MAX_PLAN_EDGES {
@@ -739,13 +741,13 @@ impl Loader<'_> {
                 let command = harness.map(|h| self.command_harness(p, h));
                 (
                     r.needs,
-                    StageKind::Build {
+                    StageKind::Build(BuildStage {
                         prompt: prompt?,
                         harness: harness?,
                         command: command?.ok()?,
                         agent: agent.as_ref()?.0.clone(),
                         agent_prompt: agent?.1,
-                    },
+                    }),
                 )
             }
             "gate" => {
@@ -757,10 +759,10 @@ impl Loader<'_> {
                 );
                 (
                     r.needs,
-                    StageKind::Gate {
+                    StageKind::Gate(GateStage {
                         timeout_secs: r.timeout_secs,
                         repeat: r.repeat,
-                    },
+                    }),
                 )
             }
             "judge" => {
@@ -782,11 +784,11 @@ impl Loader<'_> {
                 };
                 (
                     r.needs,
-                    StageKind::Judge {
+                    StageKind::Judge(JudgeStage {
                         prompt: prompt?,
                         rubric: Box::new(rubric?),
                         max_impl_bytes: r.max_impl_bytes.unwrap_or(60_000),
-                    },
+                    }),
                 )
             }
             "aggregate" => {
@@ -824,7 +826,7 @@ impl Loader<'_> {
                         }
                     }
                 }
-                (r.needs, StageKind::Publish { formats })
+                (r.needs, StageKind::Publish(PublishStage { formats }))
             }
             "command" => {
                 let r: RawCommandStage = section(self.doc, p, &what, d)?;
@@ -834,10 +836,10 @@ impl Loader<'_> {
                 self.timeout(&p.key("timeout_secs"), r.timeout_secs, "the command");
                 (
                     r.needs,
-                    StageKind::Command {
+                    StageKind::Command(CommandStage {
                         command: r.command,
                         timeout_secs: r.timeout_secs.unwrap_or(300),
-                    },
+                    }),
                 )
             }
             other => {
@@ -1160,7 +1162,7 @@ impl Loader<'_> {
                 .iter()
                 .filter_map(|n| position.get(n.as_str()).copied())
             {
-                let own = matches!(stages[j].kind, StageKind::Build { .. }).then_some(j);
+                let own = matches!(stages[j].kind, StageKind::Build(_)).then_some(j);
                 for b in own
                     .into_iter()
                     .chain(builds.get(j).into_iter().flatten().copied())
@@ -1183,14 +1185,14 @@ impl Loader<'_> {
     fn check_stage_shape(&mut self, s: &Stage, builds: &[usize], aggregate: bool, all: &[Stage]) {
         let at = root().key("stages").key(&s.name);
         match &s.kind {
-            StageKind::Build { .. } if !s.needs.is_empty() => {
+            StageKind::Build(_) if !s.needs.is_empty() => {
                 self.err(
                     &at.key("needs"),
                     format!("build stage `{}` cannot need other stages", s.name),
                 )
                 .help = Some("a build starts from the task alone; remove `needs`".into());
             }
-            StageKind::Gate { .. } | StageKind::Judge { .. } | StageKind::Command { .. }
+            StageKind::Gate(_) | StageKind::Judge(_) | StageKind::Command(_)
                 if builds.len() != 1 =>
             {
                 let msg = if builds.is_empty() {
@@ -1211,7 +1213,7 @@ impl Loader<'_> {
                 self.err(&at.key("needs"), msg).help =
                     Some("add the build stage (or a stage after it) to `needs`".into());
             }
-            StageKind::Publish { .. } if !aggregate => {
+            StageKind::Publish(_) if !aggregate => {
                 self.err(
                     &at.key("needs"),
                     format!(
@@ -1347,7 +1349,7 @@ impl Loader<'_> {
         }
         let mut any_build = false;
         for s in stages {
-            let StageKind::Build { harness, .. } = &s.kind else {
+            let StageKind::Build(BuildStage { harness, .. }) = &s.kind else {
                 continue;
             };
             any_build = true;
@@ -1464,12 +1466,12 @@ impl Loader<'_> {
     fn suite_checks(&mut self, stages: &mut [Stage]) {
         let at = root().key("stages");
         for s in stages {
-            if let StageKind::Publish { formats } = &mut s.kind
+            if let StageKind::Publish(PublishStage { formats }) = &mut s.kind
                 && self.doc.get(&at.key(&s.name).key("formats")).is_none()
             {
                 *formats = vec![PublishFormat::Markdown, PublishFormat::Json];
             }
-            if let StageKind::Publish { formats } = &s.kind
+            if let StageKind::Publish(PublishStage { formats }) = &s.kind
                 && let Some(f) = formats
                     .iter()
                     .find(|f| matches!(f, PublishFormat::Dataset | PublishFormat::Html))
@@ -1654,9 +1656,9 @@ mod tests {
 
     #[test]
     fn the_command_table_goes_with_the_command_harness_only() {
-        let StageKind::Build {
+        let StageKind::Build(BuildStage {
             harness, command, ..
-        } = with_build(
+        }) = with_build(
             "harness = \"command\"\n[stages.build.command]\nrun = \"agent {{ model.slug }}\"\nnetwork = false",
         )
         .unwrap()

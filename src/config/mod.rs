@@ -7,10 +7,11 @@ pub mod harness;
 pub mod load;
 pub mod raw;
 pub mod rubric;
+pub mod size;
 pub mod task;
 pub mod templates;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -19,6 +20,7 @@ use crate::base::diag::Diag;
 use crate::base::names::SafeName;
 use crate::config::rubric::Rubric;
 use crate::config::task::Task;
+use crate::sandbox::SandboxChoice;
 use crate::vocab::{Price, Sampling};
 
 pub use load::load;
@@ -126,34 +128,6 @@ pub struct Round {
     pub description: Option<String>,
 }
 
-/// Where model-written code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxChoice {
-    /// The local sandbox under bubblewrap, which must be installed and work.
-    Local,
-    /// A container per job (the engine must answer and the image be present).
-    Docker,
-    /// No isolation at all: model code runs as the user, with the network. An explicit opt-in.
-    Unisolated,
-    /// Docker, else the local sandbox under bubblewrap, else an error (or, with the round's
-    /// `unisolated_fallback`, no isolation).
-    Auto,
-}
-
-impl SandboxChoice {
-    pub const NAMES: [&'static str; 4] = ["local", "docker", "unisolated", "auto"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Docker => "docker",
-            Self::Unisolated => "unisolated",
-            Self::Auto => "auto",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderConfig {
     pub name: String,
@@ -217,35 +191,57 @@ pub struct Template {
     pub text: String,
 }
 
+/// What a stage does, with the settings of its kind. Each kind's settings are its own struct,
+/// handed to that kind's runner as they are.
 #[derive(Debug, Clone)]
 pub enum StageKind {
-    Build {
-        prompt: Template,
-        harness: Harness,
-        /// The settings of `harness = "command"`; `None` for the other harnesses.
-        command: Option<Box<CommandHarness>>,
-        /// Settings of the `agent` harness (defaults when the stage has no `[agent]` table).
-        agent: AgentSettings,
-        /// The agent's first user message; the stage's `prompt` when not set.
-        agent_prompt: Option<Template>,
-    },
-    Gate {
-        timeout_secs: Option<u64>,
-        repeat: Option<u32>,
-    },
-    Judge {
-        prompt: Template,
-        rubric: Box<Rubric>,
-        max_impl_bytes: usize,
-    },
+    Build(BuildStage),
+    Gate(GateStage),
+    Judge(JudgeStage),
     Aggregate,
-    Publish {
-        formats: Vec<PublishFormat>,
-    },
-    Command {
-        command: String,
-        timeout_secs: u64,
-    },
+    Publish(PublishStage),
+    Command(CommandStage),
+}
+
+/// A build stage: every model implements the task.
+#[derive(Debug, Clone)]
+pub struct BuildStage {
+    pub prompt: Template,
+    pub harness: Harness,
+    /// The settings of `harness = "command"`; `None` for the other harnesses.
+    pub command: Option<Box<CommandHarness>>,
+    /// Settings of the `agent` harness (defaults when the stage has no `[agent]` table).
+    pub agent: AgentSettings,
+    /// The agent's first user message; the stage's `prompt` when not set.
+    pub agent_prompt: Option<Template>,
+}
+
+/// A gate: the hidden tests run against each build.
+#[derive(Debug, Clone)]
+pub struct GateStage {
+    pub timeout_secs: Option<u64>,
+    pub repeat: Option<u32>,
+}
+
+/// A judge stage: every model scores every implementation under a rubric.
+#[derive(Debug, Clone)]
+pub struct JudgeStage {
+    pub prompt: Template,
+    pub rubric: Box<Rubric>,
+    pub max_impl_bytes: usize,
+}
+
+/// A publish stage: the formats it writes.
+#[derive(Debug, Clone)]
+pub struct PublishStage {
+    pub formats: Vec<PublishFormat>,
+}
+
+/// A command stage: a shell command per implementation.
+#[derive(Debug, Clone)]
+pub struct CommandStage {
+    pub command: String,
+    pub timeout_secs: u64,
 }
 
 impl StageKind {
@@ -254,21 +250,18 @@ impl StageKind {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Build { .. } => "build",
-            Self::Gate { .. } => "gate",
-            Self::Judge { .. } => "judge",
+            Self::Build(_) => "build",
+            Self::Gate(_) => "gate",
+            Self::Judge(_) => "judge",
             Self::Aggregate => "aggregate",
-            Self::Publish { .. } => "publish",
-            Self::Command { .. } => "command",
+            Self::Publish(_) => "publish",
+            Self::Command(_) => "command",
         }
     }
 
     /// Stages that run once per implementation (build sample).
     pub fn per_impl(&self) -> bool {
-        matches!(
-            self,
-            Self::Build { .. } | Self::Gate { .. } | Self::Command { .. }
-        )
+        matches!(self, Self::Build(_) | Self::Gate(_) | Self::Command(_))
     }
 }
 
@@ -333,9 +326,16 @@ impl StageKind {
     /// The harness a model builds with under this build stage (its own, else the stage's).
     pub fn harness_for(&self, model: &ModelConfig) -> Option<Harness> {
         match self {
-            Self::Build { harness, .. } => Some(model.harness.unwrap_or(*harness)),
+            Self::Build(b) => Some(b.harness_for(model)),
             _ => None,
         }
+    }
+}
+
+impl BuildStage {
+    /// The harness a model builds with under this stage (its own, else the stage's).
+    pub fn harness_for(&self, model: &ModelConfig) -> Harness {
+        model.harness.unwrap_or(self.harness)
     }
 }
 
@@ -380,4 +380,23 @@ pub enum PublishFormat {
 
 impl PublishFormat {
     pub const NAMES: [&'static str; 4] = ["markdown", "json", "dataset", "html"];
+}
+
+impl Pipeline {
+    /// The names of every stage upstream of `stage`, each once: a walk over `needs` that visits
+    /// only what lies upstream.
+    pub fn upstream_of(&self, stage: &Stage) -> Vec<&str> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out: Vec<&str> = Vec::new();
+        let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
+        while let Some(n) = todo.pop() {
+            if let Some(s) = self.stage(n)
+                && seen.insert(s.name.as_str())
+            {
+                todo.extend(s.needs.iter().map(String::as_str));
+                out.push(s.name.as_str());
+            }
+        }
+        out
+    }
 }

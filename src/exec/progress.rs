@@ -101,3 +101,9 @@ impl Progress {
         }
     }
 }
+
+impl crate::stages::Notes for Progress {
+    fn note(&self, text: &str) {
+        Progress::note(self, text);
+    }
+}

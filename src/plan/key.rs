@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::base::names::SafeName;
-use crate::config::{Harness, Pipeline, Stage, StageKind};
+use crate::config::{
+    BuildStage, CommandStage, GateStage, Harness, JudgeStage, Pipeline, PublishStage, Stage,
+    StageKind,
+};
 use crate::plan::subject::Subject;
 
 /// Bumped whenever the meaning of stored node outputs changes, so old records go stale.
@@ -111,13 +114,13 @@ fn exchange_of(p: &Pipeline, stage: &Stage, model: &str, subject: &Subject) -> O
 /// that calls a model (not an agent CLI), the judge's for a judgment.
 pub fn recording_path(p: &Pipeline, stage: &Stage, subject: &Subject) -> Option<PathBuf> {
     match (&stage.kind, subject) {
-        (StageKind::Build { harness, .. }, Subject::Impl { model, .. }) => {
+        (StageKind::Build(BuildStage { harness, .. }), Subject::Impl { model, .. }) => {
             let m = p.model(model)?;
             (m.harness.unwrap_or(*harness) != Harness::Command)
                 .then(|| exchange_of(p, stage, model, subject))
                 .flatten()
         }
-        (StageKind::Judge { .. }, Subject::Judgment { judge, .. }) => {
+        (StageKind::Judge(_), Subject::Judgment { judge, .. }) => {
             exchange_of(p, stage, judge, subject)
         }
         _ => None,
@@ -154,13 +157,13 @@ pub fn input_for(
         upstream,
     };
     match &stage.kind {
-        StageKind::Build {
+        StageKind::Build(BuildStage {
             prompt,
             harness,
             agent,
             agent_prompt,
             command,
-        } => {
+        }) => {
             let model = match subject {
                 Subject::Impl { model, .. } => p.model(model),
                 _ => None,
@@ -207,20 +210,20 @@ pub fn input_for(
                 input.model = model_part(p, model);
             }
         }
-        StageKind::Gate {
+        StageKind::Gate(GateStage {
             timeout_secs,
             repeat,
-        } => {
+        }) => {
             // The sandbox is where a gate runs, not what it computes: local and docker give the
             // same per-test results, so switching does not re-run finished gates.
             input.config = serde_json::json!({"timeout_secs": timeout_secs, "repeat": repeat, "gate": p.task(subject.task()).gate});
             input.task.clone_from(&p.task(subject.task()).digests.gate);
         }
-        StageKind::Judge {
+        StageKind::Judge(JudgeStage {
             prompt,
             rubric,
             max_impl_bytes,
-        } => {
+        }) => {
             // The listing's layout is the prompt as much as the template is: a new layout
             // re-runs the judges, and only them (and what follows).
             input.config = serde_json::json!({
@@ -263,13 +266,13 @@ pub fn input_for(
                 "representative_sample": p.round.representative_sample,
             });
         }
-        StageKind::Publish { formats } => {
+        StageKind::Publish(PublishStage { formats }) => {
             input.config = serde_json::json!({"formats": formats});
         }
-        StageKind::Command {
+        StageKind::Command(CommandStage {
             command,
             timeout_secs,
-        } => {
+        }) => {
             input.config = serde_json::json!({"command": command, "timeout_secs": timeout_secs});
         }
     }

@@ -220,9 +220,9 @@ impl PlanBuilder {
             deps
         };
         match &stage.kind {
-            StageKind::Build { .. } | StageKind::Gate { .. } | StageKind::Command { .. } => {
+            StageKind::Build(_) | StageKind::Gate(_) | StageKind::Command(_) => {
                 for (i, imp) in impls.iter().enumerate() {
-                    let deps = if matches!(stage.kind, StageKind::Build { .. }) {
+                    let deps = if matches!(stage.kind, StageKind::Build(_)) {
                         Vec::new()
                     } else {
                         per_impl_deps(self, i)
@@ -236,7 +236,7 @@ impl PlanBuilder {
                     self.add(p, stage, subject, Some(i), deps);
                 }
             }
-            StageKind::Judge { .. } => {
+            StageKind::Judge(_) => {
                 for judge in &p.models {
                     for (i, imp) in impls.iter().enumerate() {
                         let deps = per_impl_deps(self, i);
@@ -251,10 +251,10 @@ impl PlanBuilder {
                     }
                 }
             }
-            StageKind::Aggregate | StageKind::Publish { .. } => {
+            StageKind::Aggregate | StageKind::Publish(_) => {
                 let mut deps: Vec<NodeIndex> = Vec::new();
                 let names: Vec<&str> = if matches!(stage.kind, StageKind::Aggregate) {
-                    upstream(p, stage)
+                    p.upstream_of(stage)
                 } else {
                     stage.needs.iter().map(String::as_str).collect()
                 };
@@ -338,7 +338,7 @@ fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
     for s in &p.stages {
         let found = s.needs.iter().find_map(|n| {
             let j = *position.get(n.as_str())?;
-            if matches!(p.stages[j].kind, StageKind::Build { .. }) {
+            if matches!(p.stages[j].kind, StageKind::Build(_)) {
                 Some(j)
             } else {
                 out.get(j).copied().flatten()
@@ -347,84 +347,6 @@ fn build_upstream(p: &Pipeline) -> Vec<Option<usize>> {
         out.push(found);
     }
     out
-}
-
-/// The names of every stage upstream of `stage`, each once: a walk over `needs` that visits only
-/// what lies upstream.
-fn upstream<'p>(p: &'p Pipeline, stage: &Stage) -> Vec<&'p str> {
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut out: Vec<&str> = Vec::new();
-    let mut todo: Vec<&str> = stage.needs.iter().map(String::as_str).collect();
-    while let Some(n) = todo.pop() {
-        if let Some(s) = p.stage(n)
-            && seen.insert(s.name.as_str())
-        {
-            todo.extend(s.needs.iter().map(String::as_str));
-            out.push(s.name.as_str());
-        }
-    }
-    out
-}
-
-/// What [`Plan::build`] would make of a pipeline, counted without making it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Size {
-    pub nodes: u64,
-    /// Dependency edges, counted from above (a node's needs, each at most one node, but for the
-    /// aggregate and publish nodes, which depend on every node of the stages they follow).
-    pub edges: u64,
-    /// The stage making the most nodes, and how many.
-    pub largest: (String, u64),
-}
-
-/// Counts the nodes and edges of `p`'s plan in time linear in its stages (plus, for each
-/// aggregate stage, the stages upstream of it).
-pub fn size(p: &Pipeline) -> Size {
-    let tasks = if p.is_suite() { p.tasks.len() } else { 1 } as u64;
-    let impls = tasks
-        .saturating_mul(p.models.len() as u64)
-        .saturating_mul(u64::from(p.round.samples));
-    let mut nodes_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    let mut size = Size {
-        nodes: 0,
-        edges: 0,
-        largest: (String::new(), 0),
-    };
-    for stage in &p.stages {
-        let needs = stage.needs.len() as u64 + 1;
-        let (nodes, edges) = match &stage.kind {
-            StageKind::Build { .. } => (impls, 0),
-            StageKind::Gate { .. } | StageKind::Command { .. } => {
-                (impls, impls.saturating_mul(needs))
-            }
-            StageKind::Judge { .. } => {
-                let n = impls.saturating_mul(p.models.len() as u64);
-                (n, n.saturating_mul(needs))
-            }
-            StageKind::Aggregate => (
-                1,
-                upstream(p, stage)
-                    .iter()
-                    .map(|s| nodes_of.get(s).copied().unwrap_or(0))
-                    .fold(0, u64::saturating_add),
-            ),
-            StageKind::Publish { .. } => (
-                1,
-                stage
-                    .needs
-                    .iter()
-                    .map(|s| nodes_of.get(s.as_str()).copied().unwrap_or(0))
-                    .fold(0, u64::saturating_add),
-            ),
-        };
-        nodes_of.insert(stage.name.as_str(), nodes);
-        size.nodes = size.nodes.saturating_add(nodes);
-        size.edges = size.edges.saturating_add(edges);
-        if nodes > size.largest.1 {
-            size.largest = (stage.name.to_string(), nodes);
-        }
-    }
-    size
 }
 
 pub fn node_id(stage: &str, subject: &Subject) -> String {

@@ -6,11 +6,13 @@
 //! `unisolated` on its own.
 
 pub mod bootstrap;
+pub mod choice;
 pub mod docker;
 pub mod local;
 pub mod owner;
 pub mod python;
 
+pub use choice::SandboxChoice;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -390,8 +392,6 @@ fn unisolated_warning(why: &str) -> String {
         "MODEL CODE RUNS UNISOLATED: {why}.\n  Gates, command stages and agent commands run as you, on this machine: they can read pipe's environment (API keys included, through /proc), read and write every file you can, and reach the network.\n  The report marks each gate that ran this way."
     )
 }
-
-pub use crate::config::SandboxChoice;
 
 /// A word as a POSIX shell reads it back unchanged: left bare when it holds only safe
 /// characters, else in single quotes.

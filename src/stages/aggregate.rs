@@ -13,10 +13,12 @@ use crate::aggregate::{
     self, BootstrapConfig, BuildRecord, GateRecord, JudgmentRecord, ModelInfo, Problem, RoundData,
     RubricInfo, TestRecord, Tier,
 };
+use crate::base::names::SafeName;
+use crate::config::Pipeline;
 use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
-use crate::plan::Subject;
-use crate::store::{FailureKind, Status};
+use crate::plan::{Node, Subject};
+use crate::store::{FailureKind, NodeRecord, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
 fn suite_name(tasks: &[crate::config::task::Task]) -> String {
@@ -41,7 +43,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
         .find(|d| d.kind == "judge")
         .map(|d| d.stage.clone());
     let rubric: Option<&Rubric> = judge_stage.as_ref().and_then(|s| match &p.stage(s)?.kind {
-        StageKind::Judge { rubric, .. } => Some(&**rubric),
+        StageKind::Judge(j) => Some(&*j.rubric),
         _ => None,
     });
     let mut data = RoundData {
@@ -86,94 +88,13 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     for d in &deps {
         let record = ctx.store.record(d);
         if !record.as_ref().is_some_and(|r| r.status == Status::Done) {
-            let usage = record.as_ref().and_then(|r| r.usage).unwrap_or_default();
-            let kind = record
-                .as_ref()
-                .and_then(|r| r.failure.as_ref())
-                .map_or(FailureKind::Infrastructure, |f| f.kind);
-            let message = record
-                .and_then(|r| r.failure.map(|f| f.message))
-                .unwrap_or_else(|| "did not run (an upstream node did not finish)".into());
-            data.problems.push(Problem {
-                node: d.id.clone(),
-                kind: match kind {
-                    FailureKind::Infrastructure => "infrastructure",
-                    FailureKind::Configuration => "configuration",
-                    FailureKind::Internal => "internal",
-                }
-                .into(),
-                message: message.clone(),
-            });
-            if let Subject::Judgment {
-                judge,
-                task,
-                model,
-                sample,
-            } = &d.subject
-                && Some(&d.stage) == judge_stage.as_ref()
-            {
-                data.judgments.push(JudgmentRecord {
-                    judge: judge.to_string(),
-                    model: model.to_string(),
-                    sample: *sample,
-                    tier: if judge == model {
-                        Tier::SelfJudge
-                    } else {
-                        Tier::Peer
-                    },
-                    scores: data
-                        .rubric
-                        .criteria
-                        .iter()
-                        .map(|c| (c.id.clone(), None))
-                        .collect(),
-                    weighted: None,
-                    hard_fail_pass: None,
-                    verdict: None,
-                    note: None,
-                    dropout: Some(message),
-                    infrastructure: true,
-                    usage,
-                    cost_usd: p
-                        .model(judge)
-                        .map(|m| m.price)
-                        .unwrap_or_default()
-                        .cost(usage),
-                    wall_ms: 0,
-                    measured: true,
-                    task: task.as_ref().map(ToString::to_string),
-                });
-            }
+            add_unfinished(&mut data, p, d, record, judge_stage.as_ref());
             continue;
         }
         match (&d.subject, d.kind) {
             (Subject::Impl { model, task, .. }, "build") => {
-                let b: BuildReport = ctx.read_output(d, "build.json")?;
-                let price = p.model(model).map(|m| m.price).unwrap_or_default();
-                data.builds.push(BuildRecord {
-                    model: b.model.clone(),
-                    sample: b.sample,
-                    ok: b.has_implementation(),
-                    reason: b.reason.clone(),
-                    usage: b.usage,
-                    // Recomputed from the current price table: fixing a price needs no re-run
-                    // (a command harness's CLI-reported cost when its tokens are unknown).
-                    cost_usd: b.cost_at(price),
-                    wall_ms: b.wall_ms,
-                    loc: b.has_implementation().then_some(b.loc),
-                    run_path: Some(d.dir.display().to_string()),
-                    test_exit_code: None,
-                    task: task.as_ref().map(ToString::to_string),
-                    agent: b.agent.as_ref().map(|a| crate::aggregate::AgentNote {
-                        outcome: serde_json::to_value(b.outcome)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                        steps: a.steps,
-                        done_rejections: a.done_rejections,
-                        passes: a.passes,
-                    }),
-                });
+                data.builds
+                    .push(build_record(ctx, d, model, task.as_ref())?);
             }
             (
                 Subject::Impl {
@@ -182,67 +103,207 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                     task,
                 },
                 "gate",
-            ) => {
-                let g: GateReport = ctx.read_output(d, "gate.json")?;
-                if let Some(b) = data.builds.iter_mut().find(|b| {
-                    b.model == *model && b.sample == *sample && b.task.as_deref() == task.as_deref()
-                }) {
-                    b.test_exit_code = g.exit_codes.last().copied().flatten();
-                }
-                data.gates.push(GateRecord {
-                    model: model.to_string(),
-                    sample: *sample,
-                    passed: g.passed,
-                    tests_passed: g.tests_passed,
-                    tests_total: g.tests_total,
-                    tests: g
-                        .tests
-                        .iter()
-                        .map(|t| TestRecord {
-                            name: t.name.clone(),
-                            outcome: t.outcome,
-                            flaky: t.flaky,
-                        })
-                        .collect(),
-                    reason: g.reason.clone(),
-                    task: task.as_ref().map(ToString::to_string),
-                    // Read from the gate's output, never from the round's settings: a gate cached
-                    // from an earlier run keeps the sandbox it really ran in.
-                    sandbox: (!g.sandbox.is_empty())
-                        .then(|| crate::sandbox::canonical_label(&g.sandbox).to_string()),
-                });
-            }
+            ) => add_gate(ctx, &mut data, d, model, *sample, task.as_ref())?,
             (Subject::Judgment { judge, task, .. }, "judge")
                 if Some(&d.stage) == judge_stage.as_ref() =>
             {
-                let j: Judgment = ctx.read_output(d, "judgment.json")?;
-                if j.not_applicable {
-                    continue;
+                if let Some(j) = judgment_record(ctx, d, judge, task.as_ref())? {
+                    data.judgments.push(j);
                 }
-                let price = p.model(judge).map(|m| m.price).unwrap_or_default();
-                data.judgments.push(JudgmentRecord {
-                    judge: j.judge,
-                    model: j.implementation,
-                    sample: j.sample,
-                    tier: j.tier,
-                    scores: j.scores,
-                    weighted: None,
-                    hard_fail_pass: j.hard_fail_pass,
-                    verdict: j.verdict,
-                    note: j.note,
-                    dropout: j.dropout,
-                    infrastructure: false,
-                    usage: j.usage,
-                    cost_usd: price.cost(j.usage),
-                    wall_ms: j.wall_ms,
-                    measured: true,
-                    task: task.as_ref().map(ToString::to_string),
-                });
             }
             _ => {}
         }
     }
     Ok(data)
+}
+
+/// A dependency that did not finish: a problem of the round and, for a judgment of the judge
+/// stage, a dropout blamed on the infrastructure (with what its attempts used and cost).
+fn add_unfinished(
+    data: &mut RoundData,
+    p: &Pipeline,
+    d: &Node,
+    record: Option<NodeRecord>,
+    judge_stage: Option<&SafeName>,
+) {
+    let usage = record.as_ref().and_then(|r| r.usage).unwrap_or_default();
+    let kind = record
+        .as_ref()
+        .and_then(|r| r.failure.as_ref())
+        .map_or(FailureKind::Infrastructure, |f| f.kind);
+    let message = record
+        .and_then(|r| r.failure.map(|f| f.message))
+        .unwrap_or_else(|| "did not run (an upstream node did not finish)".into());
+    data.problems.push(Problem {
+        node: d.id.clone(),
+        kind: match kind {
+            FailureKind::Infrastructure => "infrastructure",
+            FailureKind::Configuration => "configuration",
+            FailureKind::Internal => "internal",
+        }
+        .into(),
+        message: message.clone(),
+    });
+    let Subject::Judgment {
+        judge,
+        task,
+        model,
+        sample,
+    } = &d.subject
+    else {
+        return;
+    };
+    if Some(&d.stage) != judge_stage {
+        return;
+    }
+    data.judgments.push(JudgmentRecord {
+        judge: judge.to_string(),
+        model: model.to_string(),
+        sample: *sample,
+        tier: if judge == model {
+            Tier::SelfJudge
+        } else {
+            Tier::Peer
+        },
+        scores: data
+            .rubric
+            .criteria
+            .iter()
+            .map(|c| (c.id.clone(), None))
+            .collect(),
+        weighted: None,
+        hard_fail_pass: None,
+        verdict: None,
+        note: None,
+        dropout: Some(message),
+        infrastructure: true,
+        usage,
+        cost_usd: p
+            .model(judge)
+            .map(|m| m.price)
+            .unwrap_or_default()
+            .cost(usage),
+        wall_ms: 0,
+        measured: true,
+        task: task.as_ref().map(ToString::to_string),
+    });
+}
+
+/// A finished build node's report as a build of the round.
+fn build_record(
+    ctx: &NodeCtx,
+    d: &Node,
+    model: &SafeName,
+    task: Option<&SafeName>,
+) -> Result<BuildRecord, NodeError> {
+    let b: BuildReport = ctx.read_output(d, "build.json")?;
+    let price = ctx
+        .pipeline()
+        .model(model)
+        .map(|m| m.price)
+        .unwrap_or_default();
+    Ok(BuildRecord {
+        model: b.model.clone(),
+        sample: b.sample,
+        ok: b.has_implementation(),
+        reason: b.reason.clone(),
+        usage: b.usage,
+        // Recomputed from the current price table: fixing a price needs no re-run
+        // (a command harness's CLI-reported cost when its tokens are unknown).
+        cost_usd: b.cost_at(price),
+        wall_ms: b.wall_ms,
+        loc: b.has_implementation().then_some(b.loc),
+        run_path: Some(d.dir.display().to_string()),
+        test_exit_code: None,
+        task: task.map(ToString::to_string),
+        agent: b.agent.as_ref().map(|a| crate::aggregate::AgentNote {
+            outcome: serde_json::to_value(b.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            steps: a.steps,
+            done_rejections: a.done_rejections,
+            passes: a.passes,
+        }),
+    })
+}
+
+/// A finished gate node's report as a gate of the round; its last test exit code goes on the
+/// build it tested.
+fn add_gate(
+    ctx: &NodeCtx,
+    data: &mut RoundData,
+    d: &Node,
+    model: &SafeName,
+    sample: u32,
+    task: Option<&SafeName>,
+) -> Result<(), NodeError> {
+    let g: GateReport = ctx.read_output(d, "gate.json")?;
+    if let Some(b) = data.builds.iter_mut().find(|b| {
+        b.model == *model && b.sample == sample && b.task.as_deref() == task.map(SafeName::as_str)
+    }) {
+        b.test_exit_code = g.exit_codes.last().copied().flatten();
+    }
+    data.gates.push(GateRecord {
+        model: model.to_string(),
+        sample,
+        passed: g.passed,
+        tests_passed: g.tests_passed,
+        tests_total: g.tests_total,
+        tests: g
+            .tests
+            .iter()
+            .map(|t| TestRecord {
+                name: t.name.clone(),
+                outcome: t.outcome,
+                flaky: t.flaky,
+            })
+            .collect(),
+        reason: g.reason.clone(),
+        task: task.map(ToString::to_string),
+        // Read from the gate's output, never from the round's settings: a gate cached
+        // from an earlier run keeps the sandbox it really ran in.
+        sandbox: (!g.sandbox.is_empty())
+            .then(|| crate::sandbox::canonical_label(&g.sandbox).to_string()),
+    });
+    Ok(())
+}
+
+/// A finished judge node's judgment as a judgment of the round; none when the judge found the
+/// implementation not applicable.
+fn judgment_record(
+    ctx: &NodeCtx,
+    d: &Node,
+    judge: &SafeName,
+    task: Option<&SafeName>,
+) -> Result<Option<JudgmentRecord>, NodeError> {
+    let j: Judgment = ctx.read_output(d, "judgment.json")?;
+    if j.not_applicable {
+        return Ok(None);
+    }
+    let price = ctx
+        .pipeline()
+        .model(judge)
+        .map(|m| m.price)
+        .unwrap_or_default();
+    Ok(Some(JudgmentRecord {
+        judge: j.judge,
+        model: j.implementation,
+        sample: j.sample,
+        tier: j.tier,
+        scores: j.scores,
+        weighted: None,
+        hard_fail_pass: j.hard_fail_pass,
+        verdict: j.verdict,
+        note: j.note,
+        dropout: j.dropout,
+        infrastructure: false,
+        usage: j.usage,
+        cost_usd: price.cost(j.usage),
+        wall_ms: j.wall_ms,
+        measured: true,
+        task: task.map(ToString::to_string),
+    }))
 }
 
 pub fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {

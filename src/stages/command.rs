@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builds::report::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output};
-use crate::config::StageKind;
+use crate::config::CommandStage;
 use crate::sandbox::Job;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,14 +25,15 @@ pub struct CommandReport {
     pub reason: Option<String>,
 }
 
-pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
-    let StageKind::Command {
+pub async fn run(
+    ctx: &NodeCtx,
+    stage: &CommandStage,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, NodeError> {
+    let CommandStage {
         command,
         timeout_secs,
-    } = ctx.stage_kind()
-    else {
-        unreachable!("dispatched by kind")
-    };
+    } = stage;
     let build = ctx
         .upstream_of_kind("build")
         .ok_or_else(|| NodeError::Internal("command node without its build".into()))?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::builds::report::{BuildReport, FILES_DIR};
 use super::{NodeCtx, NodeError, write_output, write_text};
 use crate::base::junit::{self, TestOutcome};
-use crate::config::StageKind;
+use crate::config::GateStage;
 use crate::config::task::{Runner, Task};
 use crate::sandbox::Job;
 
@@ -284,14 +284,11 @@ pub async fn run_tests(
     Ok((report, artifacts, output))
 }
 
-pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
-    let StageKind::Gate {
+pub async fn run(ctx: &NodeCtx, stage: &GateStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let GateStage {
         timeout_secs,
         repeat,
-    } = ctx.stage_kind()
-    else {
-        unreachable!("dispatched by kind")
-    };
+    } = stage;
     let task = ctx.task();
     let build = ctx
         .upstream_of_kind("build")

@@ -14,7 +14,7 @@ use super::builds::report::{BuildReport, FILES_DIR};
 use super::gate::GateReport;
 use super::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::base::fsutil;
-use crate::config::StageKind;
+use crate::config::JudgeStage;
 use crate::config::rubric::Rubric;
 use crate::config::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
 use crate::plan::Subject;
@@ -72,7 +72,7 @@ pub struct Listing {
 }
 
 /// A file name as a listing shows it: a JSON string in which every character but letters,
-/// digits, the space and printable ASCII punctuation is a `\uXXXX` escape, and so are `<` and
+/// digits, the space and printable ASCII punctuation is a `\uJudgeStageX` escape, and so are `<` and
 /// `>`. A name cannot break the line it sits on, form a marker, or hide text behind direction
 /// overrides or invisible characters.
 pub fn quote_name(name: &str) -> String {
@@ -431,16 +431,13 @@ pub fn validate(answer: &str, rubric: &Rubric) -> Result<Verdict, Vec<String>> {
     }
 }
 
-pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
-    let StageKind::Judge {
+    let JudgeStage {
         prompt,
         rubric,
         max_impl_bytes,
-    } = ctx.stage_kind()
-    else {
-        unreachable!("dispatched by kind")
-    };
+    } = stage;
     let Subject::Judgment {
         judge,
         task,

@@ -26,7 +26,6 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Pipeline, StageKind};
-use crate::exec::progress::Progress;
 use crate::plan::{Node, Plan, Subject};
 use crate::provider::Providers;
 use crate::sandbox::Sandbox;
@@ -38,8 +37,14 @@ pub struct Services {
     pub pipeline: Arc<Pipeline>,
     pub providers: Arc<Providers>,
     pub sandbox: Arc<Sandbox>,
-    pub progress: Option<Arc<Progress>>,
+    /// Where a node's notes go (retries, backoff, replay mismatches): the run's progress display.
+    pub progress: Option<Arc<dyn Notes>>,
     pub quiet: bool,
+}
+
+/// What a node may tell the person watching the run, besides its result.
+pub trait Notes: Send + Sync {
+    fn note(&self, text: &str);
 }
 
 impl Services {
@@ -182,12 +187,12 @@ pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<PathBuf, NodeErr
 /// Runs a node; returns its output files (relative to its directory).
 pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     match (ctx.stage_kind(), &ctx.node.subject) {
-        (StageKind::Build { .. }, Subject::Impl { .. }) => builds::run(ctx, dir).await,
-        (StageKind::Gate { .. }, Subject::Impl { .. }) => gate::run(ctx, dir).await,
-        (StageKind::Command { .. }, Subject::Impl { .. }) => command::run(ctx, dir).await,
-        (StageKind::Judge { .. }, Subject::Judgment { .. }) => judge::run(ctx, dir).await,
+        (StageKind::Build(s), Subject::Impl { .. }) => builds::run(ctx, s, dir).await,
+        (StageKind::Gate(s), Subject::Impl { .. }) => gate::run(ctx, s, dir).await,
+        (StageKind::Command(s), Subject::Impl { .. }) => command::run(ctx, s, dir).await,
+        (StageKind::Judge(s), Subject::Judgment { .. }) => judge::run(ctx, s, dir).await,
         (StageKind::Aggregate, Subject::Round) => aggregate::run(ctx, dir),
-        (StageKind::Publish { .. }, Subject::Round) => publish::run(ctx, dir),
+        (StageKind::Publish(s), Subject::Round) => publish::run(ctx, s, dir),
         (kind, subject) => Err(NodeError::Internal(format!(
             "no runner for a {} node about {subject:?}",
             kind.name()

@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use super::{NodeCtx, NodeError};
 use crate::aggregate::{Aggregate, RoundData};
 use crate::base::fsutil;
-use crate::config::StageKind;
+use crate::config::PublishStage;
 use crate::report::{self, Format};
 
-pub fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
-    let StageKind::Publish { formats } = ctx.stage_kind() else {
-        unreachable!("dispatched by kind")
-    };
+pub fn run(ctx: &NodeCtx, stage: &PublishStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let PublishStage { formats } = stage;
     let agg_node = ctx
         .upstream_of_kind("aggregate")
         .ok_or_else(|| NodeError::Internal("publish without aggregate".into()))?;

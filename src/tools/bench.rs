@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::stats::median;
-use crate::config::SandboxChoice;
 use crate::config::task::Task;
+use crate::sandbox::SandboxChoice;
 use crate::sandbox::{Sandbox, docker::DEFAULT_IMAGE};
 use crate::stages::gate;
 
@@ -296,44 +296,9 @@ pub fn concurrency(
     jobs: usize,
     runs: usize,
 ) -> Result<String, String> {
-    const MODELS: usize = 7;
     let tmp = scratch()?;
     let root = tmp.path();
-    tiny_task(root)?;
-    put(
-        root,
-        "rubric.toml",
-        include_str!("../../tests/fixtures/mini/rubric.toml"),
-    )?;
-    put(
-        root,
-        "judge.md.j2",
-        include_str!("../../tests/fixtures/mini/judge.md.j2"),
-    )?;
-    let judgment = include_str!("../../tests/fixtures/mini/recordings/judge/ann/bob-1.yaml");
-    for m in 0..MODELS {
-        let model = format!("m{m:03}");
-        put(
-            root,
-            &format!("rec/build/{model}/1.yaml"),
-            &build_recording(&model, "1"),
-        )?;
-        for other in 0..MODELS {
-            put(
-                root,
-                &format!("rec/judge/{model}/m{other:03}-1.yaml"),
-                judgment,
-            )?;
-        }
-    }
-    put(
-        root,
-        "round.toml",
-        &format!(
-            "[round]\nname = \"concurrency\"\ndate = \"2026-01-01\"\ntask = \"task\"\nsandbox = \"local\"\n\n[providers.replay]\nkind = \"replay\"\nrecordings = \"rec\"\ndelay_ms = {latency_ms}\ndelay_jitter_ms = {jitter_ms}\n\n{}[stages.build]\nkind = \"build\"\nprompt = \"build.md.j2\"\n\n[stages.gate]\nkind = \"gate\"\nneeds = [\"build\"]\n\n[stages.judge]\nkind = \"judge\"\nneeds = [\"gate\"]\nprompt = \"judge.md.j2\"\nrubric = \"rubric.toml\"\n\n[stages.aggregate]\nkind = \"aggregate\"\nneeds = [\"judge\"]\n\n[stages.publish]\nkind = \"publish\"\nneeds = [\"aggregate\"]\nformats = [\"markdown\", \"json\"]\n",
-            models_toml(MODELS, "replay")
-        ),
-    )?;
+    write_concurrency_round(root, latency_ms, jitter_ms)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let graph = std::process::Command::new(&exe)
         .current_dir(root)
@@ -368,19 +333,7 @@ pub fn concurrency(
                 )
             })
             .collect();
-        // Longest path through the graph, nodes in topological order.
-        let mut finish: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
-        for n in &nodes {
-            let id = n["id"].as_str().unwrap_or_default();
-            let start = n["deps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| finish.get(d.as_str().unwrap_or_default()).copied())
-                .fold(0.0, f64::max);
-            finish.insert(id, start + ms.get(id).copied().unwrap_or(0.0));
-        }
-        let critical = finish.values().copied().fold(0.0, f64::max);
+        let critical = critical_path(&nodes, &ms);
         let work: f64 = ms.values().sum();
         let bound = critical.max(work / jobs as f64);
         // What a run costs besides its nodes (process start, loading and checking the pipeline
@@ -433,6 +386,72 @@ pub fn concurrency(
     Ok(o)
 }
 
+/// The round of `pipe bench concurrency` under `root`: 7 models, replayed with model calls of
+/// `latency_ms +- jitter_ms`, each judging every implementation.
+fn write_concurrency_round(
+    root: &std::path::Path,
+    latency_ms: u64,
+    jitter_ms: u64,
+) -> Result<(), String> {
+    const MODELS: usize = 7;
+    tiny_task(root)?;
+    put(
+        root,
+        "rubric.toml",
+        include_str!("../../tests/fixtures/mini/rubric.toml"),
+    )?;
+    put(
+        root,
+        "judge.md.j2",
+        include_str!("../../tests/fixtures/mini/judge.md.j2"),
+    )?;
+    let judgment = include_str!("../../tests/fixtures/mini/recordings/judge/ann/bob-1.yaml");
+    for m in 0..MODELS {
+        let model = format!("m{m:03}");
+        put(
+            root,
+            &format!("rec/build/{model}/1.yaml"),
+            &build_recording(&model, "1"),
+        )?;
+        for other in 0..MODELS {
+            put(
+                root,
+                &format!("rec/judge/{model}/m{other:03}-1.yaml"),
+                judgment,
+            )?;
+        }
+    }
+    put(
+        root,
+        "round.toml",
+        &format!(
+            "[round]\nname = \"concurrency\"\ndate = \"2026-01-01\"\ntask = \"task\"\nsandbox = \"local\"\n\n[providers.replay]\nkind = \"replay\"\nrecordings = \"rec\"\ndelay_ms = {latency_ms}\ndelay_jitter_ms = {jitter_ms}\n\n{}[stages.build]\nkind = \"build\"\nprompt = \"build.md.j2\"\n\n[stages.gate]\nkind = \"gate\"\nneeds = [\"build\"]\n\n[stages.judge]\nkind = \"judge\"\nneeds = [\"gate\"]\nprompt = \"judge.md.j2\"\nrubric = \"rubric.toml\"\n\n[stages.aggregate]\nkind = \"aggregate\"\nneeds = [\"judge\"]\n\n[stages.publish]\nkind = \"publish\"\nneeds = [\"aggregate\"]\nformats = [\"markdown\", \"json\"]\n",
+            models_toml(MODELS, "replay")
+        ),
+    )?;
+    Ok(())
+}
+
+/// The longest path through the graph's `nodes` (in topological order, as `pipe graph` lists
+/// them), each node taking its measured `seconds`.
+fn critical_path(
+    nodes: &[serde_json::Value],
+    seconds: &std::collections::HashMap<String, f64>,
+) -> f64 {
+    let mut finish: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for n in nodes {
+        let id = n["id"].as_str().unwrap_or_default();
+        let start = n["deps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| finish.get(d.as_str().unwrap_or_default()).copied())
+            .fold(0.0, f64::max);
+        finish.insert(id, start + seconds.get(id).copied().unwrap_or(0.0));
+    }
+    finish.values().copied().fold(0.0, f64::max)
+}
+
 /// `pipe bench resume`: a round run cold, then re-run with everything cached.
 pub fn resume(pipeline: &std::path::Path, runs: usize) -> Result<String, String> {
     let dir = pipeline
@@ -472,4 +491,24 @@ pub fn resume(pipeline: &std::path::Path, runs: usize) -> Result<String, String>
     let _ = writeln!(o, "| re-run, fully cached | {k:.3} |");
     let _ = writeln!(o, "\ncached / first = {:.4} ({:.0}x faster)", k / c, c / k);
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_critical_path_is_the_longest_chain_of_measured_durations() {
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"id": "a", "deps": []}, {"id": "b", "deps": []},
+                {"id": "c", "deps": ["a", "b"]}, {"id": "d", "deps": ["a"]}]"#,
+        )
+        .unwrap();
+        let seconds = [("a", 1.0), ("b", 3.0), ("c", 0.5), ("d", 2.0)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .collect();
+        // b -> c takes 3.5 s; a -> d 3 s.
+        assert!((critical_path(&nodes, &seconds) - 3.5).abs() < 1e-9);
+    }
 }

@@ -20,7 +20,7 @@ use report::write_files;
 use report::{BuildOutcome, BuildReport};
 
 use crate::config::templates;
-use crate::config::{Harness, StageKind};
+use crate::config::{BuildStage, Harness};
 use crate::plan::Subject;
 use crate::provider::{CallSite, ChatRequest, Message};
 use crate::stages::{NodeCtx, NodeError, write_output, write_text};
@@ -55,24 +55,20 @@ fn listed(r: &Rejection) -> String {
     format!("{path} ({})", r.reason)
 }
 
-pub async fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
-    let kind = ctx.stage_kind();
-    let StageKind::Build {
+    let BuildStage {
         prompt,
         command,
         agent,
         agent_prompt,
         ..
-    } = kind
-    else {
-        unreachable!("dispatched by kind")
-    };
+    } = stage;
     let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
     let m = p.model(model).expect("plan models come from the pipeline");
-    let harness = kind.harness_for(m).expect("a build stage");
+    let harness = stage.harness_for(m);
     if harness == Harness::Command {
         let Some(command) = command else {
             return Err(NodeError::Configuration(format!(
