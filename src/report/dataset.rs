@@ -389,7 +389,25 @@ fn cost_order(r: &ImplRow) -> f64 {
 
 /// A dataset round from a round's data and its aggregate.
 pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
-    let criteria = &agg.criteria;
+    DatasetRound {
+        date: agg.date.clone(),
+        task: agg.task.clone(),
+        samples: samples(data, agg),
+        scoreboard: scoreboard(agg),
+        judge_ranking: judge_ranking(agg),
+        self_bias: self_bias(agg),
+        agreement: agreement(agg),
+        per_impl_detail: per_impl_detail(agg),
+        cost_efficiency: cost_efficiency(agg),
+        judging_cost: judging_cost(agg),
+        cross_model_observations: dash(),
+        recommendation: dash(),
+        spec_changes: dash(),
+    }
+}
+
+/// SAMPLE rows: every build, in the round's model order.
+fn samples(data: &RoundData, agg: &Aggregate) -> Vec<Sample> {
     let model_pos = |m: &str| {
         data.models
             .iter()
@@ -409,7 +427,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             .then(a.model.cmp(&b.model))
             .then(a.sample.cmp(&b.sample))
     });
-    let samples = builds
+    builds
         .iter()
         .map(|b| Sample {
             model: b.model.clone(),
@@ -431,9 +449,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 .find(|g| g.model == b.model && g.sample == b.sample && g.task == b.task)
                 .and_then(|g| g.sandbox.clone()),
         })
-        .collect();
-    let scoreboard = agg
-        .implementations
+        .collect()
+}
+
+/// SCOREBOARD_ROWs, in scoreboard order.
+fn scoreboard(agg: &Aggregate) -> Vec<ScoreboardRow> {
+    let criteria = &agg.criteria;
+    agg.implementations
         .iter()
         .map(|r| ScoreboardRow {
             implementation: r.implementation.clone(),
@@ -453,9 +475,12 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             tests: tests_cell(r),
             verdict: text(r.verdict.as_deref()),
         })
-        .collect();
-    let judge_ranking = agg
-        .judge_ranking
+        .collect()
+}
+
+/// RANKING_ROWs.
+fn judge_ranking(agg: &Aggregate) -> Vec<RankingRow> {
+    agg.judge_ranking
         .iter()
         .map(|r| RankingRow {
             judge: r.judge.clone(),
@@ -463,9 +488,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             second: r.top[1].clone(),
             third: r.top[2].clone(),
         })
-        .collect();
-    let self_bias = agg
-        .self_bias
+        .collect()
+}
+
+/// SELF_BIAS_ROWs.
+fn self_bias(agg: &Aggregate) -> Vec<SelfBiasRow> {
+    let criteria = &agg.criteria;
+    agg.self_bias
         .iter()
         .map(|r| SelfBiasRow {
             implementation: r.implementation.clone(),
@@ -484,12 +513,16 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                     .collect(),
             ),
         })
-        .collect();
+        .collect()
+}
+
+/// AGREEMENT_ROWs, over the first criterion.
+fn agreement(agg: &Aggregate) -> Vec<AgreementRow> {
+    let criteria = &agg.criteria;
     let first = criteria
         .first()
         .map_or_else(|| "Spec".to_string(), |c| key_part(&c.id));
-    let agreement = agg
-        .agreement
+    agg.agreement
         .iter()
         .map(|r| AgreementRow {
             implementation: r.implementation.clone(),
@@ -505,9 +538,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 r.judges.clone()
             },
         })
-        .collect();
-    let per_impl_detail = agg
-        .implementations
+        .collect()
+}
+
+/// DETAILs: every judgment and hidden test of each implementation.
+fn per_impl_detail(agg: &Aggregate) -> Vec<Detail> {
+    let criteria = &agg.criteria;
+    agg.implementations
         .iter()
         .map(|r| Detail {
             implementation: r.implementation.clone(),
@@ -552,14 +589,18 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// COST_ROWs, cheapest passed test first.
+fn cost_efficiency(agg: &Aggregate) -> Vec<CostRow> {
     let mut by_cost: Vec<&ImplRow> = agg.implementations.iter().collect();
     by_cost.sort_by(|a, b| {
         cost_order(a)
             .total_cmp(&cost_order(b))
             .then(a.implementation.cmp(&b.implementation))
     });
-    let cost_efficiency = by_cost
+    by_cost
         .iter()
         .map(|r| CostRow {
             implementation: r.implementation.clone(),
@@ -571,9 +612,12 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             tests_passed: r.tests_passed.to_string(),
             cost_per_test: cost_per_test(r.cost_usd, r.tests_passed),
         })
-        .collect();
-    let judging_cost = agg
-        .judging_cost
+        .collect()
+}
+
+/// JUDGING_COST_ROWs.
+fn judging_cost(agg: &Aggregate) -> Vec<JudgingCostRow> {
+    agg.judging_cost
         .iter()
         .map(|r| {
             if r.measured {
@@ -598,22 +642,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 }
             }
         })
-        .collect();
-    DatasetRound {
-        date: agg.date.clone(),
-        task: agg.task.clone(),
-        samples,
-        scoreboard,
-        judge_ranking,
-        self_bias,
-        agreement,
-        per_impl_detail,
-        cost_efficiency,
-        judging_cost,
-        cross_model_observations: dash(),
-        recommendation: dash(),
-        spec_changes: dash(),
-    }
+        .collect()
 }
 
 /// The flat rows of one round, in scoreboard order. Costs are rounded to 6 decimals, wall seconds

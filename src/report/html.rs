@@ -448,6 +448,14 @@ fn chart_cost(a: &Aggregate) -> String {
             (None, None) => {}
         }
     }
+    point_labels(&mut o, &pts, x0, axis_y);
+    o.push_str("</svg>");
+    o
+}
+
+/// The scatter's labels, each placed beside its point where it overlaps no point and no label
+/// placed before it.
+fn point_labels(o: &mut String, pts: &[(usize, &ImplRow, f64, f64)], x0: f64, axis_y: f64) {
     let mut taken: Vec<Rect> = pts
         .iter()
         .map(|(_, _, x, y)| Rect {
@@ -457,7 +465,7 @@ fn chart_cost(a: &Aggregate) -> String {
             y1: y + 8.0,
         })
         .collect();
-    for (_, r, x, y) in &pts {
+    for (_, r, x, y) in pts {
         let label = clip(&r.implementation, 30);
         let w = text_w(&label, 12.0);
         let mut candidates = Vec::new();
@@ -501,8 +509,6 @@ fn chart_cost(a: &Aggregate) -> String {
             esc(&label)
         );
     }
-    o.push_str("</svg>");
-    o
 }
 
 /// Chart 3: every judgment's composite, judges × implementations.
@@ -539,12 +545,91 @@ fn chart_heatmap(a: &Aggregate) -> String {
         x0 - 10.0,
         top - 8.0
     );
-    let cell = |o: &mut String,
-                x: f64,
-                y: f64,
-                j: Option<&JudgmentRow>,
-                r: &ImplRow,
-                judge: &str| {
+    let grid = HeatGrid {
+        a,
+        max,
+        col_w,
+        row_h,
+    };
+    for (ji, judge) in judges.iter().enumerate() {
+        let y = top + row_h * ji as f64;
+        let _ = write!(
+            o,
+            r#"<text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text>"#,
+            x0 - 10.0,
+            y + row_h / 2.0 + 3.0,
+            esc(judge),
+            esc(&clip(judge, 26))
+        );
+        for (ci, r) in rows.iter().enumerate() {
+            let j = r.judgments.iter().find(|j| j.judge == *judge);
+            grid.cell(&mut o, x0 + col_w * ci as f64, y, j, r, judge);
+        }
+        let len = a.leniency.iter().find(|l| l.judge == *judge);
+        let _ = write!(
+            o,
+            r#"<text class="tick" x="{xr:.1}" y="{:.1}">{}</text>"#,
+            y + row_h / 2.0 + 3.0,
+            len.map_or_else(
+                || DASH.to_string(),
+                |l| format!("{} ({} judged)", signed_number(l.offset), l.judged)
+            )
+        );
+    }
+    // The peer composite under the grid, on the same colour scale.
+    let _ = write!(
+        o,
+        r#"<line class="axis" x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">peer composite</text>"#,
+        peer_y - 5.0,
+        x0 + col_w * n - 3.0,
+        peer_y - 5.0,
+        x0 - 10.0,
+        peer_y + row_h / 2.0 + 3.0
+    );
+    for (ci, r) in rows.iter().enumerate() {
+        let x = x0 + col_w * ci as f64;
+        let (w, hh) = (col_w - 3.0, row_h - 3.0);
+        let (cx, cy) = (x + w / 2.0, peer_y + hh / 2.0 + 4.5);
+        if let Some(c) = r.composite {
+            let (fill, ink) = heat(c / max).into_fill();
+            let _ = write!(
+                o,
+                r##"<rect x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}" fill="{fill}" stroke="#333"/><text class="cellval strong" x="{cx:.1}" y="{cy:.1}" text-anchor="middle" fill="{ink}">{}</text>"##,
+                num(c)
+            );
+        } else {
+            let _ = write!(
+                o,
+                r#"<rect class="nojudge" x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}"/><text class="cellnote" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">no score</text>"#
+            );
+        }
+    }
+    heat_legend(&mut o, x0, legend_y, max);
+    o.push_str("</svg>");
+    o
+}
+
+/// The heatmap's grid: cell sizes and the colour scale.
+struct HeatGrid<'a> {
+    a: &'a Aggregate,
+    max: f64,
+    col_w: f64,
+    row_h: f64,
+}
+
+impl HeatGrid<'_> {
+    /// One judge's judgment of one implementation: its composite coloured, a dropout hatched,
+    /// a self-judgment outlined; `n/a` where the judge did not judge it.
+    fn cell(
+        &self,
+        o: &mut String,
+        x: f64,
+        y: f64,
+        j: Option<&JudgmentRow>,
+        r: &ImplRow,
+        judge: &str,
+    ) {
+        let (a, max, col_w, row_h) = (self.a, self.max, self.col_w, self.row_h);
         let (w, hh) = (col_w - 3.0, row_h - 3.0);
         let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 4.5);
         let who = format!("{} \u{2192} {}", esc(judge), esc(&r.implementation));
@@ -628,61 +713,11 @@ fn chart_heatmap(a: &Aggregate) -> String {
                 }
             }
         }
-    };
-    for (ji, judge) in judges.iter().enumerate() {
-        let y = top + row_h * ji as f64;
-        let _ = write!(
-            o,
-            r#"<text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text>"#,
-            x0 - 10.0,
-            y + row_h / 2.0 + 3.0,
-            esc(judge),
-            esc(&clip(judge, 26))
-        );
-        for (ci, r) in rows.iter().enumerate() {
-            let j = r.judgments.iter().find(|j| j.judge == *judge);
-            cell(&mut o, x0 + col_w * ci as f64, y, j, r, judge);
-        }
-        let len = a.leniency.iter().find(|l| l.judge == *judge);
-        let _ = write!(
-            o,
-            r#"<text class="tick" x="{xr:.1}" y="{:.1}">{}</text>"#,
-            y + row_h / 2.0 + 3.0,
-            len.map_or_else(
-                || DASH.to_string(),
-                |l| format!("{} ({} judged)", signed_number(l.offset), l.judged)
-            )
-        );
     }
-    // The peer composite under the grid, on the same colour scale.
-    let _ = write!(
-        o,
-        r#"<line class="axis" x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">peer composite</text>"#,
-        peer_y - 5.0,
-        x0 + col_w * n - 3.0,
-        peer_y - 5.0,
-        x0 - 10.0,
-        peer_y + row_h / 2.0 + 3.0
-    );
-    for (ci, r) in rows.iter().enumerate() {
-        let x = x0 + col_w * ci as f64;
-        let (w, hh) = (col_w - 3.0, row_h - 3.0);
-        let (cx, cy) = (x + w / 2.0, peer_y + hh / 2.0 + 4.5);
-        if let Some(c) = r.composite {
-            let (fill, ink) = heat(c / max).into_fill();
-            let _ = write!(
-                o,
-                r##"<rect x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}" fill="{fill}" stroke="#333"/><text class="cellval strong" x="{cx:.1}" y="{cy:.1}" text-anchor="middle" fill="{ink}">{}</text>"##,
-                num(c)
-            );
-        } else {
-            let _ = write!(
-                o,
-                r#"<rect class="nojudge" x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}"/><text class="cellnote" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">no score</text>"#
-            );
-        }
-    }
-    // Legend.
+}
+
+/// The heatmap's legend: the colour scale, dropouts, self-judgments, cells not judged.
+fn heat_legend(o: &mut String, x0: f64, legend_y: f64, max: f64) {
     let lx = x0;
     let _ = write!(
         o,
@@ -720,8 +755,6 @@ fn chart_heatmap(a: &Aggregate) -> String {
         l4 + 32.0,
         legend_y + 10.0
     );
-    o.push_str("</svg>");
-    o
 }
 
 trait IntoFill {
@@ -839,44 +872,9 @@ fn chart_tests(a: &Aggregate) -> String {
                 continue;
             }
             let x = x0 + col_w * ci as f64;
-            let (w, hh) = (col_w - 3.0, row_h - 3.0);
-            let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 5.5);
-            let Some(t) = r.hidden_tests.iter().find(|t| &t.name == name) else {
-                let _ = write!(
-                    o,
-                    r#"<rect class="nojudge" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{}: not collected</title></rect>"#,
-                    y + 1.5,
-                    esc(&r.implementation)
-                );
-                continue;
-            };
-            ran += 1;
-            let (class, mark, word) = match t.outcome {
-                _ if t.passed => {
-                    passed += 1;
-                    ("pass", "\u{2713}", "passed")
-                }
-                TestOutcome::Error => ("error", "!", "error"),
-                TestOutcome::Skipped => ("skip", "s", "skipped"),
-                TestOutcome::Passed | TestOutcome::Failed => ("fail", "\u{2717}", "failed"),
-            };
-            let _ = write!(
-                o,
-                r#"<rect class="{class}" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{} — {}: {word}{}</title></rect><text class="mark" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">{mark}</text>"#,
-                y + 1.5,
-                esc(&r.implementation),
-                esc(name),
-                if t.flaky { " (flaky)" } else { "" }
-            );
-            if t.flaky {
-                let _ = write!(
-                    o,
-                    r#"<rect class="flaky" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}"/>"#,
-                    x + 1.5,
-                    y + 3.0,
-                    w - 3.0,
-                    hh - 3.0
-                );
+            if let Some(p) = test_cell(&mut o, r, name, (x, y), (col_w - 3.0, row_h - 3.0)) {
+                ran += 1;
+                passed += u32::from(p);
             }
         }
         let _ = write!(
@@ -885,7 +883,81 @@ fn chart_tests(a: &Aggregate) -> String {
             y + 13.5
         );
     }
-    // Columns without tests: one tall hatched cell saying why.
+    untested_columns(&mut o, rows, x0, col_w, (top, grid_bottom));
+    // Totals under each column.
+    let _ = write!(
+        o,
+        r#"<line class="axis" x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">passed / collected</text>"#,
+        grid_bottom + 2.0,
+        x0 + col_w * n - 3.0,
+        grid_bottom + 2.0,
+        x0 - 8.0,
+        grid_bottom + 17.0
+    );
+    for (ci, r) in rows.iter().enumerate() {
+        let cx = x0 + col_w * ci as f64 + (col_w - 3.0) / 2.0;
+        let _ = write!(
+            o,
+            r#"<text class="value" x="{cx:.1}" y="{:.1}" text-anchor="middle">{}/{}</text>"#,
+            grid_bottom + 17.0,
+            r.tests_passed,
+            r.tests_total
+        );
+    }
+    tests_legend(&mut o, x0, legend_y);
+    o.push_str("</svg>");
+    o
+}
+
+/// One implementation's outcome of one test, at `(x, y)`, `size` wide and high: whether it passed,
+/// none when its gate did not collect the test.
+fn test_cell(
+    o: &mut String,
+    r: &ImplRow,
+    name: &str,
+    (x, y): (f64, f64),
+    (w, hh): (f64, f64),
+) -> Option<bool> {
+    let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 5.5);
+    let Some(t) = r.hidden_tests.iter().find(|t| t.name == name) else {
+        let _ = write!(
+            o,
+            r#"<rect class="nojudge" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{}: not collected</title></rect>"#,
+            y + 1.5,
+            esc(&r.implementation)
+        );
+        return None;
+    };
+    let (class, mark, word) = match t.outcome {
+        _ if t.passed => ("pass", "\u{2713}", "passed"),
+        TestOutcome::Error => ("error", "!", "error"),
+        TestOutcome::Skipped => ("skip", "s", "skipped"),
+        TestOutcome::Passed | TestOutcome::Failed => ("fail", "\u{2717}", "failed"),
+    };
+    let _ = write!(
+        o,
+        r#"<rect class="{class}" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{} — {}: {word}{}</title></rect><text class="mark" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">{mark}</text>"#,
+        y + 1.5,
+        esc(&r.implementation),
+        esc(name),
+        if t.flaky { " (flaky)" } else { "" }
+    );
+    if t.flaky {
+        let _ = write!(
+            o,
+            r#"<rect class="flaky" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}"/>"#,
+            x + 1.5,
+            y + 3.0,
+            w - 3.0,
+            hh - 3.0
+        );
+    }
+    Some(t.passed)
+}
+
+/// The columns of implementations without tests: one tall hatched cell each, saying why.
+fn untested_columns(o: &mut String, rows: &[ImplRow], x0: f64, col_w: f64, span: (f64, f64)) {
+    let (top, grid_bottom) = span;
     for (ci, r) in rows.iter().enumerate() {
         if !r.hidden_tests.is_empty() {
             continue;
@@ -907,27 +979,10 @@ fn chart_tests(a: &Aggregate) -> String {
             esc(r.gate_reason.as_deref().unwrap_or(why))
         );
     }
-    // Totals under each column.
-    let _ = write!(
-        o,
-        r#"<line class="axis" x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">passed / collected</text>"#,
-        grid_bottom + 2.0,
-        x0 + col_w * n - 3.0,
-        grid_bottom + 2.0,
-        x0 - 8.0,
-        grid_bottom + 17.0
-    );
-    for (ci, r) in rows.iter().enumerate() {
-        let cx = x0 + col_w * ci as f64 + (col_w - 3.0) / 2.0;
-        let _ = write!(
-            o,
-            r#"<text class="value" x="{cx:.1}" y="{:.1}" text-anchor="middle">{}/{}</text>"#,
-            grid_bottom + 17.0,
-            r.tests_passed,
-            r.tests_total
-        );
-    }
-    // Legend.
+}
+
+/// The test matrix's legend: the outcomes and the flaky mark.
+fn tests_legend(o: &mut String, x0: f64, legend_y: f64) {
     let items = [
         ("pass", "\u{2713}", "passed"),
         ("fail", "\u{2717}", "failed"),
@@ -957,8 +1012,6 @@ fn chart_tests(a: &Aggregate) -> String {
         lx + 28.0,
         legend_y
     );
-    o.push_str("</svg>");
-    o
 }
 
 const CSS: &str = r"
