@@ -89,3 +89,66 @@ fn pretty<T: serde::Serialize>(value: &T) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published() -> (RoundData, Aggregate) {
+        let data: RoundData = serde_json::from_str(include_str!(
+            "../../tests/fixtures/published/round-data.json"
+        ))
+        .expect("the fixture parses");
+        let agg = crate::aggregate::compute(&data);
+        (data, agg)
+    }
+
+    #[test]
+    fn each_publish_format_has_its_file() {
+        let names: Vec<&str> = [
+            PublishFormat::Markdown,
+            PublishFormat::Json,
+            PublishFormat::Dataset,
+            PublishFormat::Html,
+        ]
+        .into_iter()
+        .map(|f| Format::from(f).file_name())
+        .collect();
+        assert_eq!(
+            names,
+            ["report.md", "aggregate.json", "dataset.json", "report.html"]
+        );
+    }
+
+    #[test]
+    fn render_gives_each_renderer_s_bytes() {
+        let (data, agg) = published();
+        assert_eq!(
+            render(Format::Markdown, &data, &agg),
+            markdown::markdown(&agg).into_bytes()
+        );
+        assert_eq!(
+            render(Format::Html, &data, &agg),
+            html::render(&agg).into_bytes()
+        );
+        let json = render(Format::Aggregate, &data, &agg);
+        assert_eq!(json.last(), Some(&b'\n'));
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back["round"], agg.round.as_str());
+        let ds: dataset::Dataset =
+            serde_json::from_slice(&render(Format::Dataset, &data, &agg)).unwrap();
+        assert_eq!((ds.meta.rounds, ds.rounds.len()), (1, 1));
+        let (_, rounds, rows) = render_dataset([(&data, &agg), (&data, &agg)]);
+        assert_eq!((rounds, rows), (2, 2 * agg.implementations.len()));
+    }
+
+    #[test]
+    fn summary_is_the_table_or_the_dataset_round() {
+        let (data, agg) = published();
+        let table = summary(&data, &agg, false);
+        assert!(table.starts_with(&format!("{} (", agg.round)), "{table}");
+        assert_eq!(table, terminal::table(&agg));
+        let json: serde_json::Value = serde_json::from_str(&summary(&data, &agg, true)).unwrap();
+        assert_eq!(json["task"], agg.task.as_str());
+    }
+}
