@@ -490,69 +490,7 @@ fn aggregate_round(dir: &Path, json: bool) -> i32 {
         Err(e) => return import_failed(&e),
     };
     let agg = crate::aggregate::compute(&data);
-    if agg.suite.is_some() {
-        // The openbenchmark keys describe one task: a suite prints its own numbers.
-        if json {
-            println!("{}", serde_json::to_string_pretty(&agg).expect("json"));
-        } else {
-            print!("{}", crate::report::markdown::markdown(&agg));
-        }
-        return EXIT_OK;
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&crate::report::dataset::round_json(&data, &agg))
-                .expect("json")
-        );
-        return EXIT_OK;
-    }
-    let num = |x: Option<f64>| {
-        x.map_or_else(
-            || crate::report::dataset::DASH.to_string(),
-            crate::aggregate::num,
-        )
-    };
-    println!("{} ({}, {})", agg.round, agg.rubric, agg.date);
-    let heads: Vec<&str> = agg.criteria.iter().map(|c| c.id.as_str()).collect();
-    println!(
-        "{:>4}  {:<20} {:>9}  {}  {:>7}  verdict",
-        "#",
-        "impl",
-        format!("/{}", crate::aggregate::num(agg.composite_max)),
-        heads.iter().fold(String::new(), |mut o, h| {
-            let _ = write!(o, " {h:>w$}", w = h.len().max(7));
-            o
-        }),
-        "tests"
-    );
-    for r in &agg.implementations {
-        let score = match (&r.mean, r.composite) {
-            (Some(m), _) => Some(m.average_score),
-            (None, c) => c,
-        };
-        println!(
-            "{:>4}  {:<20} {:>9}  {}  {:>7}  {}",
-            r.rank.map_or_else(
-                || crate::report::dataset::DASH.to_string(),
-                |k| k.to_string()
-            ),
-            r.implementation,
-            num(score),
-            agg.criteria.iter().fold(String::new(), |mut o, c| {
-                let _ = write!(o, " {:>w$}", num(r.peer[&c.id]), w = c.id.len().max(7));
-                o
-            }),
-            format!("{}/{}", r.tests_passed, r.tests_total),
-            r.verdict.as_deref().unwrap_or(crate::report::dataset::DASH)
-        );
-    }
-    if let Some(a) = agg.avg_score {
-        println!("avg_score {}", crate::aggregate::num(a));
-    }
-    if let Some(w) = crate::report::markdown::unisolated_warning(&agg) {
-        println!("warning: {w}");
-    }
+    print!("{}", crate::report::summary(&data, &agg, json));
     EXIT_OK
 }
 
@@ -562,11 +500,6 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
         crate::base::fsutil::write_atomic(&path, &bytes)
             .map(|()| path.clone())
             .map_err(|source| ImportError::Write { path, source })
-    };
-    let json_bytes = |v: &crate::report::dataset::Dataset| {
-        let mut b = serde_json::to_vec_pretty(v).expect("json");
-        b.push(b'\n');
-        b
     };
     let result = if all {
         if format == Some(PublishAs::Markdown) {
@@ -594,9 +527,9 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
                         a.suite.is_none()
                     })
                     .collect();
-                let ds = crate::report::dataset::dataset(pairs);
-                let (n, rows) = (ds.meta.rounds, ds.meta.rows);
-                write(dir.join("dataset.json"), json_bytes(&ds))
+                let (bytes, n, rows) =
+                    crate::report::render_dataset(pairs.iter().map(|(d, a)| (d, a)));
+                write(dir.join(crate::report::Format::Dataset.file_name()), bytes)
                     .map(|p| format!("{} ({n} rounds, {rows} rows)", p.display()))
             }
             Err(e) => Err(e),
@@ -605,28 +538,19 @@ fn publish(dir: &Path, format: Option<PublishAs>, all: bool) -> i32 {
         match crate::formats::load_round(dir) {
             Ok(data) => {
                 let agg = crate::aggregate::compute(&data);
-                let format = format.unwrap_or(PublishAs::Markdown);
-                if agg.suite.is_some() && format != PublishAs::Markdown {
+                let format = match format.unwrap_or(PublishAs::Markdown) {
+                    PublishAs::Markdown => crate::report::Format::Markdown,
+                    PublishAs::Dataset => crate::report::Format::Dataset,
+                    PublishAs::Html => crate::report::Format::Html,
+                };
+                if agg.suite.is_some() && format != crate::report::Format::Markdown {
                     return usage(&format!(
                         "{} is a suite of several tasks: it publishes markdown (its aggregate.json holds every number); html and dataset describe one task",
                         dir.display()
                     ));
                 }
-                match format {
-                    PublishAs::Markdown => write(
-                        dir.join("report.md"),
-                        crate::report::markdown::markdown(&agg).into_bytes(),
-                    ),
-                    PublishAs::Dataset => write(
-                        dir.join("dataset.json"),
-                        json_bytes(&crate::report::dataset::dataset(vec![(data, agg)])),
-                    ),
-                    PublishAs::Html => write(
-                        dir.join("report.html"),
-                        crate::report::html::render(&agg).into_bytes(),
-                    ),
-                }
-                .map(|p| p.display().to_string())
+                let bytes = crate::report::render(format, &data, &agg);
+                write(dir.join(format.file_name()), bytes).map(|p| p.display().to_string())
             }
             Err(e) => Err(e),
         }

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::exec::outstanding::{NodeState, Reason, Recorded, outstanding};
 use crate::exec::progress::Progress;
 use crate::exec::scheduler::{Entry, Release, Scheduler, Step};
-use crate::plan::{Node, Plan};
+use crate::plan::{Node, NodeKind, Plan};
 use crate::stages::{self, NodeCtx, NodeError, Services};
 use crate::store::{
     Committer, Failure, FailureKind, NodeRecord, PendingRecord, RECORD_FORMAT, RoundStore, Status,
@@ -488,7 +488,7 @@ impl<'a> Driver<'a> {
             let cached = self.reports[i]
                 .as_ref()
                 .is_some_and(|r| r.outcome == Outcome::Cached);
-            if n.kind == "publish" && cached {
+            if n.kind == NodeKind::Publish && cached {
                 self.store.restore_copies(n)?;
             }
         }

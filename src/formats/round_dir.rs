@@ -16,8 +16,8 @@ pub fn write_round(dir: &Path, data: &RoundData) -> Result<(), ImportError> {
     let p = dir.join("aggregate.json");
     fsutil::write_json(&p, &agg).map_err(write_err(&p))?;
     let p = dir.join("report.md");
-    fsutil::write_atomic(&p, crate::report::markdown::markdown(&agg).as_bytes())
-        .map_err(write_err(&p))?;
+    let md = crate::report::render(crate::report::Format::Markdown, data, &agg);
+    fsutil::write_atomic(&p, &md).map_err(write_err(&p))?;
     Ok(())
 }
 

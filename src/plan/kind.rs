@@ -51,13 +51,6 @@ impl fmt::Display for NodeKind {
     }
 }
 
-/// A kind compares equal to its name, so code that reads `node.kind == "publish"` keeps working.
-impl PartialEq<&str> for NodeKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.name() == *other
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,7 +69,6 @@ mod tests {
             assert_eq!(k.name(), name);
             assert_eq!(serde_json::to_value(k).unwrap(), name);
             assert_eq!(k.to_string(), name);
-            assert!(*k == name);
         }
     }
 }

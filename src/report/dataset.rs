@@ -22,12 +22,13 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::text::{cost_per_test, str_or_dash, wall};
 use crate::aggregate::{Aggregate, ImplRow, RoundData, Tier};
 use crate::base::stats::round2;
 use crate::config::rubric::Aggregation;
 
-/// The missing-value mark.
-pub const DASH: &str = "\u{2014}";
+/// The missing-value mark, here for the readers of datasets.
+pub use super::text::DASH;
 pub const SCHEMA_VERSION: u32 = 1;
 pub const LICENSE: &str = "MIT";
 
@@ -339,26 +340,11 @@ pub struct FlatRow {
     pub median_loc: Option<Num>,
 }
 
-/// `2m05s`: whole seconds, floored.
-pub fn wall_clock(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-/// Parses [`wall_clock`]'s format back into milliseconds.
+/// Parses a wall time as [`wall`] writes it (`2m05s`) back into milliseconds.
 pub fn parse_wall_clock(s: &str) -> Option<u64> {
     let (m, rest) = s.split_once('m')?;
     let sec = rest.strip_suffix('s')?;
     Some((m.parse::<u64>().ok()? * 60 + sec.parse::<u64>().ok()?) * 1000)
-}
-
-/// `$0.0043`: cost per passed hidden test, 4 decimals; "—" when no test passed.
-pub fn cost_per_test(cost_usd: f64, tests_passed: usize) -> String {
-    if tests_passed == 0 {
-        DASH.to_string()
-    } else {
-        format!("${:.4}", cost_usd / tests_passed as f64)
-    }
 }
 
 /// Rounds to `places` decimals (removes float noise from sums).
@@ -386,7 +372,7 @@ pub fn key_part(id: &str) -> String {
 }
 
 fn text(x: Option<&str>) -> String {
-    x.unwrap_or(DASH).to_string()
+    str_or_dash(x).to_string()
 }
 
 fn tests_cell(r: &ImplRow) -> String {
@@ -403,7 +389,25 @@ fn cost_order(r: &ImplRow) -> f64 {
 
 /// A dataset round from a round's data and its aggregate.
 pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
-    let criteria = &agg.criteria;
+    DatasetRound {
+        date: agg.date.clone(),
+        task: agg.task.clone(),
+        samples: samples(data, agg),
+        scoreboard: scoreboard(agg),
+        judge_ranking: judge_ranking(agg),
+        self_bias: self_bias(agg),
+        agreement: agreement(agg),
+        per_impl_detail: per_impl_detail(agg),
+        cost_efficiency: cost_efficiency(agg),
+        judging_cost: judging_cost(agg),
+        cross_model_observations: dash(),
+        recommendation: dash(),
+        spec_changes: dash(),
+    }
+}
+
+/// SAMPLE rows: every build, in the round's model order.
+fn samples(data: &RoundData, agg: &Aggregate) -> Vec<Sample> {
     let model_pos = |m: &str| {
         data.models
             .iter()
@@ -423,7 +427,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             .then(a.model.cmp(&b.model))
             .then(a.sample.cmp(&b.sample))
     });
-    let samples = builds
+    builds
         .iter()
         .map(|b| Sample {
             model: b.model.clone(),
@@ -445,9 +449,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 .find(|g| g.model == b.model && g.sample == b.sample && g.task == b.task)
                 .and_then(|g| g.sandbox.clone()),
         })
-        .collect();
-    let scoreboard = agg
-        .implementations
+        .collect()
+}
+
+/// SCOREBOARD_ROWs, in scoreboard order.
+fn scoreboard(agg: &Aggregate) -> Vec<ScoreboardRow> {
+    let criteria = &agg.criteria;
+    agg.implementations
         .iter()
         .map(|r| ScoreboardRow {
             implementation: r.implementation.clone(),
@@ -467,9 +475,12 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             tests: tests_cell(r),
             verdict: text(r.verdict.as_deref()),
         })
-        .collect();
-    let judge_ranking = agg
-        .judge_ranking
+        .collect()
+}
+
+/// RANKING_ROWs.
+fn judge_ranking(agg: &Aggregate) -> Vec<RankingRow> {
+    agg.judge_ranking
         .iter()
         .map(|r| RankingRow {
             judge: r.judge.clone(),
@@ -477,9 +488,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
             second: r.top[1].clone(),
             third: r.top[2].clone(),
         })
-        .collect();
-    let self_bias = agg
-        .self_bias
+        .collect()
+}
+
+/// SELF_BIAS_ROWs.
+fn self_bias(agg: &Aggregate) -> Vec<SelfBiasRow> {
+    let criteria = &agg.criteria;
+    agg.self_bias
         .iter()
         .map(|r| SelfBiasRow {
             implementation: r.implementation.clone(),
@@ -498,12 +513,16 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                     .collect(),
             ),
         })
-        .collect();
+        .collect()
+}
+
+/// AGREEMENT_ROWs, over the first criterion.
+fn agreement(agg: &Aggregate) -> Vec<AgreementRow> {
+    let criteria = &agg.criteria;
     let first = criteria
         .first()
         .map_or_else(|| "Spec".to_string(), |c| key_part(&c.id));
-    let agreement = agg
-        .agreement
+    agg.agreement
         .iter()
         .map(|r| AgreementRow {
             implementation: r.implementation.clone(),
@@ -519,9 +538,13 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 r.judges.clone()
             },
         })
-        .collect();
-    let per_impl_detail = agg
-        .implementations
+        .collect()
+}
+
+/// DETAILs: every judgment and hidden test of each implementation.
+fn per_impl_detail(agg: &Aggregate) -> Vec<Detail> {
+    let criteria = &agg.criteria;
+    agg.implementations
         .iter()
         .map(|r| Detail {
             implementation: r.implementation.clone(),
@@ -566,28 +589,35 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// COST_ROWs, cheapest passed test first.
+fn cost_efficiency(agg: &Aggregate) -> Vec<CostRow> {
     let mut by_cost: Vec<&ImplRow> = agg.implementations.iter().collect();
     by_cost.sort_by(|a, b| {
         cost_order(a)
             .total_cmp(&cost_order(b))
             .then(a.implementation.cmp(&b.implementation))
     });
-    let cost_efficiency = by_cost
+    by_cost
         .iter()
         .map(|r| CostRow {
             implementation: r.implementation.clone(),
             model_slug: format!("`{}`", r.model_slug),
             loc: r.loc.map_or_else(Cell::dash, |l| Cell::Num(Num(l as f64))),
-            wall_clock: wall_clock(r.wall_ms),
+            wall_clock: wall(r.wall_ms),
             tokens: r.tokens,
             cost_usd: Num(round2(r.cost_usd)),
             tests_passed: r.tests_passed.to_string(),
             cost_per_test: cost_per_test(r.cost_usd, r.tests_passed),
         })
-        .collect();
-    let judging_cost = agg
-        .judging_cost
+        .collect()
+}
+
+/// JUDGING_COST_ROWs.
+fn judging_cost(agg: &Aggregate) -> Vec<JudgingCostRow> {
+    agg.judging_cost
         .iter()
         .map(|r| {
             if r.measured {
@@ -596,7 +626,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                     tier: r.tier,
                     harness: "pipe".into(),
                     model: r.model_slug.clone(),
-                    wall_clock: wall_clock(r.wall_ms),
+                    wall_clock: wall(r.wall_ms),
                     tokens: Cell::Num(Num(r.tokens as f64)),
                     cost_usd: Cell::Num(Num(round_to(r.cost_usd, 4))),
                 }
@@ -612,22 +642,7 @@ pub fn round_from(data: &RoundData, agg: &Aggregate) -> DatasetRound {
                 }
             }
         })
-        .collect();
-    DatasetRound {
-        date: agg.date.clone(),
-        task: agg.task.clone(),
-        samples,
-        scoreboard,
-        judge_ranking,
-        self_bias,
-        agreement,
-        per_impl_detail,
-        cost_efficiency,
-        judging_cost,
-        cross_model_observations: dash(),
-        recommendation: dash(),
-        spec_changes: dash(),
-    }
+        .collect()
 }
 
 /// The flat rows of one round, in scoreboard order. Costs are rounded to 6 decimals, wall seconds
@@ -659,12 +674,12 @@ pub fn flat_rows(agg: &Aggregate) -> Vec<FlatRow> {
 }
 
 /// The whole dataset, rounds in the order given.
-pub fn dataset(rounds: Vec<(RoundData, Aggregate)>) -> Dataset {
+pub fn dataset<'a>(rounds: impl IntoIterator<Item = (&'a RoundData, &'a Aggregate)>) -> Dataset {
     let mut out = Vec::new();
     let mut flat = Vec::new();
     for (data, agg) in rounds {
-        out.push(round_from(&data, &agg));
-        flat.extend(flat_rows(&agg));
+        out.push(round_from(data, agg));
+        flat.extend(flat_rows(agg));
     }
     Dataset {
         meta: Meta {
@@ -759,22 +774,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wall_clock_is_floored_minutes_and_two_digit_seconds() {
-        assert_eq!(wall_clock(125_999), "2m05s");
-        assert_eq!(wall_clock(59_999), "0m59s");
-        assert_eq!(wall_clock(0), "0m00s");
-        assert_eq!(wall_clock(3_600_000), "60m00s");
-        assert_eq!(parse_wall_clock("2m05s"), Some(125_000));
+    fn wall_clock_parses_back() {
+        assert_eq!(parse_wall_clock(&wall(125_999)), Some(125_000));
+        assert_eq!(parse_wall_clock("60m00s"), Some(3_600_000));
         assert_eq!(parse_wall_clock(DASH), None);
-    }
-
-    #[test]
-    fn cost_per_test_has_four_decimals_or_a_dash() {
-        assert_eq!(cost_per_test(0.0516, 12), "$0.0043");
-        // 0.051 / 12 is 0.0042499999... in binary: 4 decimals of the exact value, like toFixed.
-        assert_eq!(cost_per_test(0.051, 12), "$0.0042");
-        assert_eq!(cost_per_test(0.0312, 12), "$0.0026");
-        assert_eq!(cost_per_test(0.5, 0), "\u{2014}");
         assert_eq!(DASH, "—");
     }
 

@@ -8,11 +8,14 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use super::text::{
+    DASH, Headline, aggregation_name, clip, clip_middle, gates_text, isolation_text, num1, number,
+    or_dash, short, signed_number, str_or_dash, tier_name, tokens, unisolated_warning, usd, wall,
+};
 use crate::aggregate::{Aggregate, ImplRow, JudgmentRow, Tier, num};
 use crate::base::junit::TestOutcome;
 use crate::config::rubric::Aggregation;
 
-const DASH: &str = "\u{2014}";
 /// Width of every chart, in CSS pixels (the page is laid out for 1280 px).
 const W: f64 = 1120.0;
 /// Categorical colours (Tableau 10), one per implementation, shared by the bar and scatter charts.
@@ -43,88 +46,8 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-/// At most `n` characters, an ellipsis marking the cut.
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('\u{2026}');
-        t
-    } else {
-        s.to_string()
-    }
-}
-
-/// At most `n` characters, the middle cut out (test names differ at both ends).
-fn clip_middle(s: &str, n: usize) -> String {
-    let len = s.chars().count();
-    if len <= n {
-        return s.to_string();
-    }
-    let tail = n / 3;
-    let head = n - tail - 1;
-    let mut t: String = s.chars().take(head).collect();
-    t.push('\u{2026}');
-    t.extend(s.chars().skip(len - tail));
-    t
-}
-
-/// Whitespace collapsed, at most `n` characters.
-fn short(s: &str, n: usize) -> String {
-    clip(&s.split_whitespace().collect::<Vec<_>>().join(" "), n)
-}
-
 fn text_w(s: &str, size: f64) -> f64 {
     s.chars().count() as f64 * size * CHAR_W
-}
-
-/// One decimal at most (interval bounds).
-fn num1(x: f64) -> String {
-    num((x * 10.0).round() / 10.0)
-}
-
-fn opt(x: Option<f64>) -> String {
-    x.map_or_else(|| DASH.to_string(), num)
-}
-
-fn signed(x: Option<f64>) -> String {
-    match x {
-        None => DASH.to_string(),
-        Some(v) if v > 0.0 => format!("+{}", num(v)),
-        Some(v) => num(v).replace('-', "\u{2212}"),
-    }
-}
-
-fn usd(x: f64) -> String {
-    if x == 0.0 {
-        "$0".to_string()
-    } else if x.abs() < 1.0 {
-        format!("${x:.4}")
-    } else {
-        format!("${x:.2}")
-    }
-}
-
-fn tokens(n: u64) -> String {
-    if n >= 1_000_000 {
-        format!("{:.2}M", n as f64 / 1e6)
-    } else if n >= 1000 {
-        format!("{:.1}k", n as f64 / 1000.0)
-    } else {
-        n.to_string()
-    }
-}
-
-fn wall(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-fn tier_name(t: Tier) -> &'static str {
-    match t {
-        Tier::SelfJudge => "self",
-        Tier::Peer => "peer",
-        Tier::Expert => "expert",
-    }
 }
 
 /// A round step for about `target` intervals over `[0, max]`: 1, 2, 2.5 or 5 times a power of ten.
@@ -335,7 +258,7 @@ fn chart_composite(a: &Aggregate) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let yc = top + row_h * (i as f64 + 0.5);
-        let rank = r.rank.map_or_else(|| DASH.to_string(), |k| k.to_string());
+        let rank = or_dash(r.rank);
         let _ = write!(
             o,
             r#"<text class="rank" x="8" y="{:.1}">{rank}</text><text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text><text class="slug" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -525,6 +448,14 @@ fn chart_cost(a: &Aggregate) -> String {
             (None, None) => {}
         }
     }
+    point_labels(&mut o, &pts, x0, axis_y);
+    o.push_str("</svg>");
+    o
+}
+
+/// The scatter's labels, each placed beside its point where it overlaps no point and no label
+/// placed before it.
+fn point_labels(o: &mut String, pts: &[(usize, &ImplRow, f64, f64)], x0: f64, axis_y: f64) {
     let mut taken: Vec<Rect> = pts
         .iter()
         .map(|(_, _, x, y)| Rect {
@@ -534,7 +465,7 @@ fn chart_cost(a: &Aggregate) -> String {
             y1: y + 8.0,
         })
         .collect();
-    for (_, r, x, y) in &pts {
+    for (_, r, x, y) in pts {
         let label = clip(&r.implementation, 30);
         let w = text_w(&label, 12.0);
         let mut candidates = Vec::new();
@@ -578,8 +509,6 @@ fn chart_cost(a: &Aggregate) -> String {
             esc(&label)
         );
     }
-    o.push_str("</svg>");
-    o
 }
 
 /// Chart 3: every judgment's composite, judges × implementations.
@@ -616,12 +545,91 @@ fn chart_heatmap(a: &Aggregate) -> String {
         x0 - 10.0,
         top - 8.0
     );
-    let cell = |o: &mut String,
-                x: f64,
-                y: f64,
-                j: Option<&JudgmentRow>,
-                r: &ImplRow,
-                judge: &str| {
+    let grid = HeatGrid {
+        a,
+        max,
+        col_w,
+        row_h,
+    };
+    for (ji, judge) in judges.iter().enumerate() {
+        let y = top + row_h * ji as f64;
+        let _ = write!(
+            o,
+            r#"<text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text>"#,
+            x0 - 10.0,
+            y + row_h / 2.0 + 3.0,
+            esc(judge),
+            esc(&clip(judge, 26))
+        );
+        for (ci, r) in rows.iter().enumerate() {
+            let j = r.judgments.iter().find(|j| j.judge == *judge);
+            grid.cell(&mut o, x0 + col_w * ci as f64, y, j, r, judge);
+        }
+        let len = a.leniency.iter().find(|l| l.judge == *judge);
+        let _ = write!(
+            o,
+            r#"<text class="tick" x="{xr:.1}" y="{:.1}">{}</text>"#,
+            y + row_h / 2.0 + 3.0,
+            len.map_or_else(
+                || DASH.to_string(),
+                |l| format!("{} ({} judged)", signed_number(l.offset), l.judged)
+            )
+        );
+    }
+    // The peer composite under the grid, on the same colour scale.
+    let _ = write!(
+        o,
+        r#"<line class="axis" x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">peer composite</text>"#,
+        peer_y - 5.0,
+        x0 + col_w * n - 3.0,
+        peer_y - 5.0,
+        x0 - 10.0,
+        peer_y + row_h / 2.0 + 3.0
+    );
+    for (ci, r) in rows.iter().enumerate() {
+        let x = x0 + col_w * ci as f64;
+        let (w, hh) = (col_w - 3.0, row_h - 3.0);
+        let (cx, cy) = (x + w / 2.0, peer_y + hh / 2.0 + 4.5);
+        if let Some(c) = r.composite {
+            let (fill, ink) = heat(c / max).into_fill();
+            let _ = write!(
+                o,
+                r##"<rect x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}" fill="{fill}" stroke="#333"/><text class="cellval strong" x="{cx:.1}" y="{cy:.1}" text-anchor="middle" fill="{ink}">{}</text>"##,
+                num(c)
+            );
+        } else {
+            let _ = write!(
+                o,
+                r#"<rect class="nojudge" x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}"/><text class="cellnote" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">no score</text>"#
+            );
+        }
+    }
+    heat_legend(&mut o, x0, legend_y, max);
+    o.push_str("</svg>");
+    o
+}
+
+/// The heatmap's grid: cell sizes and the colour scale.
+struct HeatGrid<'a> {
+    a: &'a Aggregate,
+    max: f64,
+    col_w: f64,
+    row_h: f64,
+}
+
+impl HeatGrid<'_> {
+    /// One judge's judgment of one implementation: its composite coloured, a dropout hatched,
+    /// a self-judgment outlined; `n/a` where the judge did not judge it.
+    fn cell(
+        &self,
+        o: &mut String,
+        x: f64,
+        y: f64,
+        j: Option<&JudgmentRow>,
+        r: &ImplRow,
+        judge: &str,
+    ) {
+        let (a, max, col_w, row_h) = (self.a, self.max, self.col_w, self.row_h);
         let (w, hh) = (col_w - 3.0, row_h - 3.0);
         let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 4.5);
         let who = format!("{} \u{2192} {}", esc(judge), esc(&r.implementation));
@@ -668,7 +676,7 @@ fn chart_heatmap(a: &Aggregate) -> String {
                         format!(
                             "{} {}",
                             esc(&k.id),
-                            opt(j.scores.get(&k.id).copied().flatten())
+                            number(j.scores.get(&k.id).copied().flatten())
                         )
                     })
                     .collect();
@@ -705,61 +713,11 @@ fn chart_heatmap(a: &Aggregate) -> String {
                 }
             }
         }
-    };
-    for (ji, judge) in judges.iter().enumerate() {
-        let y = top + row_h * ji as f64;
-        let _ = write!(
-            o,
-            r#"<text class="name" x="{:.1}" y="{:.1}" text-anchor="end"><title>{}</title>{}</text>"#,
-            x0 - 10.0,
-            y + row_h / 2.0 + 3.0,
-            esc(judge),
-            esc(&clip(judge, 26))
-        );
-        for (ci, r) in rows.iter().enumerate() {
-            let j = r.judgments.iter().find(|j| j.judge == *judge);
-            cell(&mut o, x0 + col_w * ci as f64, y, j, r, judge);
-        }
-        let len = a.leniency.iter().find(|l| l.judge == *judge);
-        let _ = write!(
-            o,
-            r#"<text class="tick" x="{xr:.1}" y="{:.1}">{}</text>"#,
-            y + row_h / 2.0 + 3.0,
-            len.map_or_else(
-                || DASH.to_string(),
-                |l| format!("{} ({} judged)", signed(l.offset), l.judged)
-            )
-        );
     }
-    // The peer composite under the grid, on the same colour scale.
-    let _ = write!(
-        o,
-        r#"<line class="axis" x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">peer composite</text>"#,
-        peer_y - 5.0,
-        x0 + col_w * n - 3.0,
-        peer_y - 5.0,
-        x0 - 10.0,
-        peer_y + row_h / 2.0 + 3.0
-    );
-    for (ci, r) in rows.iter().enumerate() {
-        let x = x0 + col_w * ci as f64;
-        let (w, hh) = (col_w - 3.0, row_h - 3.0);
-        let (cx, cy) = (x + w / 2.0, peer_y + hh / 2.0 + 4.5);
-        if let Some(c) = r.composite {
-            let (fill, ink) = heat(c / max).into_fill();
-            let _ = write!(
-                o,
-                r##"<rect x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}" fill="{fill}" stroke="#333"/><text class="cellval strong" x="{cx:.1}" y="{cy:.1}" text-anchor="middle" fill="{ink}">{}</text>"##,
-                num(c)
-            );
-        } else {
-            let _ = write!(
-                o,
-                r#"<rect class="nojudge" x="{x:.1}" y="{peer_y:.1}" width="{w:.1}" height="{hh:.1}"/><text class="cellnote" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">no score</text>"#
-            );
-        }
-    }
-    // Legend.
+}
+
+/// The heatmap's legend: the colour scale, dropouts, self-judgments, cells not judged.
+fn heat_legend(o: &mut String, x0: f64, legend_y: f64, max: f64) {
     let lx = x0;
     let _ = write!(
         o,
@@ -797,8 +755,6 @@ fn chart_heatmap(a: &Aggregate) -> String {
         l4 + 32.0,
         legend_y + 10.0
     );
-    o.push_str("</svg>");
-    o
 }
 
 trait IntoFill {
@@ -916,44 +872,9 @@ fn chart_tests(a: &Aggregate) -> String {
                 continue;
             }
             let x = x0 + col_w * ci as f64;
-            let (w, hh) = (col_w - 3.0, row_h - 3.0);
-            let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 5.5);
-            let Some(t) = r.hidden_tests.iter().find(|t| &t.name == name) else {
-                let _ = write!(
-                    o,
-                    r#"<rect class="nojudge" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{}: not collected</title></rect>"#,
-                    y + 1.5,
-                    esc(&r.implementation)
-                );
-                continue;
-            };
-            ran += 1;
-            let (class, mark, word) = match t.outcome {
-                _ if t.passed => {
-                    passed += 1;
-                    ("pass", "\u{2713}", "passed")
-                }
-                TestOutcome::Error => ("error", "!", "error"),
-                TestOutcome::Skipped => ("skip", "s", "skipped"),
-                TestOutcome::Passed | TestOutcome::Failed => ("fail", "\u{2717}", "failed"),
-            };
-            let _ = write!(
-                o,
-                r#"<rect class="{class}" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{} — {}: {word}{}</title></rect><text class="mark" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">{mark}</text>"#,
-                y + 1.5,
-                esc(&r.implementation),
-                esc(name),
-                if t.flaky { " (flaky)" } else { "" }
-            );
-            if t.flaky {
-                let _ = write!(
-                    o,
-                    r#"<rect class="flaky" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}"/>"#,
-                    x + 1.5,
-                    y + 3.0,
-                    w - 3.0,
-                    hh - 3.0
-                );
+            if let Some(p) = test_cell(&mut o, r, name, (x, y), (col_w - 3.0, row_h - 3.0)) {
+                ran += 1;
+                passed += u32::from(p);
             }
         }
         let _ = write!(
@@ -962,7 +883,81 @@ fn chart_tests(a: &Aggregate) -> String {
             y + 13.5
         );
     }
-    // Columns without tests: one tall hatched cell saying why.
+    untested_columns(&mut o, rows, x0, col_w, (top, grid_bottom));
+    // Totals under each column.
+    let _ = write!(
+        o,
+        r#"<line class="axis" x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">passed / collected</text>"#,
+        grid_bottom + 2.0,
+        x0 + col_w * n - 3.0,
+        grid_bottom + 2.0,
+        x0 - 8.0,
+        grid_bottom + 17.0
+    );
+    for (ci, r) in rows.iter().enumerate() {
+        let cx = x0 + col_w * ci as f64 + (col_w - 3.0) / 2.0;
+        let _ = write!(
+            o,
+            r#"<text class="value" x="{cx:.1}" y="{:.1}" text-anchor="middle">{}/{}</text>"#,
+            grid_bottom + 17.0,
+            r.tests_passed,
+            r.tests_total
+        );
+    }
+    tests_legend(&mut o, x0, legend_y);
+    o.push_str("</svg>");
+    o
+}
+
+/// One implementation's outcome of one test, at `(x, y)`, `size` wide and high: whether it passed,
+/// none when its gate did not collect the test.
+fn test_cell(
+    o: &mut String,
+    r: &ImplRow,
+    name: &str,
+    (x, y): (f64, f64),
+    (w, hh): (f64, f64),
+) -> Option<bool> {
+    let (cx, cy) = (x + w / 2.0, y + hh / 2.0 + 5.5);
+    let Some(t) = r.hidden_tests.iter().find(|t| t.name == name) else {
+        let _ = write!(
+            o,
+            r#"<rect class="nojudge" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{}: not collected</title></rect>"#,
+            y + 1.5,
+            esc(&r.implementation)
+        );
+        return None;
+    };
+    let (class, mark, word) = match t.outcome {
+        _ if t.passed => ("pass", "\u{2713}", "passed"),
+        TestOutcome::Error => ("error", "!", "error"),
+        TestOutcome::Skipped => ("skip", "s", "skipped"),
+        TestOutcome::Passed | TestOutcome::Failed => ("fail", "\u{2717}", "failed"),
+    };
+    let _ = write!(
+        o,
+        r#"<rect class="{class}" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hh:.1}"><title>{} — {}: {word}{}</title></rect><text class="mark" x="{cx:.1}" y="{cy:.1}" text-anchor="middle">{mark}</text>"#,
+        y + 1.5,
+        esc(&r.implementation),
+        esc(name),
+        if t.flaky { " (flaky)" } else { "" }
+    );
+    if t.flaky {
+        let _ = write!(
+            o,
+            r#"<rect class="flaky" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}"/>"#,
+            x + 1.5,
+            y + 3.0,
+            w - 3.0,
+            hh - 3.0
+        );
+    }
+    Some(t.passed)
+}
+
+/// The columns of implementations without tests: one tall hatched cell each, saying why.
+fn untested_columns(o: &mut String, rows: &[ImplRow], x0: f64, col_w: f64, span: (f64, f64)) {
+    let (top, grid_bottom) = span;
     for (ci, r) in rows.iter().enumerate() {
         if !r.hidden_tests.is_empty() {
             continue;
@@ -984,27 +979,10 @@ fn chart_tests(a: &Aggregate) -> String {
             esc(r.gate_reason.as_deref().unwrap_or(why))
         );
     }
-    // Totals under each column.
-    let _ = write!(
-        o,
-        r#"<line class="axis" x1="{x0:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/><text class="name" x="{:.1}" y="{:.1}" text-anchor="end">passed / collected</text>"#,
-        grid_bottom + 2.0,
-        x0 + col_w * n - 3.0,
-        grid_bottom + 2.0,
-        x0 - 8.0,
-        grid_bottom + 17.0
-    );
-    for (ci, r) in rows.iter().enumerate() {
-        let cx = x0 + col_w * ci as f64 + (col_w - 3.0) / 2.0;
-        let _ = write!(
-            o,
-            r#"<text class="value" x="{cx:.1}" y="{:.1}" text-anchor="middle">{}/{}</text>"#,
-            grid_bottom + 17.0,
-            r.tests_passed,
-            r.tests_total
-        );
-    }
-    // Legend.
+}
+
+/// The test matrix's legend: the outcomes and the flaky mark.
+fn tests_legend(o: &mut String, x0: f64, legend_y: f64) {
     let items = [
         ("pass", "\u{2713}", "passed"),
         ("fail", "\u{2717}", "failed"),
@@ -1034,8 +1012,6 @@ fn chart_tests(a: &Aggregate) -> String {
         lx + 28.0,
         legend_y
     );
-    o.push_str("</svg>");
-    o
 }
 
 const CSS: &str = r"
@@ -1128,10 +1104,7 @@ fn header(o: &mut String, a: &Aggregate) {
         esc(&a.round),
         esc(&a.task),
         esc(&a.rubric),
-        match a.aggregation {
-            Aggregation::Median => "median",
-            Aggregation::Mean => "mean",
-        },
+        aggregation_name(a.aggregation),
         a.criteria
             .iter()
             .map(|c| format!(
@@ -1151,22 +1124,29 @@ fn header(o: &mut String, a: &Aggregate) {
     if a.replayed {
         o.push_str("<p class=\"notice\"><b>Replayed round.</b> Every model answer comes from recordings, not from live calls: the numbers show the pipeline, not today\u{2019}s models.</p>");
     }
-    if let Some(w) = crate::report::markdown::unisolated_warning(a) {
+    if let Some(w) = unisolated_warning(a) {
         let _ = write!(
             o,
             "<p class=\"notice danger\"><b>Warning: unisolated gates.</b> {}</p>",
             esc(&w)
         );
     }
-    let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
-    let gates = a.implementations.iter().filter(|r| r.gate_passed).count();
-    let n = a.implementations.len();
+    winner(o, a);
+    o.push_str("</header>\n");
+}
+
+/// The headline: who takes the round, with what, and what the round cost.
+fn winner(o: &mut String, a: &Aggregate) {
+    let max = num(a.composite_max);
+    let h = Headline::of(a);
+    let n = h.implementations;
     let tail = format!(
-        " {n} implementation{}, {} spent on builds; {gates} of {n} pass every hidden test.",
+        " {n} implementation{}, {} spent on builds; {} of {n} pass every hidden test.",
         if n == 1 { "" } else { "s" },
-        usd(spent)
+        usd(h.build_cost),
+        h.passing
     );
-    match a.implementations.first().filter(|t| t.composite.is_some()) {
+    match h.top {
         Some(top) => {
             let parts: Vec<String> = a
                 .criteria
@@ -1175,7 +1155,7 @@ fn header(o: &mut String, a: &Aggregate) {
                     format!(
                         "{} {}",
                         esc(&c.id),
-                        opt(top.peer.get(&c.id).copied().flatten())
+                        number(top.peer.get(&c.id).copied().flatten())
                     )
                 })
                 .collect();
@@ -1196,7 +1176,7 @@ fn header(o: &mut String, a: &Aggregate) {
                 "<p class=\"winner\">Winner: <b>{}</b> (<code>{}</code>) takes the round with <b>{}/{max}</b> ({}).{tie}{tail}</p>",
                 esc(&top.implementation),
                 esc(&top.model_slug),
-                opt(top.composite),
+                number(top.composite),
                 parts.join(", ")
             );
         }
@@ -1207,7 +1187,6 @@ fn header(o: &mut String, a: &Aggregate) {
             );
         }
     }
-    o.push_str("</header>\n");
 }
 
 fn scoreboard(o: &mut String, a: &Aggregate) {
@@ -1232,10 +1211,10 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
         let _ = write!(
             o,
             "<tr><td class=\"n\">{}</td><td><b>{}</b></td><td class=\"slug\">{}</td><td class=\"n\"><b>{}</b></td><td class=\"n\">{}</td>",
-            r.rank.map_or_else(|| DASH.to_string(), |k| k.to_string()),
+            or_dash(r.rank),
             esc(&r.implementation),
             esc(&r.model_slug),
-            opt(r.composite),
+            number(r.composite),
             r.composite_ci.map_or_else(
                 || DASH.to_string(),
                 |[l, h]| format!("{}\u{2013}{}", num1(l), num1(h))
@@ -1245,7 +1224,7 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
             let _ = write!(
                 o,
                 "<td class=\"n\">{}</td>",
-                opt(r.peer.get(&c.id).copied().flatten())
+                number(r.peer.get(&c.id).copied().flatten())
             );
         }
         let _ = write!(
@@ -1255,11 +1234,11 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
             r.tests_passed,
             r.tests_total,
             pass_fail(r.passed_hard_fail),
-            esc(r.verdict.as_deref().unwrap_or(DASH)),
+            esc(str_or_dash(r.verdict.as_deref())),
             usd(r.total_cost_usd),
             tokens(r.total_tokens),
             wall(r.wall_ms),
-            r.loc.map_or_else(|| DASH.to_string(), |l| l.to_string()),
+            or_dash(r.loc),
             if r.inseparable_from.is_empty() {
                 DASH.to_string()
             } else {
@@ -1296,7 +1275,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
     }
     o.push_str("<section class=\"card\"><h2>Sandboxes</h2><table><thead><tr><th>sandbox</th><th>isolation</th><th>gates</th></tr></thead><tbody>");
     for u in &a.sandboxes {
-        let isolation = esc(crate::report::markdown::isolation_text(&u.sandbox));
+        let isolation = esc(isolation_text(&u.sandbox));
         let _ = write!(
             o,
             "<tr><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
@@ -1306,7 +1285,7 @@ fn sandboxes(o: &mut String, a: &Aggregate) {
             } else {
                 format!("<span class=\"bad\">\u{26a0} {isolation}</span>")
             },
-            esc(&crate::report::markdown::gates_text(a, &u.gates))
+            esc(&gates_text(a, &u.gates))
         );
     }
     o.push_str("</tbody></table><p class=\"small\">Where each gate ran the hidden tests, as its own gate.json records it; a gate cached from an earlier run keeps the sandbox it ran in.</p></section>\n");
@@ -1342,7 +1321,7 @@ fn agreement(o: &mut String, a: &Aggregate) {
         if sp.judges == 1 { "" } else { "s" },
         sp.above,
         sp.below,
-        signed(sp.mean_delta)
+        signed_number(sp.mean_delta)
     );
     o.push_str("<div><h3>Leniency</h3><table><thead><tr><th>judge</th><th class=\"n\">offset</th><th class=\"n\">peers judged</th></tr></thead><tbody>");
     for r in &a.leniency {
@@ -1350,7 +1329,7 @@ fn agreement(o: &mut String, a: &Aggregate) {
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.judge),
-            signed(r.offset),
+            signed_number(r.offset),
             r.judged
         );
     }
@@ -1366,9 +1345,9 @@ fn agreement(o: &mut String, a: &Aggregate) {
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             esc(&r.implementation),
-            opt(r.min),
-            opt(r.max),
-            opt(r.range),
+            number(r.min),
+            number(r.max),
+            number(r.range),
             r.stdev
                 .map_or_else(|| DASH.to_string(), |s| format!("{s:.2}")),
             esc(&r.judges)
@@ -1402,9 +1381,9 @@ fn agreement(o: &mut String, a: &Aggregate) {
                 let _ = write!(
                     o,
                     "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
-                    opt(s),
-                    opt(p),
-                    signed(d)
+                    number(s),
+                    number(p),
+                    signed_number(d)
                 );
             }
             o.push_str("</tr>");
@@ -1482,7 +1461,7 @@ fn judging(o: &mut String, a: &Aggregate) {
                 let _ = write!(
                     o,
                     "<td class=\"n\">{}</td>",
-                    opt(j.scores.get(&c.id).copied().flatten())
+                    number(j.scores.get(&c.id).copied().flatten())
                 );
             }
             let note = match (&j.note, &j.dropout) {
@@ -1501,9 +1480,9 @@ fn judging(o: &mut String, a: &Aggregate) {
             let _ = write!(
                 o,
                 "<td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"note\">{note}</td></tr>",
-                opt(j.composite),
+                number(j.composite),
                 pass_fail(j.hard_fail_pass),
-                esc(j.verdict.as_deref().unwrap_or(DASH))
+                esc(str_or_dash(j.verdict.as_deref()))
             );
         }
         o.push_str("</tbody></table></div></details>");

@@ -3,57 +3,51 @@
 
 use std::fmt::Write as _;
 
-use crate::aggregate::{Aggregate, ImplRow, num};
+use super::text::{
+    DASH, Headline, aggregation_name, cost_per_test, fixed, gates_text, interval, isolation_text,
+    or_dash, pass_fail, plural, short_dots, signed, str_or_dash, tier_name, tokens_k,
+    unisolated_warning, usd4, wall,
+};
+use crate::aggregate::suite::Suite;
+use crate::aggregate::{Aggregate, ImplRow, Tier, num};
+use crate::config::rubric::Aggregation;
 
-const DASH: &str = "\u{2014}";
-
+/// One decimal, or the dash.
 fn opt(x: Option<f64>) -> String {
-    x.map_or_else(|| DASH.to_string(), |v| format!("{v:.1}"))
-}
-
-fn signed(x: Option<f64>) -> String {
-    match x {
-        None => DASH.to_string(),
-        Some(v) if v > 0.0 => format!("+{v:.1}"),
-        Some(v) => format!("{v:.1}"),
-    }
-}
-
-/// `2m05s`: whole seconds, floored.
-pub fn wall(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-pub fn tokens(n: u64) -> String {
-    if n >= 1000 {
-        format!("{:.1}k", n as f64 / 1000.0)
-    } else {
-        n.to_string()
-    }
-}
-
-fn interval(ci: Option<[f64; 2]>) -> String {
-    ci.map_or_else(
-        || DASH.to_string(),
-        |[lo, hi]| format!("{lo:.1}\u{2013}{hi:.1}"),
-    )
-}
-
-fn tier_name(t: crate::aggregate::Tier) -> &'static str {
-    match t {
-        crate::aggregate::Tier::SelfJudge => "self",
-        crate::aggregate::Tier::Peer => "peer",
-        crate::aggregate::Tier::Expert => "expert",
-    }
+    fixed(x, 1)
 }
 
 /// The markdown report: the sections of a published peer-judged round, with the uncertainty
 /// they lack, and a footnote under each table saying how its numbers are computed.
 pub fn markdown(a: &Aggregate) -> String {
     let mut o = String::new();
-    let max = num(a.composite_max);
-    let mean_mode = a.aggregation == crate::config::rubric::Aggregation::Mean;
+    intro(&mut o, a);
+    if let Some(suite) = &a.suite {
+        suite_markdown(&mut o, suite);
+    } else {
+        headline(&mut o, a);
+        scoreboard(&mut o, a);
+        failed_builds(&mut o, a);
+        agent_builds(&mut o, a);
+        if a.aggregation == Aggregation::Mean {
+            mean_rankings(&mut o, a);
+        }
+        how_sure(&mut o, a);
+        cost(&mut o, a);
+        self_bias(&mut o, a);
+        judge_ranking(&mut o, a);
+        agreement(&mut o, a);
+        per_implementation(&mut o, a);
+        cost_efficiency(&mut o, a);
+        judging_cost(&mut o, a);
+    }
+    sandboxes_markdown(&mut o, a);
+    problems_markdown(&mut o, a);
+    o
+}
+
+/// The title, what the round is, and the notices (imported, replayed, unisolated).
+fn intro(o: &mut String, a: &Aggregate) {
     let _ = writeln!(o, "# {} \u{b7} {}\n", a.name, a.date);
     if let Some(suite) = &a.suite {
         let _ = writeln!(
@@ -69,7 +63,7 @@ pub fn markdown(a: &Aggregate) -> String {
             "Task `{}` \u{b7} rubric `{}` \u{b7} {} aggregation",
             a.task,
             a.rubric,
-            if mean_mode { "mean" } else { "median" }
+            aggregation_name(a.aggregation)
         );
     }
     if let Some(src) = &a.source {
@@ -85,52 +79,52 @@ pub fn markdown(a: &Aggregate) -> String {
         let _ = writeln!(o, "\n> **Warning: {w}**");
     }
     o.push('\n');
-    if let Some(suite) = &a.suite {
-        suite_markdown(&mut o, suite);
-        sandboxes_markdown(&mut o, a);
-        problems_markdown(&mut o, a);
-        return o;
-    }
-    let spent: f64 = a.implementations.iter().map(|r| r.total_cost_usd).sum();
-    let judging: f64 = a.judging_cost.iter().map(|r| r.cost_usd).sum();
-    let passing = a.implementations.iter().filter(|r| r.gate_passed).count();
-    if let Some(top) = a.implementations.first().filter(|t| t.composite.is_some()) {
-        let parts: Vec<String> = a
-            .criteria
-            .iter()
-            .filter_map(|c| top.peer[&c.id].map(|v| format!("{} {v:.1}", c.id)))
-            .collect();
-        let close = if top.inseparable_from.is_empty() {
+}
+
+/// Who takes the round, with what, and what the round cost.
+fn headline(o: &mut String, a: &Aggregate) {
+    let h = Headline::of(a);
+    let Some(top) = h.top else { return };
+    let parts: Vec<String> = a
+        .criteria
+        .iter()
+        .filter_map(|c| top.peer[&c.id].map(|v| format!("{} {v:.1}", c.id)))
+        .collect();
+    let close = if top.inseparable_from.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Its interval overlaps {}'s: the data cannot separate them.",
+            top.inseparable_from.join(", ")
+        )
+    };
+    let _ = writeln!(
+        o,
+        "**{}** takes the round with {}/{}{} (95% interval {}).{close} {} models, ${:.4} spent on builds and ${:.4} on judging. Hidden tests: {} of {} implementations pass the gate.\n",
+        top.implementation,
+        opt(top.composite),
+        num(a.composite_max),
+        if parts.is_empty() {
             String::new()
         } else {
-            format!(
-                " Its interval overlaps {}'s: the data cannot separate them.",
-                top.inseparable_from.join(", ")
-            )
-        };
-        let _ = writeln!(
-            o,
-            "**{}** takes the round with {}/{max}{} (95% interval {}).{close} {} models, ${spent:.4} spent on builds and ${judging:.4} on judging. Hidden tests: {passing} of {} implementations pass the gate.\n",
-            top.implementation,
-            opt(top.composite),
-            if parts.is_empty() {
-                String::new()
-            } else {
-                format!(" \u{2014} {}", parts.join(", "))
-            },
-            interval(top.composite_ci),
-            a.implementations.len(),
-            a.implementations.len(),
-        );
-    }
+            format!(" \u{2014} {}", parts.join(", "))
+        },
+        interval(top.composite_ci),
+        h.implementations,
+        h.build_cost,
+        h.judging_cost,
+        h.passing,
+        h.implementations,
+    );
+}
 
-    // Scoreboard.
+fn scoreboard(o: &mut String, a: &Aggregate) {
+    let max = num(a.composite_max);
     let _ = writeln!(o, "## Scoreboard\n");
-    let has_expert = a.implementations.iter().any(|r| {
-        r.judgments
-            .iter()
-            .any(|j| j.tier == crate::aggregate::Tier::Expert)
-    });
+    let has_expert = a
+        .implementations
+        .iter()
+        .any(|r| r.judgments.iter().any(|j| j.tier == Tier::Expert));
     let mut head = format!("| # | impl | model | total /{max} | 95% interval |");
     let mut rule = String::from("|---|---|---|---|---|");
     for c in &a.criteria {
@@ -164,12 +158,11 @@ pub fn markdown(a: &Aggregate) -> String {
         let _ = writeln!(
             o,
             "{line} {} | {}/{} | {} | {} |",
-            if r.build_ok { "pass" } else { "fail" },
+            pass_fail(Some(r.build_ok)),
             r.tests_passed,
             r.tests_total,
-            r.passed_hard_fail
-                .map_or(DASH, |p| if p { "pass" } else { "fail" }),
-            r.verdict.as_deref().unwrap_or(DASH)
+            pass_fail(r.passed_hard_fail),
+            str_or_dash(r.verdict.as_deref())
         );
     }
     let formula = a
@@ -181,7 +174,7 @@ pub fn markdown(a: &Aggregate) -> String {
     let _ = writeln!(
         o,
         "\n<sub>total = {}; self-judgments and dropouts excluded. 95% interval: percentile bootstrap over judges ({} draws, seed {}). tests = hidden tests passed/collected; a gate passes only when tests ran and all passed. verdict = most frequent verdict over all judgments, self included, a tie going to the worse. hard-fail = majority of the peer judges that answered say every hard-fail check passes.</sub>\n",
-        if mean_mode {
+        if a.aggregation == Aggregation::Mean {
             format!("mean over peer judgments of each judgment's weighted score ({formula})")
         } else {
             format!("rubric-weighted sum of the peer medians ({formula})")
@@ -189,82 +182,90 @@ pub fn markdown(a: &Aggregate) -> String {
         a.bootstrap.draws,
         a.bootstrap.seed,
     );
+}
+
+fn failed_builds(o: &mut String, a: &Aggregate) {
     let failed: Vec<_> = a.implementations.iter().filter(|r| !r.build_ok).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(o, "Failed builds:\n");
-        for r in failed {
-            let _ = writeln!(
-                o,
-                "- **{}**: {}",
-                r.implementation,
-                r.build_reason.as_deref().unwrap_or("unknown")
-            );
-        }
-        o.push('\n');
+    if failed.is_empty() {
+        return;
     }
+    let _ = writeln!(o, "Failed builds:\n");
+    for r in failed {
+        let _ = writeln!(
+            o,
+            "- **{}**: {}",
+            r.implementation,
+            r.build_reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    o.push('\n');
+}
+
+fn agent_builds(o: &mut String, a: &Aggregate) {
     let agents: Vec<_> = a
         .implementations
         .iter()
         .filter_map(|r| r.agent.as_ref().map(|n| (r, n)))
         .collect();
-    if !agents.is_empty() {
-        let _ = writeln!(
+    if agents.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "Agent builds (tool-calling loop, `done` verified by the visible tests):\n"
+    );
+    for (r, n) in agents {
+        let _ = write!(
             o,
-            "Agent builds (tool-calling loop, `done` verified by the visible tests):\n"
+            "- **{}**: {} after {}, {}, {}",
+            r.implementation,
+            n.outcome,
+            plural(n.steps, "step", "steps"),
+            plural(n.done_rejections, "rejected `done`", "rejected `done`s"),
+            plural(n.passes, "pass", "passes"),
         );
-        for (r, n) in agents {
-            let plural =
-                |k: u32, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
-            let _ = write!(
-                o,
-                "- **{}**: {} after {}, {}, {}",
-                r.implementation,
-                n.outcome,
-                plural(n.steps, "step", "steps"),
-                plural(n.done_rejections, "rejected `done`", "rejected `done`s"),
-                plural(n.passes, "pass", "passes"),
-            );
-            if n.outcome != "completed"
-                && let Some(why) = &r.build_reason
-            {
-                let _ = write!(o, " ({why})");
-            }
-            o.push('\n');
+        if n.outcome != "completed"
+            && let Some(why) = &r.build_reason
+        {
+            let _ = write!(o, " ({why})");
         }
         o.push('\n');
     }
-    if mean_mode {
+    o.push('\n');
+}
+
+fn mean_rankings(o: &mut String, a: &Aggregate) {
+    let _ = writeln!(
+        o,
+        "## Rankings (mean)\n\n| rank | impl | average | count | min | max |\n|---|---|---|---|---|---|"
+    );
+    let mut rows: Vec<_> = a
+        .implementations
+        .iter()
+        .filter_map(|r| r.mean.as_ref().map(|m| (r, m)))
+        .collect();
+    rows.sort_by_key(|(_, m)| m.rank);
+    for (r, m) in rows {
         let _ = writeln!(
             o,
-            "## Rankings (mean)\n\n| rank | impl | average | count | min | max |\n|---|---|---|---|---|---|"
-        );
-        let mut rows: Vec<_> = a
-            .implementations
-            .iter()
-            .filter_map(|r| r.mean.as_ref().map(|m| (r, m)))
-            .collect();
-        rows.sort_by_key(|(_, m)| m.rank);
-        for (r, m) in rows {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {:.2} | {} | {} | {} |",
-                m.rank,
-                r.implementation,
-                m.average_score,
-                m.score_count,
-                num(m.min_score),
-                num(m.max_score)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "\n<sub>average = mean of the other models' weighted scores (2 decimals); the round's average is {}.</sub>\n",
-            a.avg_score
-                .map_or_else(|| DASH.to_string(), |v| format!("{v:.3}"))
+            "| {} | {} | {:.2} | {} | {} | {} |",
+            m.rank,
+            r.implementation,
+            m.average_score,
+            m.score_count,
+            num(m.min_score),
+            num(m.max_score)
         );
     }
+    let _ = writeln!(
+        o,
+        "\n<sub>average = mean of the other models' weighted scores (2 decimals); the round's average is {}.</sub>\n",
+        fixed(a.avg_score, 3)
+    );
+}
 
-    // Uncertainty.
+/// Uncertainty: separability, agreement between judges, leniency, self-preference.
+fn how_sure(o: &mut String, a: &Aggregate) {
     let _ = writeln!(o, "## How sure\n");
     let separable: Vec<String> = a
         .implementations
@@ -293,8 +294,7 @@ pub fn markdown(a: &Aggregate) -> String {
             o,
             "| {} | {}{} | {} | {} |",
             r.criterion,
-            r.alpha
-                .map_or_else(|| DASH.to_string(), |x| format!("{x:.3}")),
+            fixed(r.alpha, 3),
             if r.low { " \u{26a0} below 0.667" } else { "" },
             r.implementations,
             r.judges
@@ -317,8 +317,9 @@ pub fn markdown(a: &Aggregate) -> String {
         sp.below,
         signed(sp.mean_delta)
     );
+}
 
-    // Cost.
+fn cost(o: &mut String, a: &Aggregate) {
     let _ = writeln!(o, "## Cost\n");
     let _ = writeln!(o, "| impl | model | samples | wall | cost | tokens |");
     let _ = writeln!(o, "|---|---|---|---|---|---|");
@@ -333,15 +334,16 @@ pub fn markdown(a: &Aggregate) -> String {
             r.samples,
             wall(r.wall_ms),
             r.total_cost_usd,
-            tokens(r.total_tokens)
+            tokens_k(r.total_tokens)
         );
     }
     let _ = writeln!(
         o,
         "\n<sub>cost = recorded token usage \u{d7} the model's price table (cache reads at their own price), over all samples. wall = the representative sample's build time, floored to seconds.</sub>\n"
     );
+}
 
-    // Self-bias.
+fn self_bias(o: &mut String, a: &Aggregate) {
     let _ = writeln!(o, "## Self-bias\n");
     let mut head = String::from("| impl |");
     for c in &a.criteria {
@@ -368,9 +370,14 @@ pub fn markdown(a: &Aggregate) -> String {
         o,
         "\n<sub>\u{394} = the model's score of its own implementation \u{2212} the peer median; + = rates itself above its peers; \u{2014} where the self-judgment is missing.</sub>\n"
     );
+}
 
-    // Judge ranking.
-    let first = a.criteria.first().map_or("score", |c| c.id.as_str());
+/// The first criterion's id, which the judge ranking and the agreement table are about.
+fn first_criterion(a: &Aggregate) -> &str {
+    a.criteria.first().map_or("score", |c| c.id.as_str())
+}
+
+fn judge_ranking(o: &mut String, a: &Aggregate) {
     let _ = writeln!(
         o,
         "## Judge ranking\n\n| judge | 1st | 2nd | 3rd |\n|---|---|---|---|"
@@ -384,10 +391,13 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     let _ = writeln!(
         o,
-        "\n<sub>each judge's top three implementations by its own {first} score, descending, ties broken by name; \u{2014} where it gave nothing.</sub>\n"
+        "\n<sub>each judge's top three implementations by its own {} score, descending, ties broken by name; \u{2014} where it gave nothing.</sub>\n",
+        first_criterion(a)
     );
+}
 
-    // Agreement.
+fn agreement(o: &mut String, a: &Aggregate) {
+    let first = first_criterion(a);
     let _ = writeln!(
         o,
         "## Agreement ({first})\n\n| impl | min | max | range | stdev | judges |\n|---|---|---|---|---|---|"
@@ -400,8 +410,7 @@ pub fn markdown(a: &Aggregate) -> String {
             opt(r.min),
             opt(r.max),
             opt(r.range),
-            r.stdev
-                .map_or_else(|| DASH.to_string(), |s| format!("{s:.2}")),
+            fixed(r.stdev, 2),
             r.judges
         );
     }
@@ -409,8 +418,9 @@ pub fn markdown(a: &Aggregate) -> String {
         o,
         "\n<sub>over every judgment with a {first} score, self included; stdev is the sample standard deviation (n \u{2212} 1), 2 decimals.</sub>\n"
     );
+}
 
-    // Per implementation.
+fn per_implementation(o: &mut String, a: &Aggregate) {
     let _ = writeln!(o, "## Per implementation\n");
     for r in &a.implementations {
         let _ = writeln!(
@@ -429,63 +439,73 @@ pub fn markdown(a: &Aggregate) -> String {
             );
             continue;
         }
-        let heads: Vec<&str> = a.criteria.iter().map(|c| c.id.as_str()).collect();
-        let _ = writeln!(
-            o,
-            "| judge | tier | {} | total | hard-fail | verdict | note |",
-            heads.join(" | ")
-        );
-        let _ = writeln!(o, "|---|---|{}---|---|---|---|", "---|".repeat(heads.len()));
-        for j in &r.judgments {
-            let scores: Vec<String> = a
-                .criteria
-                .iter()
-                .map(|c| opt(j.scores.get(&c.id).copied().flatten()))
-                .collect();
-            let note = match (&j.note, &j.dropout) {
-                (Some(n), _) => short(n, 90),
-                (None, Some(d)) if j.infrastructure => {
-                    format!("{DASH} (infrastructure: {})", short(d, 60))
-                }
-                (None, Some(d)) => format!("{DASH} (dropout: {})", short(d, 60)),
-                _ => DASH.to_string(),
-            };
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                j.judge,
-                tier_name(j.tier),
-                scores.join(" | "),
-                opt(j.composite),
-                j.hard_fail_pass
-                    .map_or(DASH, |p| if p { "pass" } else { "fail" }),
-                j.verdict.as_deref().unwrap_or(DASH),
-                note.replace('|', "\\|")
-            );
-        }
-        let _ = writeln!(
-            o,
-            "\nHidden tests {}/{}{}:\n",
-            r.tests_passed,
-            r.tests_total,
-            r.gate_reason
-                .as_ref()
-                .map(|g| format!(" ({g})"))
-                .unwrap_or_default()
-        );
-        for t in &r.hidden_tests {
-            let _ = writeln!(
-                o,
-                "- {} `{}`{}",
-                if t.passed { "\u{2713}" } else { "\u{2717}" },
-                t.name,
-                if t.flaky { " (flaky)" } else { "" }
-            );
-        }
-        o.push('\n');
+        judgments(o, a, r);
+        hidden_tests(o, r);
     }
+}
 
-    // Cost efficiency.
+/// One implementation's judgments, a row each.
+fn judgments(o: &mut String, a: &Aggregate, r: &ImplRow) {
+    let heads: Vec<&str> = a.criteria.iter().map(|c| c.id.as_str()).collect();
+    let _ = writeln!(
+        o,
+        "| judge | tier | {} | total | hard-fail | verdict | note |",
+        heads.join(" | ")
+    );
+    let _ = writeln!(o, "|---|---|{}---|---|---|---|", "---|".repeat(heads.len()));
+    for j in &r.judgments {
+        let scores: Vec<String> = a
+            .criteria
+            .iter()
+            .map(|c| opt(j.scores.get(&c.id).copied().flatten()))
+            .collect();
+        let note = match (&j.note, &j.dropout) {
+            (Some(n), _) => short_dots(n, 90),
+            (None, Some(d)) if j.infrastructure => {
+                format!("{DASH} (infrastructure: {})", short_dots(d, 60))
+            }
+            (None, Some(d)) => format!("{DASH} (dropout: {})", short_dots(d, 60)),
+            _ => DASH.to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            j.judge,
+            tier_name(j.tier),
+            scores.join(" | "),
+            opt(j.composite),
+            pass_fail(j.hard_fail_pass),
+            str_or_dash(j.verdict.as_deref()),
+            note.replace('|', "\\|")
+        );
+    }
+}
+
+/// One implementation's hidden tests, passed or not.
+fn hidden_tests(o: &mut String, r: &ImplRow) {
+    let _ = writeln!(
+        o,
+        "\nHidden tests {}/{}{}:\n",
+        r.tests_passed,
+        r.tests_total,
+        r.gate_reason
+            .as_ref()
+            .map(|g| format!(" ({g})"))
+            .unwrap_or_default()
+    );
+    for t in &r.hidden_tests {
+        let _ = writeln!(
+            o,
+            "- {} `{}`{}",
+            if t.passed { "\u{2713}" } else { "\u{2717}" },
+            t.name,
+            if t.flaky { " (flaky)" } else { "" }
+        );
+    }
+    o.push('\n');
+}
+
+fn cost_efficiency(o: &mut String, a: &Aggregate) {
     let _ = writeln!(
         o,
         "## Cost efficiency\n\n| impl | slug | loc | wall | tokens | cost | tests | $/test |\n|---|---|---|---|---|---|---|---|"
@@ -504,20 +524,21 @@ pub fn markdown(a: &Aggregate) -> String {
             "| {} | `{}` | {} | {} | {} | ${:.2} | {} | {} |",
             r.implementation,
             r.model_slug,
-            r.loc.map_or_else(|| DASH.to_string(), |l| l.to_string()),
+            or_dash(r.loc),
             wall(r.wall_ms),
-            tokens(r.tokens),
+            tokens_k(r.tokens),
             r.cost_usd,
             r.tests_passed,
-            per_test(r).map_or_else(|| DASH.to_string(), |c| format!("${c:.4}"))
+            cost_per_test(r.cost_usd, r.tests_passed)
         );
     }
     let _ = writeln!(
         o,
         "\n<sub>loc = non-blank, non-comment lines of the produced sources. $/test = the representative build's cost / hidden tests passed, 4 decimals.</sub>\n"
     );
+}
 
-    // Judging cost.
+fn judging_cost(o: &mut String, a: &Aggregate) {
     let _ = writeln!(
         o,
         "## Judging cost\n\n| judge | tier | model | judgments | dropouts | tokens | wall | cost |\n|---|---|---|---|---|---|---|---|"
@@ -525,7 +546,7 @@ pub fn markdown(a: &Aggregate) -> String {
     for r in &a.judging_cost {
         let (t, w, c) = if r.measured {
             (
-                tokens(r.tokens),
+                tokens_k(r.tokens),
                 wall(r.wall_ms),
                 format!("${:.4}", r.cost_usd),
             )
@@ -546,46 +567,6 @@ pub fn markdown(a: &Aggregate) -> String {
         o,
         "\n<sub>measured per judge over its judgments, repair turns included; \u{2014} where the source did not measure it.</sub>\n"
     );
-    sandboxes_markdown(&mut o, a);
-    problems_markdown(&mut o, a);
-    o
-}
-
-/// The warning every report of a round with unisolated gates carries near its top, in words;
-/// none when every gate ran isolated.
-pub fn unisolated_warning(a: &Aggregate) -> Option<String> {
-    let n = a.unisolated_gates();
-    (n > 0).then(|| {
-        format!(
-            "{n} of {} gates ran unisolated: no container, no bubblewrap. The model code they ran could read pipe's environment and the user's files, write anywhere the user can and reach the network; their results are only as trustworthy as that code.",
-            a.sandboxed_gates()
-        )
-    })
-}
-
-/// What a sandbox label means for the code it ran.
-pub fn isolation_text(label: &str) -> &'static str {
-    match label {
-        crate::sandbox::LABEL_DOCKER => {
-            "a container: no network, memory, pids and CPU limits, read-only root, unprivileged user"
-        }
-        crate::sandbox::LABEL_BWRAP => {
-            "bubblewrap: no network, the host read-only; no memory, pids or CPU limits"
-        }
-        crate::sandbox::LABEL_UNISOLATED => {
-            "none: ran as the user, with the network and the user's files"
-        }
-        _ => "unknown",
-    }
-}
-
-/// The gates a sandbox ran, as a cell: `all N` when it ran every gate, else each by name.
-pub fn gates_text(a: &Aggregate, gates: &[String]) -> String {
-    if a.sandboxes.len() == 1 {
-        format!("all {}", gates.len())
-    } else {
-        gates.join(", ")
-    }
 }
 
 /// Which sandbox ran each gate (none for imported rounds, which do not say).
@@ -617,14 +598,20 @@ fn problems_markdown(o: &mut String, a: &Aggregate) {
     if !a.problems.is_empty() {
         let _ = writeln!(o, "## Infrastructure problems\n");
         for p in &a.problems {
-            let _ = writeln!(o, "- `{}` ({}): {}", p.node, p.kind, short(&p.message, 200));
+            let _ = writeln!(
+                o,
+                "- `{}` ({}): {}",
+                p.node,
+                p.kind,
+                short_dots(&p.message, 200)
+            );
         }
         o.push('\n');
     }
 }
 
 /// A suite's sections: the models by pass rate with pass@k, then every task's results.
-fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
+fn suite_markdown(o: &mut String, s: &Suite) {
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     if let Some(top) = s.models.first() {
         let _ = writeln!(
@@ -682,8 +669,7 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
             m.tests_total,
             m.builds_failed,
             m.cost_usd,
-            m.cost_per_pass_usd
-                .map_or(DASH.to_string(), |c| format!("${c:.4}")),
+            usd4(m.cost_per_pass_usd),
         );
     }
     let _ = writeln!(
@@ -696,6 +682,12 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
             "<sub>peer score: the mean over the model's built implementations (task \u{d7} sample) of each one's composite, the rubric's aggregation over its peer judges (self-judgments and dropouts excluded).</sub>\n"
         );
     }
+    per_task(o, s);
+}
+
+/// Every task's results: samples passing per model (and their mean peer score).
+fn per_task(o: &mut String, s: &Suite) {
+    let judged = s.composite_max.is_some();
     let _ = writeln!(o, "## Per task\n");
     let heads: String = s.model_order.iter().fold(String::new(), |mut o, m| {
         let _ = write!(o, " {m} |");
@@ -721,18 +713,9 @@ fn suite_markdown(o: &mut String, s: &crate::aggregate::suite::Suite) {
             });
         let _ = writeln!(o, "| {} |{cells}", r.task);
     }
-    if judged.is_some() {
+    if judged {
         o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run \u{b7} their mean peer score.</sub>\n\n");
     } else {
         o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
-    }
-}
-
-fn short(s: &str, n: usize) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > n {
-        format!("{}...", one.chars().take(n).collect::<String>())
-    } else {
-        one
     }
 }
