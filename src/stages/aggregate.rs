@@ -16,6 +16,7 @@ use crate::aggregate::{
 use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
 use crate::plan::Subject;
+use crate::stages::outputs::{BUILD_JSON, GATE_JSON, JUDGMENT_JSON};
 use crate::store::{FailureKind, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
@@ -148,7 +149,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
         }
         match (&d.subject, d.kind) {
             (Subject::Impl { model, task, .. }, "build") => {
-                let b: BuildReport = ctx.read_output(d, "build.json")?;
+                let b: BuildReport = ctx.read_output(d, BUILD_JSON)?;
                 let price = p.model(model).map(|m| m.price).unwrap_or_default();
                 data.builds.push(BuildRecord {
                     model: b.model.clone(),
@@ -183,7 +184,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
                 },
                 "gate",
             ) => {
-                let g: GateReport = ctx.read_output(d, "gate.json")?;
+                let g: GateReport = ctx.read_output(d, GATE_JSON)?;
                 if let Some(b) = data.builds.iter_mut().find(|b| {
                     b.model == *model && b.sample == *sample && b.task.as_deref() == task.as_deref()
                 }) {
@@ -215,7 +216,7 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
             (Subject::Judgment { judge, task, .. }, "judge")
                 if Some(&d.stage) == judge_stage.as_ref() =>
             {
-                let j: Judgment = ctx.read_output(d, "judgment.json")?;
+                let j: Judgment = ctx.read_output(d, JUDGMENT_JSON)?;
                 if j.not_applicable {
                     continue;
                 }

@@ -33,8 +33,9 @@ use crate::config::{AgentSettings, Harness, ModelConfig};
 use crate::provider::{CallSite, ChatRequest, Message, ProviderError, ToolCall};
 use crate::sandbox::Job;
 use crate::stages::builds::report::{
-    AgentReport, BuildOutcome, BuildReport, Verification, write_files,
+    AgentReport, BuildOutcome, BuildReport, Verification, Written, write_implementation,
 };
+use crate::stages::outputs::{BUILD_JSON, PROMPT_MD, TRANSCRIPT_JSONL};
 use crate::stages::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::vocab::Usage;
 
@@ -151,23 +152,8 @@ pub async fn run(
         .prefix("pipe-agent-")
         .tempdir()
         .map_err(|e| NodeError::Infrastructure(format!("agent workspace: {e}")))?;
-    let root = holder.path().join("ws");
-    let seed = |from: &Path, to: &Path| {
-        fsutil::copy_tree(from, to).map_err(|e| {
-            NodeError::Infrastructure(format!(
-                "seeding the agent workspace from {}: {e}",
-                from.display()
-            ))
-        })
-    };
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    if let Some(w) = &task.workspace_dir {
-        seed(w, &root)?;
-    }
-    if let (Some(v), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
-        seed(v, &root.join(name))?;
-    }
-    let mut outputs = vec![write_text(dir, "prompt.md", &prompt)?];
+    let root = seed_workspace(holder.path(), task, agent)?;
+    let mut outputs = vec![write_text(dir, PROMPT_MD, &prompt)?];
     let mut l = Loop {
         ctx,
         model,
@@ -190,33 +176,9 @@ pub async fn run(
     let end = l.drive(&prompt, started).await?;
     l.report.wall_secs = started.elapsed().as_secs_f64();
 
-    let (outcome, reason) = match &end {
-        End::Completed(by) => {
-            l.report.completed_by = Some((*by).to_string());
-            (BuildOutcome::Completed, None)
-        }
-        End::Stagnated => (
-            BuildOutcome::Stagnated,
-            Some(format!(
-                "the workspace did not change for {} steps",
-                settings.stagnation_steps
-            )),
-        ),
-        End::Budget(what) => {
-            l.report.budget = Some((*what).to_string());
-            (
-                BuildOutcome::Budget,
-                Some(format!(
-                    "the {what} budget ran out before a verified `done`"
-                )),
-            )
-        }
-        End::Fault(message) => (BuildOutcome::Fault, Some(message.clone())),
-    };
+    let (mut outcome, mut reason) = end_outcome(&end, settings, &mut l.report);
     // A fault leaves no implementation: the build did not finish for reasons not the model's.
-    let (mut outcome, mut reason) = (outcome, reason);
-    let mut files = Vec::new();
-    let mut loc = 0;
+    let mut written = Written::default();
     let mut rejected = Vec::new();
     if outcome != BuildOutcome::Fault {
         let mut kept = Vec::new();
@@ -224,37 +186,22 @@ pub async fn run(
             let bytes = std::fs::read(l.ws.root.join(&rel)).map_err(io(&rel))?;
             kept.push((rel, bytes));
         }
-        let written = write_files(
-            dir,
-            kept.iter()
-                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
-        )?;
-        match written {
-            Ok(written) => {
-                outputs.extend(written);
-                for (rel, bytes) in &kept {
-                    if task.is_source(rel) {
-                        loc += crate::stages::builds::answer::loc(&String::from_utf8_lossy(bytes));
-                    }
-                    files.push(rel.display().to_string());
-                }
-            }
-            Err(r) => {
+        match write_implementation(dir, task, &kept)? {
+            Ok(w) => written = w,
+            Err((r, why)) => {
                 outcome = BuildOutcome::Rejected;
-                reason = Some(format!(
-                    "the workspace holds a file that cannot be written: {} ({})",
-                    r.path, r.reason
-                ));
+                reason = Some(why);
                 rejected.push(r);
             }
         }
     }
+    outputs.extend(written.outputs);
     let mut jsonl = String::new();
     for e in &l.transcript {
         jsonl.push_str(&serde_json::to_string(e).expect("entries serialise"));
         jsonl.push('\n');
     }
-    outputs.push(write_text(dir, "transcript.jsonl", &jsonl)?);
+    outputs.push(write_text(dir, TRANSCRIPT_JSONL, &jsonl)?);
     let wall_ms = started.elapsed().as_millis() as u64;
     let report = BuildReport {
         exit_code: None,
@@ -274,14 +221,68 @@ pub async fn run(
         wall_ms,
         latency_ms: l.latency_ms,
         attempts: l.attempts,
-        loc,
-        files,
+        loc: written.loc,
+        files: written.files,
         rejected,
         reason,
         agent: Some(l.report),
     };
-    outputs.push(write_output(dir, "build.json", &report)?);
+    outputs.push(write_output(dir, BUILD_JSON, &report)?);
     Ok(outputs)
+}
+
+/// The agent's workspace under `holder`: the task's starter files, and its visible tests under
+/// their name.
+fn seed_workspace(holder: &Path, task: &Task, agent: &AgentTask) -> Result<PathBuf, NodeError> {
+    let root = holder.join("ws");
+    let seed = |from: &Path, to: &Path| {
+        fsutil::copy_tree(from, to).map_err(|e| {
+            NodeError::Infrastructure(format!(
+                "seeding the agent workspace from {}: {e}",
+                from.display()
+            ))
+        })
+    };
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    if let Some(w) = &task.workspace_dir {
+        seed(w, &root)?;
+    }
+    if let (Some(v), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
+        seed(v, &root.join(name))?;
+    }
+    Ok(root)
+}
+
+/// The build's outcome for how the loop ended, and why when it is not completed; notes in the
+/// agent's report what completed it or which budget ran out.
+fn end_outcome(
+    end: &End,
+    settings: &AgentSettings,
+    report: &mut AgentReport,
+) -> (BuildOutcome, Option<String>) {
+    match end {
+        End::Completed(by) => {
+            report.completed_by = Some((*by).to_string());
+            (BuildOutcome::Completed, None)
+        }
+        End::Stagnated => (
+            BuildOutcome::Stagnated,
+            Some(format!(
+                "the workspace did not change for {} steps",
+                settings.stagnation_steps
+            )),
+        ),
+        End::Budget(what) => {
+            report.budget = Some((*what).to_string());
+            (
+                BuildOutcome::Budget,
+                Some(format!(
+                    "the {what} budget ran out before a verified `done`"
+                )),
+            )
+        }
+        End::Fault(message) => (BuildOutcome::Fault, Some(message.clone())),
+    }
 }
 
 impl Loop<'_> {
