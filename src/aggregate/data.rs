@@ -227,6 +227,9 @@ impl Default for BootstrapConfig {
     }
 }
 
+/// The file a round's [`RoundData`] is kept in: the aggregate node's output, an import's.
+pub const ROUND_DATA_JSON: &str = "round-data.json";
+
 /// `round-data.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoundData {

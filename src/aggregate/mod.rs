@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+/// The file a round's [`Aggregate`] is kept in: the aggregate node's output, a published copy.
+pub const AGGREGATE_JSON: &str = "aggregate.json";
+
 pub use data::{
     AgentNote, BootstrapConfig, BuildRecord, CriterionInfo, GateRecord, JudgmentRecord, ModelInfo,
     Problem, RoundData, RubricInfo, TestRecord, Tier,

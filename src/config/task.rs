@@ -166,95 +166,15 @@ impl Task {
         let Some(raw) = section::<RawTask>(&doc, &root, "the task file", &mut diags) else {
             return Err(diags);
         };
-        let gate_raw = raw
-            .gate
-            .as_ref()
-            .and_then(|_| section::<RawGate>(&doc, &root.key("gate"), "[gate]", &mut diags));
-        let sandbox = raw.sandbox.as_ref().and_then(|_| {
-            section::<RawSandbox>(&doc, &root.key("sandbox"), "[sandbox]", &mut diags)
-        });
-        let python = raw
-            .python
-            .as_ref()
-            .and_then(|_| section::<RawPython>(&doc, &root.key("python"), "[python]", &mut diags));
-        let agent_raw = raw
+        let tables = Tables::read(&doc, &raw, &mut diags);
+        let agent = tables
             .agent
             .as_ref()
-            .and_then(|_| section::<RawAgent>(&doc, &root.key("agent"), "[agent]", &mut diags));
-        let agent = agent_raw.map(|a| agent_task(&doc, dir, &a, &mut diags));
-        let name = match SafeName::new(raw.name.as_str()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                diags.push(
-                    doc.error_at(
-                        &root.key("name"),
-                        format!("task name `{}` is not a safe name: {e}", shown(&raw.name)),
-                        false,
-                    )
-                    .help(format!(
-                        "the name identifies the task's results and, in a suite, names its node directories: {}",
-                        NameError::RULE
-                    )),
-                );
-                None
-            }
-        };
-
-        let spec_path = dir.join(&raw.spec);
-        let spec = match limits::read_text(&spec_path, limits::MAX_SPEC_BYTES, "a task's spec") {
-            Ok(s) => s,
-            Err(limits::ReadError::Io { source, .. }) => {
-                diags.push(
-                    doc.error_at(
-                        &root.key("spec"),
-                        format!("cannot read spec `{}`: {source}", raw.spec),
-                        false,
-                    )
-                    .help("`spec` is relative to the task directory (where task.toml is)"),
-                );
-                String::new()
-            }
-            Err(e) => {
-                diags.push(
-                    doc.error_at(
-                        &root.key("spec"),
-                        format!("spec `{}`: {}", raw.spec, e.detail()),
-                        false,
-                    )
-                    .help("the spec is pasted into every build and judge prompt: keep it to what a model needs"),
-                );
-                String::new()
-            }
-        };
+            .map(|a| agent_task(&doc, dir, a, &mut diags));
+        let name = task_name(&doc, &raw.name, &mut diags);
+        let spec = read_spec(&doc, dir, &raw.spec, &mut diags);
         let hidden_dir = dir.join(&raw.hidden_tests);
-        match fsutil::list_files(&hidden_dir) {
-            // `list_files` answers "no files" for a missing directory: say what is really wrong.
-            _ if !hidden_dir.is_dir() => diags.push(
-                doc.error_at(
-                    &root.key("hidden_tests"),
-                    format!("hidden tests directory `{}` not found", raw.hidden_tests),
-                    false,
-                )
-                .help("`hidden_tests` is relative to the task directory (where task.toml is)"),
-            ),
-            Ok(files) if files.is_empty() => diags.push(
-                doc.error_at(
-                    &root.key("hidden_tests"),
-                    format!(
-                        "the hidden tests directory `{}` holds no files",
-                        raw.hidden_tests
-                    ),
-                    false,
-                )
-                .help("a task without hidden tests cannot gate anything: add test files there"),
-            ),
-            Ok(_) => {}
-            Err(e) => diags.push(doc.error_at(
-                &root.key("hidden_tests"),
-                format!("cannot read hidden tests `{}`: {e}", raw.hidden_tests),
-                false,
-            )),
-        }
+        check_hidden_tests(&doc, &hidden_dir, &raw.hidden_tests, &mut diags);
         let mut optional_dir = |key: &str, value: &Option<String>| {
             value.as_ref().map(|rel| {
                 let path = dir.join(rel);
@@ -272,74 +192,219 @@ impl Task {
         let workspace_dir = optional_dir("workspace", &raw.workspace);
         let protected = globs(&doc, &root.key("protected"), &raw.protected, &mut diags);
         let sources = globs(&doc, &root.key("sources"), &raw.sources, &mut diags);
-
-        let gate = match gate_raw {
-            Some(g) => {
-                let runner = match g.runner.as_deref() {
-                    None | Some("pytest") => Runner::Pytest,
-                    Some("command") => Runner::Command,
-                    Some(other) => {
-                        diags.push(
-                            doc.error_at(
-                                &root.key("gate").key("runner"),
-                                format!("unknown runner `{other}`"),
-                                false,
-                            )
-                            .help_opt(crate::base::diag::did_you_mean(
-                                other,
-                                ["pytest", "command"],
-                            )),
-                        );
-                        Runner::Pytest
-                    }
-                };
-                if runner == Runner::Command && g.command.as_ref().is_none_or(Vec::is_empty) {
-                    diags.push(doc.error_at(
-                        &root.key("gate"),
-                        "runner `command` needs `command = [...]`",
-                        false,
-                    ));
-                }
-                if let Some(t) = g.timeout_secs
-                    && !(1..=limits::MAX_TIMEOUT_SECS).contains(&t)
-                {
-                    diags.push(
-                        doc.error_at(
-                            &root.key("gate").key("timeout_secs"),
-                            format!(
-                                "`timeout_secs` is {t}; it must be between 1 and {} seconds",
-                                limits::MAX_TIMEOUT_SECS
-                            ),
-                            false,
-                        )
-                        .help("the seconds one run of the hidden tests may take before it is stopped; leave the key out for the default (300)"),
-                    );
-                }
-                if g.repeat == Some(0) {
-                    diags.push(doc.error_at(
-                        &root.key("gate").key("repeat"),
-                        "repeat must be at least 1",
-                        false,
-                    ));
-                }
-                GateConfig {
-                    runner,
-                    command: g.command,
-                    timeout_secs: g.timeout_secs.unwrap_or(300),
-                    repeat: g.repeat.unwrap_or(1).max(1),
-                }
-            }
-            None => GateConfig {
-                runner: Runner::Pytest,
-                command: None,
-                timeout_secs: 300,
-                repeat: 1,
-            },
-        };
+        let gate = gate_config(&doc, tables.gate, &mut diags);
         let Some(name) = name.filter(|_| diags.is_empty()) else {
             return Err(diags);
         };
-        let mut digests = TaskDigests::default();
+        let digests = TaskDigests::of(
+            &doc,
+            &raw,
+            &spec,
+            &hidden_dir,
+            workspace_dir.as_deref(),
+            agent.as_ref(),
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            name,
+            spec,
+            hidden_dir,
+            reference_dir,
+            workspace_dir,
+            protected_patterns: raw.protected,
+            protected,
+            sources,
+            gate,
+            python_requirements: tables.python.map(|p| p.requirements).unwrap_or_default(),
+            image: tables
+                .sandbox
+                .and_then(|s| s.image)
+                .unwrap_or_else(|| crate::sandbox::docker::DEFAULT_IMAGE.to_string()),
+            agent,
+            digests,
+        })
+    }
+}
+
+/// The optional tables of a task file, each checked against its own struct when present.
+struct Tables {
+    gate: Option<RawGate>,
+    sandbox: Option<RawSandbox>,
+    python: Option<RawPython>,
+    agent: Option<RawAgent>,
+}
+
+impl Tables {
+    fn read(doc: &SourceDoc, raw: &RawTask, diags: &mut Vec<Diag>) -> Self {
+        let root = KeyPath::root();
+        let gate = raw
+            .gate
+            .as_ref()
+            .and_then(|_| section::<RawGate>(doc, &root.key("gate"), "[gate]", diags));
+        let sandbox = raw
+            .sandbox
+            .as_ref()
+            .and_then(|_| section::<RawSandbox>(doc, &root.key("sandbox"), "[sandbox]", diags));
+        let python = raw
+            .python
+            .as_ref()
+            .and_then(|_| section::<RawPython>(doc, &root.key("python"), "[python]", diags));
+        let agent = raw
+            .agent
+            .as_ref()
+            .and_then(|_| section::<RawAgent>(doc, &root.key("agent"), "[agent]", diags));
+        Self {
+            gate,
+            sandbox,
+            python,
+            agent,
+        }
+    }
+}
+
+/// The task's `name`, proven safe; `None` when it is not (reported).
+fn task_name(doc: &SourceDoc, name: &str, diags: &mut Vec<Diag>) -> Option<SafeName> {
+    match SafeName::new(name) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            diags.push(
+                doc.error_at(
+                    &KeyPath::root().key("name"),
+                    format!("task name `{}` is not a safe name: {e}", shown(name)),
+                    false,
+                )
+                .help(format!(
+                    "the name identifies the task's results and, in a suite, names its node directories: {}",
+                    NameError::RULE
+                )),
+            );
+            None
+        }
+    }
+}
+
+/// The spec's text; empty when it cannot be read (reported).
+fn read_spec(doc: &SourceDoc, dir: &Path, rel: &str, diags: &mut Vec<Diag>) -> String {
+    let at = KeyPath::root().key("spec");
+    match limits::read_text(&dir.join(rel), limits::MAX_SPEC_BYTES, "a task's spec") {
+        Ok(s) => s,
+        Err(limits::ReadError::Io { source, .. }) => {
+            diags.push(
+                doc.error_at(&at, format!("cannot read spec `{rel}`: {source}"), false)
+                    .help("`spec` is relative to the task directory (where task.toml is)"),
+            );
+            String::new()
+        }
+        Err(e) => {
+            diags.push(
+                doc.error_at(&at, format!("spec `{rel}`: {}", e.detail()), false)
+                    .help("the spec is pasted into every build and judge prompt: keep it to what a model needs"),
+            );
+            String::new()
+        }
+    }
+}
+
+/// The hidden tests directory exists and holds files.
+fn check_hidden_tests(doc: &SourceDoc, hidden_dir: &Path, rel: &str, diags: &mut Vec<Diag>) {
+    let at = KeyPath::root().key("hidden_tests");
+    match fsutil::list_files(hidden_dir) {
+        // `list_files` answers "no files" for a missing directory: say what is really wrong.
+        _ if !hidden_dir.is_dir() => diags.push(
+            doc.error_at(
+                &at,
+                format!("hidden tests directory `{rel}` not found"),
+                false,
+            )
+            .help("`hidden_tests` is relative to the task directory (where task.toml is)"),
+        ),
+        Ok(files) if files.is_empty() => diags.push(
+            doc.error_at(
+                &at,
+                format!("the hidden tests directory `{rel}` holds no files"),
+                false,
+            )
+            .help("a task without hidden tests cannot gate anything: add test files there"),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            diags.push(doc.error_at(&at, format!("cannot read hidden tests `{rel}`: {e}"), false));
+        }
+    }
+}
+
+/// `[gate]`, defaults filled in (pytest, 300 seconds, one run).
+fn gate_config(doc: &SourceDoc, raw: Option<RawGate>, diags: &mut Vec<Diag>) -> GateConfig {
+    let Some(g) = raw else {
+        return GateConfig {
+            runner: Runner::Pytest,
+            command: None,
+            timeout_secs: 300,
+            repeat: 1,
+        };
+    };
+    let at = KeyPath::root().key("gate");
+    let runner = match g.runner.as_deref() {
+        None | Some("pytest") => Runner::Pytest,
+        Some("command") => Runner::Command,
+        Some(other) => {
+            diags.push(
+                doc.error_at(
+                    &at.key("runner"),
+                    format!("unknown runner `{other}`"),
+                    false,
+                )
+                .help_opt(crate::base::diag::did_you_mean(
+                    other,
+                    ["pytest", "command"],
+                )),
+            );
+            Runner::Pytest
+        }
+    };
+    if runner == Runner::Command && g.command.as_ref().is_none_or(Vec::is_empty) {
+        diags.push(doc.error_at(&at, "runner `command` needs `command = [...]`", false));
+    }
+    if let Some(t) = g.timeout_secs
+        && !(1..=limits::MAX_TIMEOUT_SECS).contains(&t)
+    {
+        diags.push(
+            doc.error_at(
+                &at.key("timeout_secs"),
+                format!(
+                    "`timeout_secs` is {t}; it must be between 1 and {} seconds",
+                    limits::MAX_TIMEOUT_SECS
+                ),
+                false,
+            )
+            .help("the seconds one run of the hidden tests may take before it is stopped; leave the key out for the default (300)"),
+        );
+    }
+    if g.repeat == Some(0) {
+        diags.push(doc.error_at(&at.key("repeat"), "repeat must be at least 1", false));
+    }
+    GateConfig {
+        runner,
+        command: g.command,
+        timeout_secs: g.timeout_secs.unwrap_or(300),
+        repeat: g.repeat.unwrap_or(1).max(1),
+    }
+}
+
+impl TaskDigests {
+    /// The digests of what each kind of node reads of the task: the build its spec, protected
+    /// list and workspace; the gate task.toml and the hidden tests; the agent its table and the
+    /// visible tests.
+    fn of(
+        doc: &SourceDoc,
+        raw: &RawTask,
+        spec: &str,
+        hidden_dir: &Path,
+        workspace_dir: Option<&Path>,
+        agent: Option<&AgentTask>,
+    ) -> Result<Self, Vec<Diag>> {
+        let mut digests = Self::default();
         digests.build.insert(
             raw.spec.clone(),
             blake3::hash(spec.as_bytes()).to_hex().to_string(),
@@ -354,20 +419,11 @@ impl Task {
             "task.toml".into(),
             blake3::hash(doc.text.as_bytes()).to_hex().to_string(),
         );
-        let add_dir =
-            |map: &mut BTreeMap<String, String>, prefix: &str, d: &Path| -> Result<(), Vec<Diag>> {
-                for rel in fsutil::list_files(d).map_err(|e| vec![Diag::error(d, e.to_string())])? {
-                    let hash = fsutil::hash_file(&d.join(&rel))
-                        .map_err(|e| vec![Diag::error(&d.join(&rel), e.to_string())])?;
-                    map.insert(format!("{prefix}/{}", rel.display()), hash);
-                }
-                Ok(())
-            };
-        add_dir(&mut digests.gate, "hidden", &hidden_dir)?;
-        if let Some(w) = &workspace_dir {
+        add_dir(&mut digests.gate, "hidden", hidden_dir)?;
+        if let Some(w) = workspace_dir {
             add_dir(&mut digests.build, "workspace", w)?;
         }
-        if let Some(a) = &agent {
+        if let Some(a) = agent {
             let table = serde_json::to_vec(a).expect("the agent table serialises");
             digests
                 .agent
@@ -376,30 +432,20 @@ impl Task {
                 add_dir(&mut digests.agent, "visible", v)?;
             }
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            file,
-            name,
-            spec,
-            hidden_dir,
-            reference_dir,
-            workspace_dir,
-            protected_patterns: raw.protected,
-            protected,
-            sources,
-            gate,
-            python_requirements: python.map(|p| p.requirements).unwrap_or_default(),
-            image: sandbox
-                .and_then(|s| s.image)
-                .unwrap_or_else(|| crate::sandbox::docker::DEFAULT_IMAGE.to_string()),
-            agent,
-            digests,
-        })
+        Ok(digests)
     }
 }
 
-/// Checks `[agent]`: the visible tests directory exists and has a plain relative name, `verify`
-/// and every `allow` entry are non-empty argument vectors.
+/// Adds the digest of every file under `d` to `map`, as `<prefix>/<relative path>`.
+fn add_dir(map: &mut BTreeMap<String, String>, prefix: &str, d: &Path) -> Result<(), Vec<Diag>> {
+    for rel in fsutil::list_files(d).map_err(|e| vec![Diag::error(d, e.to_string())])? {
+        let hash = fsutil::hash_file(&d.join(&rel))
+            .map_err(|e| vec![Diag::error(&d.join(&rel), e.to_string())])?;
+        map.insert(format!("{prefix}/{}", rel.display()), hash);
+    }
+    Ok(())
+}
+
 fn agent_task(doc: &SourceDoc, dir: &Path, raw: &RawAgent, diags: &mut Vec<Diag>) -> AgentTask {
     let at = KeyPath::root().key("agent");
     let visible_dir = raw.visible_tests.as_ref().and_then(|rel| {

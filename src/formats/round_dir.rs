@@ -5,15 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{ImportError, input, read_json, write_err};
-use crate::aggregate::{self, RoundData};
+use crate::aggregate::data::ROUND_DATA_JSON;
+use crate::aggregate::{self, AGGREGATE_JSON, RoundData};
 use crate::base::fsutil;
 
 /// Writes `round-data.json`, `aggregate.json` and `report.md` into `dir`.
 pub fn write_round(dir: &Path, data: &RoundData) -> Result<(), ImportError> {
     let agg = aggregate::compute(data);
-    let p = dir.join("round-data.json");
+    let p = dir.join(ROUND_DATA_JSON);
     fsutil::write_json(&p, data).map_err(write_err(&p))?;
-    let p = dir.join("aggregate.json");
+    let p = dir.join(AGGREGATE_JSON);
     fsutil::write_json(&p, &agg).map_err(write_err(&p))?;
     let p = dir.join("report.md");
     let md = crate::report::render(crate::report::Format::Markdown, data, &agg);
@@ -24,7 +25,7 @@ pub fn write_round(dir: &Path, data: &RoundData) -> Result<(), ImportError> {
 /// A round directory's `round-data.json`: the directory's own, or its aggregate node's.
 pub fn round_data_file(dir: &Path) -> Option<PathBuf> {
     [
-        dir.join("round-data.json"),
+        dir.join(ROUND_DATA_JSON),
         dir.join("nodes/aggregate/round-data.json"),
     ]
     .into_iter()

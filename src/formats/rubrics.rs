@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::error::{ImportError, input, write_err};
+use super::error::{ImportError, input};
 use crate::aggregate::RubricInfo;
 use crate::config::rubric::Rubric;
 
@@ -39,30 +39,27 @@ impl Embedded {
         }
     }
 
-    /// The embedded file through the rubric loader, which reads files: it is written to a
-    /// temporary `<name>.toml` first.
+    /// The embedded file through the rubric loader, its errors located as `rubrics/<name>.toml`.
     pub(super) fn load(&self) -> Result<RubricInfo, ImportError> {
-        let dir = tempfile::tempdir().map_err(|e| {
-            input(format!(
-                "cannot make a temporary directory for the rubric `{}`: {e}",
-                self.name
-            ))
-        })?;
-        let file = dir.path().join(format!("{}.toml", self.name));
-        std::fs::write(&file, self.text).map_err(write_err(&file))?;
-        load(&file)
+        let file = Path::new("rubrics").join(format!("{}.toml", self.name));
+        described(Rubric::parse(&file, self.text.to_string()))
     }
 }
 
 fn load(file: &Path) -> Result<RubricInfo, ImportError> {
-    Rubric::load(file)
-        .map(|r| RubricInfo::from(&r))
-        .map_err(|diags| {
-            input(crate::base::diag::render_all(
-                &diags,
-                &std::env::current_dir().unwrap_or_default(),
-            ))
-        })
+    described(Rubric::load(file))
+}
+
+/// A loaded rubric as the aggregate describes it, or its problems as an input error.
+fn described(
+    rubric: Result<Rubric, Vec<crate::base::diag::Diag>>,
+) -> Result<RubricInfo, ImportError> {
+    rubric.map(|r| RubricInfo::from(&r)).map_err(|diags| {
+        input(crate::base::diag::render_all(
+            &diags,
+            &std::env::current_dir().unwrap_or_default(),
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ impl Format {
     pub fn file_name(self) -> &'static str {
         match self {
             Format::Markdown => "report.md",
-            Format::Aggregate => "aggregate.json",
+            Format::Aggregate => crate::aggregate::AGGREGATE_JSON,
             Format::Dataset => "dataset.json",
             Format::Html => "report.html",
         }

@@ -9,15 +9,17 @@ use super::builds::report::BuildReport;
 use super::gate::GateReport;
 use super::judge::Judgment;
 use super::{NodeCtx, NodeError, write_output};
+use crate::aggregate::data::ROUND_DATA_JSON;
 use crate::aggregate::{
-    self, BootstrapConfig, BuildRecord, GateRecord, JudgmentRecord, ModelInfo, Problem, RoundData,
-    RubricInfo, TestRecord, Tier,
+    self, AGGREGATE_JSON, BootstrapConfig, BuildRecord, GateRecord, JudgmentRecord, ModelInfo,
+    Problem, RoundData, RubricInfo, TestRecord, Tier,
 };
 use crate::base::names::SafeName;
 use crate::config::Pipeline;
 use crate::config::rubric::{Aggregation, Rubric};
 use crate::config::{ProviderKind, StageKind};
 use crate::plan::{Node, NodeKind, Subject};
+use crate::stages::outputs::{BUILD_JSON, GATE_JSON, JUDGMENT_JSON};
 use crate::store::{FailureKind, NodeRecord, Status};
 
 /// What a suite is called in reports: its tasks, the first few by name.
@@ -196,7 +198,7 @@ fn build_record(
     model: &SafeName,
     task: Option<&SafeName>,
 ) -> Result<BuildRecord, NodeError> {
-    let b: BuildReport = ctx.read_output(d, "build.json")?;
+    let b: BuildReport = ctx.read_output(d, BUILD_JSON)?;
     let price = ctx
         .pipeline()
         .model(model)
@@ -238,7 +240,7 @@ fn add_gate(
     sample: u32,
     task: Option<&SafeName>,
 ) -> Result<(), NodeError> {
-    let g: GateReport = ctx.read_output(d, "gate.json")?;
+    let g: GateReport = ctx.read_output(d, GATE_JSON)?;
     if let Some(b) = data.builds.iter_mut().find(|b| {
         b.model == *model && b.sample == sample && b.task.as_deref() == task.map(SafeName::as_str)
     }) {
@@ -277,7 +279,7 @@ fn judgment_record(
     judge: &SafeName,
     task: Option<&SafeName>,
 ) -> Result<Option<JudgmentRecord>, NodeError> {
-    let j: Judgment = ctx.read_output(d, "judgment.json")?;
+    let j: Judgment = ctx.read_output(d, JUDGMENT_JSON)?;
     if j.not_applicable {
         return Ok(None);
     }
@@ -310,7 +312,7 @@ pub fn run(ctx: &NodeCtx, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let data = collect(ctx)?;
     let agg = aggregate::compute(&data);
     Ok(vec![
-        write_output(dir, "round-data.json", &data)?,
-        write_output(dir, "aggregate.json", &agg)?,
+        write_output(dir, ROUND_DATA_JSON, &data)?,
+        write_output(dir, AGGREGATE_JSON, &agg)?,
     ])
 }

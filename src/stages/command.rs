@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::builds::report::{BuildReport, FILES_DIR};
+use super::builds::report::BuildReport;
 use super::{NodeCtx, NodeError, write_output};
 use crate::config::CommandStage;
 use crate::plan::NodeKind;
 use crate::sandbox::Job;
+use crate::stages::outputs::{BUILD_JSON, COMMAND_JSON, FILES_DIR};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandReport {
@@ -38,7 +39,7 @@ pub async fn run(
     let build = ctx
         .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("command node without its build".into()))?;
-    let b: BuildReport = ctx.read_output(build, "build.json")?;
+    let b: BuildReport = ctx.read_output(build, BUILD_JSON)?;
     if !b.has_implementation() {
         let report = CommandReport {
             command: command.clone(),
@@ -50,7 +51,7 @@ pub async fn run(
             duration_ms: 0,
             reason: Some("the build produced no implementation".into()),
         };
-        return Ok(vec![write_output(dir, "command.json", &report)?]);
+        return Ok(vec![write_output(dir, COMMAND_JSON, &report)?]);
     }
     let mut env = BTreeMap::new();
     if let Some((_, model, sample)) = ctx.node.subject.implementation() {
@@ -80,5 +81,5 @@ pub async fn run(
         duration_ms: r.duration_ms,
         reason: None,
     };
-    Ok(vec![write_output(dir, "command.json", &report)?])
+    Ok(vec![write_output(dir, COMMAND_JSON, &report)?])
 }

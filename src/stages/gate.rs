@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::builds::report::{BuildReport, FILES_DIR};
+use super::builds::report::BuildReport;
 use super::{NodeCtx, NodeError, write_output, write_text};
 use crate::base::junit::{self, TestOutcome};
 use crate::config::GateStage;
 use crate::config::task::{Runner, Task};
 use crate::plan::NodeKind;
 use crate::sandbox::Job;
+use crate::stages::outputs::{BUILD_JSON, FILES_DIR, GATE_JSON, OUTPUT_TXT};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateTest {
@@ -115,51 +116,122 @@ pub async fn run_tests(
     repeat: u32,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(GateReport, Vec<(String, Vec<u8>)>, String), NodeError> {
-    let mut per_run: Vec<Vec<junit::TestCase>> = Vec::new();
-    let mut exit_codes = Vec::new();
-    let mut timed_out = false;
-    let mut oom_killed = false;
-    let mut duration_ms = 0;
-    let mut reasons: Vec<String> = Vec::new();
-    let mut artifacts = Vec::new();
-    let mut output = String::new();
-    let mut sandbox_name = String::new();
-    let mut env = BTreeMap::new();
-    env.insert(
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD".to_string(),
-        "1".to_string(),
-    );
-    env.insert("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string());
+    let mut runs = Runs::default();
     for run in 1..=repeat {
-        let junit_rel = format!("out/junit-{run}.xml");
-        let job = Job {
-            inputs: vec![
-                ("impl".into(), impl_dir.to_path_buf()),
-                ("hidden".into(), task.hidden_dir.clone()),
-            ],
-            script: script(task, run),
-            env: env.clone(),
-            timeout,
-            output_limit: 256 * 1024,
-            collect: vec![junit_rel.clone()],
-            python: if task.gate.runner == Runner::Pytest {
-                task.python_requirements.clone()
-            } else {
-                Vec::new()
-            },
-            // The hidden tests never get network, whatever the build had.
-            network: false,
-            collect_dir: None,
-            limits: crate::sandbox::JobLimits::default(),
-        };
+        let job = gate_job(task, impl_dir, timeout, run);
         let r = ctx_sandbox.run(&job, cancel).await?;
-        sandbox_name.clone_from(&r.sandbox);
-        duration_ms += r.duration_ms;
-        timed_out |= r.timed_out;
-        oom_killed |= r.oom_killed;
-        exit_codes.push(r.exit_code);
+        runs.record(task, timeout, run, &r);
+    }
+    let Runs {
+        per_run,
+        exit_codes,
+        timed_out,
+        oom_killed,
+        duration_ms,
+        mut reasons,
+        artifacts,
+        output,
+        sandbox,
+    } = runs;
+    let tests = merge_runs(&per_run);
+    let tests_total = tests.len();
+    let tests_passed = tests
+        .iter()
+        .filter(|t| t.outcome == TestOutcome::Passed)
+        .count();
+    let ran = tests_total > 0;
+    if !ran && reasons.is_empty() {
+        reasons.push("no test ran".into());
+    }
+    if tests_passed < tests_total {
+        reasons.push(format!(
+            "{} of {tests_total} tests did not pass",
+            tests_total - tests_passed
+        ));
+    }
+    let passed = ran && tests_passed == tests_total && reasons.is_empty();
+    let report = GateReport {
+        passed,
+        ran,
+        tests_passed,
+        tests_total,
+        tests,
+        runs: repeat,
+        exit_codes,
+        timed_out,
+        oom_killed,
+        duration_ms,
+        sandbox,
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    };
+    Ok((report, artifacts, output))
+}
+
+/// The `junit-<run>.xml` a test run writes, as the sandbox collects it.
+fn junit_rel(run: u32) -> String {
+    format!("out/junit-{run}.xml")
+}
+
+/// The sandbox job of test run `run`: the implementation and the hidden tests in, the JUnit
+/// report out, no network.
+fn gate_job(task: &Task, impl_dir: &Path, timeout: Duration, run: u32) -> Job {
+    let env = BTreeMap::from([
+        (
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD".to_string(),
+            "1".to_string(),
+        ),
+        ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+    ]);
+    Job {
+        inputs: vec![
+            ("impl".into(), impl_dir.to_path_buf()),
+            ("hidden".into(), task.hidden_dir.clone()),
+        ],
+        script: script(task, run),
+        env,
+        timeout,
+        output_limit: 256 * 1024,
+        collect: vec![junit_rel(run)],
+        python: if task.gate.runner == Runner::Pytest {
+            task.python_requirements.clone()
+        } else {
+            Vec::new()
+        },
+        // The hidden tests never get network, whatever the build had.
+        network: false,
+        collect_dir: None,
+        limits: crate::sandbox::JobLimits::default(),
+    }
+}
+
+/// What the test runs so far have shown.
+#[derive(Default)]
+struct Runs {
+    /// The test cases of each run's JUnit report (none when it has none).
+    per_run: Vec<Vec<junit::TestCase>>,
+    exit_codes: Vec<Option<i32>>,
+    timed_out: bool,
+    oom_killed: bool,
+    duration_ms: u64,
+    /// Why the gate does not pass, so far.
+    reasons: Vec<String>,
+    /// The JUnit reports, by file name.
+    artifacts: Vec<(String, Vec<u8>)>,
+    /// Every run's output, for `output.txt`.
+    output: String,
+    /// The sandbox the runs used.
+    sandbox: String,
+}
+
+impl Runs {
+    fn record(&mut self, task: &Task, timeout: Duration, run: u32, r: &crate::sandbox::JobResult) {
+        self.sandbox.clone_from(&r.sandbox);
+        self.duration_ms += r.duration_ms;
+        self.timed_out |= r.timed_out;
+        self.oom_killed |= r.oom_killed;
+        self.exit_codes.push(r.exit_code);
         let _ = write!(
-            output,
+            self.output,
             "=== run {run}: exit {:?}{} ===\n{}\n{}\n",
             r.exit_code,
             if r.timed_out { " (timed out)" } else { "" },
@@ -168,14 +240,14 @@ pub async fn run_tests(
         );
         if r.stdout_dropped + r.stderr_dropped > 0 {
             let _ = writeln!(
-                output,
+                self.output,
                 "[{} bytes of output dropped]",
                 r.stdout_dropped + r.stderr_dropped
             );
         }
-        match r.files.get(&junit_rel) {
+        match r.files.get(&junit_rel(run)) {
             None => {
-                reasons.push(if r.timed_out {
+                self.reasons.push(if r.timed_out {
                     format!("run {run}: timed out after {}s before reporting", timeout.as_secs())
                 } else if task.gate.runner == Runner::Command {
                     format!(
@@ -188,40 +260,48 @@ pub async fn run_tests(
                         exit_text(r.exit_code, r.signal)
                     )
                 });
-                per_run.push(Vec::new());
+                self.per_run.push(Vec::new());
             }
-            Some(xml) => {
-                artifacts.push((format!("junit-{run}.xml"), xml.clone()));
-                match junit::parse(xml) {
-                    Ok(cases) => {
-                        if cases.is_empty() {
-                            reasons.push(format!(
-                                "run {run}: the JUnit report junit-{run}.xml lists no test case"
-                            ));
-                        }
-                        per_run.push(cases);
-                    }
-                    Err(e) => {
-                        reasons.push(format!("run {run}: junit-{run}.xml: {e}"));
-                        per_run.push(Vec::new());
-                    }
-                }
-            }
+            Some(xml) => self.junit(run, xml),
         }
         if r.oom_killed {
-            reasons.push(format!(
+            self.reasons.push(format!(
                 "run {run}: killed for exceeding the sandbox's memory limit (out of memory)"
             ));
         } else if r.exit_code != Some(0) && !r.timed_out {
-            reasons.push(format!(
+            self.reasons.push(format!(
                 "run {run}: the test runner {}",
                 exit_text(r.exit_code, r.signal)
             ));
         }
     }
-    // Merge runs: a test passes only if it passed in every run; flaky if the outcome varied.
+
+    /// Run `run`'s JUnit report: kept, and its test cases read.
+    fn junit(&mut self, run: u32, xml: &[u8]) {
+        self.artifacts
+            .push((format!("junit-{run}.xml"), xml.to_vec()));
+        match junit::parse(xml) {
+            Ok(cases) => {
+                if cases.is_empty() {
+                    self.reasons.push(format!(
+                        "run {run}: the JUnit report junit-{run}.xml lists no test case"
+                    ));
+                }
+                self.per_run.push(cases);
+            }
+            Err(e) => {
+                self.reasons
+                    .push(format!("run {run}: junit-{run}.xml: {e}"));
+                self.per_run.push(Vec::new());
+            }
+        }
+    }
+}
+
+/// Merges runs: a test passes only if it passed in every run; flaky if the outcome varied.
+fn merge_runs(per_run: &[Vec<junit::TestCase>]) -> Vec<GateTest> {
     let mut merged: BTreeMap<String, GateTest> = BTreeMap::new();
-    for cases in &per_run {
+    for cases in per_run {
         for c in cases {
             let e = merged.entry(c.id.clone()).or_insert_with(|| GateTest {
                 name: c.name.clone(),
@@ -251,38 +331,7 @@ pub async fn run_tests(
             t.message = "missing from a repeat run".into();
         }
     }
-    let tests: Vec<GateTest> = merged.into_values().collect();
-    let tests_total = tests.len();
-    let tests_passed = tests
-        .iter()
-        .filter(|t| t.outcome == TestOutcome::Passed)
-        .count();
-    let ran = tests_total > 0;
-    if !ran && reasons.is_empty() {
-        reasons.push("no test ran".into());
-    }
-    if tests_passed < tests_total {
-        reasons.push(format!(
-            "{} of {tests_total} tests did not pass",
-            tests_total - tests_passed
-        ));
-    }
-    let passed = ran && tests_passed == tests_total && reasons.is_empty();
-    let report = GateReport {
-        passed,
-        ran,
-        tests_passed,
-        tests_total,
-        tests,
-        runs: repeat,
-        exit_codes,
-        timed_out,
-        oom_killed,
-        duration_ms,
-        sandbox: sandbox_name,
-        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
-    };
-    Ok((report, artifacts, output))
+    merged.into_values().collect()
 }
 
 pub async fn run(ctx: &NodeCtx, stage: &GateStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
@@ -294,11 +343,11 @@ pub async fn run(ctx: &NodeCtx, stage: &GateStage, dir: &Path) -> Result<Vec<Pat
     let build = ctx
         .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("gate node without its build".into()))?;
-    let b: BuildReport = ctx.read_output(build, "build.json")?;
+    let b: BuildReport = ctx.read_output(build, BUILD_JSON)?;
     if !b.has_implementation() {
         return Ok(vec![write_output(
             dir,
-            "gate.json",
+            GATE_JSON,
             &GateReport::not_run("the build produced no implementation"),
         )?]);
     }
@@ -319,7 +368,7 @@ pub async fn run(ctx: &NodeCtx, stage: &GateStage, dir: &Path) -> Result<Vec<Pat
         crate::base::fsutil::write_replace(&path, &bytes).map_err(super::io(&path))?;
         outputs.push(PathBuf::from(name));
     }
-    outputs.push(write_text(dir, "output.txt", &output)?);
-    outputs.push(write_output(dir, "gate.json", &report)?);
+    outputs.push(write_text(dir, OUTPUT_TXT, &output)?);
+    outputs.push(write_output(dir, GATE_JSON, &report)?);
     Ok(outputs)
 }

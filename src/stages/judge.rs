@@ -10,15 +10,18 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::builds::report::{BuildReport, FILES_DIR};
+use super::builds::report::BuildReport;
 use super::gate::GateReport;
-use super::{NodeCtx, NodeError, io, write_output, write_text};
+use super::{NodeCtx, NodeError, io, json_schema, write_output, write_text};
 use crate::base::fsutil;
 use crate::config::JudgeStage;
 use crate::config::rubric::Rubric;
 use crate::config::templates::{self, GateCtx, ImplCtx, JudgeCtx, TaskCtx};
 use crate::plan::{NodeKind, Subject};
 use crate::provider::{CallSite, ChatRequest, Message};
+use crate::stages::outputs::{
+    ANSWER_MD, BUILD_JSON, FILES_DIR, GATE_JSON, JUDGMENT_JSON, PROMPT_MD,
+};
 use crate::vocab::Usage;
 
 pub use crate::aggregate::{Tier, label};
@@ -311,7 +314,7 @@ pub fn listing(files: &[(String, String)], salt: &str, budget: usize) -> Listing
 }
 
 /// A validated answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Verdict {
     pub scores: BTreeMap<String, f64>,
     pub checks: BTreeMap<String, String>,
@@ -353,91 +356,22 @@ pub fn extract_first_json(answer: &str) -> Option<serde_json::Value> {
     None
 }
 
-/// Checks an answer against the rubric; every problem is listed.
-pub fn validate(answer: &str, rubric: &Rubric) -> Result<Verdict, Vec<String>> {
+/// Checks an answer against `schema`, the rubric's answer schema that was sent to the judge
+/// ([`Rubric::answer_schema`]): the answer is accepted exactly when it conforms. Every problem is
+/// listed.
+pub fn validate(answer: &str, schema: &serde_json::Value) -> Result<Verdict, Vec<String>> {
     let Some(v) = extract_first_json(answer) else {
         return Err(vec!["the answer holds no JSON object".into()]);
     };
-    let mut problems = Vec::new();
-    let mut scores = BTreeMap::new();
-    let s = v.get("scores").and_then(|s| s.as_object());
-    if s.is_none() {
-        problems.push("`scores` is missing or not an object".into());
+    let problems = json_schema::problems(schema, &v);
+    if !problems.is_empty() {
+        return Err(problems);
     }
-    for c in &rubric.criteria {
-        match s.and_then(|s| s.get(&c.id)) {
-            None => problems.push(format!("`scores.{}` is missing", c.id)),
-            Some(x) => match x.as_f64() {
-                Some(n) if n >= c.min && n <= c.max => {
-                    scores.insert(c.id.clone(), n);
-                }
-                Some(n) => problems.push(format!(
-                    "`scores.{}` = {n} is outside its scale {}..{}",
-                    c.id, c.min, c.max
-                )),
-                None => problems.push(format!("`scores.{}` is not a number", c.id)),
-            },
-        }
-    }
-    if let Some(s) = s {
-        for k in s.keys() {
-            if !rubric.criteria.iter().any(|c| &c.id == k) {
-                problems.push(format!("`scores.{k}` is not a criterion of this rubric"));
-            }
-        }
-    }
-    let mut checks = BTreeMap::new();
-    let ch = v.get("checks").and_then(|c| c.as_object());
-    for c in &rubric.checks {
-        match ch.and_then(|m| m.get(&c.id)).and_then(|x| x.as_str()) {
-            Some(r @ ("pass" | "fail")) => {
-                checks.insert(c.id.clone(), r.to_string());
-            }
-            Some(other) => problems.push(format!(
-                "`checks.{}` = \"{other}\" must be \"pass\" or \"fail\"",
-                c.id
-            )),
-            None => problems.push(format!("`checks.{}` is missing", c.id)),
-        }
-    }
-    let verdict = match v.get("verdict").and_then(|x| x.as_str()) {
-        Some(x) if rubric.verdicts.iter().any(|r| r == x) => x.to_string(),
-        Some(x) => {
-            problems.push(format!(
-                "`verdict` = \"{x}\" is not one of {}",
-                rubric.verdicts.join(", ")
-            ));
-            String::new()
-        }
-        None => {
-            problems.push("`verdict` is missing".into());
-            String::new()
-        }
-    };
-    let note = v
-        .get("note")
-        .and_then(|x| x.as_str())
-        .unwrap_or("")
-        .to_string();
-    if problems.is_empty() {
-        Ok(Verdict {
-            scores,
-            checks,
-            verdict,
-            note,
-        })
-    } else {
-        Err(problems)
-    }
+    serde_json::from_value(v).map_err(|e| vec![format!("the answer cannot be read: {e}")])
 }
 
 pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
     let p = ctx.pipeline();
-    let JudgeStage {
-        prompt,
-        rubric,
-        max_impl_bytes,
-    } = stage;
     let Subject::Judgment {
         judge,
         task,
@@ -447,89 +381,143 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
     else {
         unreachable!("judge nodes are judgments")
     };
-    let jm = p.model(judge).expect("plan models come from the pipeline");
-    let tier = if judge == model {
-        Tier::SelfJudge
-    } else {
-        Tier::Peer
-    };
     // In a suite the label differs per task too, so labels do not tie a model's work together
     // across tasks.
     let label = match task {
         Some(t) => label(&format!("{}/{t}", p.round.id), model, *sample),
         None => label(&p.round.id, model, *sample),
     };
-    let mut judgment = Judgment {
-        judge: judge.to_string(),
-        implementation: model.to_string(),
-        sample: *sample,
-        label: label.clone(),
-        tier,
-        scores: rubric
-            .criteria
-            .iter()
-            .map(|c| (c.id.clone(), None))
-            .collect(),
-        checks: BTreeMap::new(),
-        hard_fail_pass: None,
-        verdict: None,
-        note: None,
-        dropout: None,
-        not_applicable: false,
-        turns: 0,
-        usage: Usage::default(),
-        cost_usd: 0.0,
-        wall_ms: 0,
-        prompt_digest: String::new(),
-    };
+    let mut judgment = Judgment::blank(judge, model, *sample, label.clone(), &stage.rubric);
     let build = ctx
         .upstream_of_kind(NodeKind::Build)
         .ok_or_else(|| NodeError::Internal("judge node without its build".into()))?;
-    let b: BuildReport = ctx.read_output(build, "build.json")?;
+    let b: BuildReport = ctx.read_output(build, BUILD_JSON)?;
     if !b.has_implementation() {
         judgment.dropout = Some("not judged: the build produced no implementation".into());
         judgment.not_applicable = true;
-        return Ok(vec![write_output(dir, "judgment.json", &judgment)?]);
+        return Ok(vec![write_output(dir, JUDGMENT_JSON, &judgment)?]);
     }
-    let gate = match ctx.upstream_of_kind(NodeKind::Gate) {
-        Some(g) => {
-            let r: GateReport = ctx.read_output(g, "gate.json")?;
-            Some(GateCtx {
-                passed: r.passed,
-                tests_passed: r.tests_passed,
-                tests_total: r.tests_total,
-            })
-        }
-        None => None,
-    };
-    let root = ctx.dir_of(build).join(FILES_DIR);
-    let mut files = Vec::new();
-    for rel in fsutil::list_files(&root).map_err(io(&root))? {
-        let bytes = std::fs::read(root.join(&rel)).map_err(io(&root))?;
-        files.push((
-            rel.display().to_string(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-    }
-    let listed = listing(&files, &format!("{}\0{judge}", p.round.id), *max_impl_bytes);
+    let gate = gate_ctx(ctx)?;
+    let files = implementation_files(&ctx.dir_of(build).join(FILES_DIR))?;
+    let listed = listing(
+        &files,
+        &format!("{}\0{judge}", p.round.id),
+        stage.max_impl_bytes,
+    );
+    // One schema: shown in the prompt, sent as the answer format, and the check of the answer.
+    let schema = stage.rubric.answer_schema();
     let jctx = JudgeCtx {
         task: TaskCtx {
             name: ctx.task().name.to_string(),
             spec: ctx.task().spec.clone(),
         },
-        rubric: (**rubric).clone(),
+        rubric: (*stage.rubric).clone(),
         implementation: ImplCtx {
             label,
             listing: listed.text,
             boundary: listed.boundary,
         },
         gate,
-        answer_schema: serde_json::to_string_pretty(&rubric.answer_schema())
-            .expect("schema serialises"),
+        answer_schema: serde_json::to_string_pretty(&schema).expect("schema serialises"),
     };
-    let rendered = templates::render_for_run(prompt, &jctx).map_err(NodeError::Configuration)?;
-    let mut outputs = vec![write_text(dir, "prompt.md", &rendered)?];
-    let mut messages = vec![Message::user(rendered)];
+    let rendered =
+        templates::render_for_run(&stage.prompt, &jctx).map_err(NodeError::Configuration)?;
+    let mut outputs = vec![write_text(dir, PROMPT_MD, &rendered)?];
+    let answers = ask(ctx, &stage.rubric, &schema, rendered, &mut judgment).await?;
+    outputs.push(write_text(dir, ANSWER_MD, &answers)?);
+    outputs.push(write_output(dir, JUDGMENT_JSON, &judgment)?);
+    Ok(outputs)
+}
+
+impl Judgment {
+    /// The judgment before the judge answers: no scores, no verdict.
+    fn blank(judge: &str, model: &str, sample: u32, label: String, rubric: &Rubric) -> Self {
+        Self {
+            judge: judge.to_string(),
+            implementation: model.to_string(),
+            sample,
+            label,
+            tier: if judge == model {
+                Tier::SelfJudge
+            } else {
+                Tier::Peer
+            },
+            scores: rubric
+                .criteria
+                .iter()
+                .map(|c| (c.id.clone(), None))
+                .collect(),
+            checks: BTreeMap::new(),
+            hard_fail_pass: None,
+            verdict: None,
+            note: None,
+            dropout: None,
+            not_applicable: false,
+            turns: 0,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            wall_ms: 0,
+            prompt_digest: String::new(),
+        }
+    }
+
+    /// Takes the scores, checks, verdict and note of a valid answer.
+    fn accept(&mut self, v: Verdict, rubric: &Rubric) {
+        self.hard_fail_pass = Some(v.checks.values().all(|c| c == "pass"));
+        self.scores = rubric
+            .criteria
+            .iter()
+            .map(|c| (c.id.clone(), v.scores.get(&c.id).copied()))
+            .collect();
+        self.checks = v.checks;
+        self.verdict = Some(v.verdict);
+        self.note = Some(v.note);
+    }
+}
+
+/// The gate's result for the prompt, when a gate stage is upstream.
+fn gate_ctx(ctx: &NodeCtx) -> Result<Option<GateCtx>, NodeError> {
+    let Some(g) = ctx.upstream_of_kind(NodeKind::Gate) else {
+        return Ok(None);
+    };
+    let r: GateReport = ctx.read_output(g, GATE_JSON)?;
+    Ok(Some(GateCtx {
+        passed: r.passed,
+        tests_passed: r.tests_passed,
+        tests_total: r.tests_total,
+    }))
+}
+
+/// Every file of the build's implementation under `root`, as (relative name, text).
+fn implementation_files(root: &Path) -> Result<Vec<(String, String)>, NodeError> {
+    let mut files = Vec::new();
+    for rel in fsutil::list_files(root).map_err(io(root))? {
+        let bytes = std::fs::read(root.join(&rel)).map_err(io(root))?;
+        files.push((
+            rel.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    Ok(files)
+}
+
+/// Asks the judge, with one repair turn for an invalid answer, and fills in `judgment` (scores
+/// or a dropout, turns, usage, time, cost). Returns every turn's answer, for `answer.md`.
+async fn ask(
+    ctx: &NodeCtx,
+    rubric: &Rubric,
+    schema: &serde_json::Value,
+    prompt: String,
+    judgment: &mut Judgment,
+) -> Result<String, NodeError> {
+    let Subject::Judgment { judge, .. } = &ctx.node.subject else {
+        unreachable!("judge nodes are judgments")
+    };
+    let jm = ctx
+        .pipeline()
+        .model(judge)
+        .expect("plan models come from the pipeline");
+    let mut messages = vec![Message::user(prompt)];
     let t = Instant::now();
     // The endpoint's time for the calls (a replay reports the recorded time).
     let mut latency_ms = 0u64;
@@ -540,7 +528,7 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
             model: jm.model.clone(),
             messages: messages.clone(),
             sampling: jm.sampling.clone(),
-            json_schema: Some(rubric.answer_schema()),
+            json_schema: Some(schema.clone()),
             tools: Vec::new(),
         };
         if turn == 0 {
@@ -571,17 +559,9 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
         judgment.usage.add(response.usage);
         latency_ms += response.latency_ms;
         let _ = write!(answers, "## turn {}\n\n{}\n\n", turn + 1, response.content);
-        match validate(&response.content, rubric) {
+        match validate(&response.content, schema) {
             Ok(v) => {
-                judgment.hard_fail_pass = Some(v.checks.values().all(|c| c == "pass"));
-                judgment.scores = rubric
-                    .criteria
-                    .iter()
-                    .map(|c| (c.id.clone(), v.scores.get(&c.id).copied()))
-                    .collect();
-                judgment.checks = v.checks;
-                judgment.verdict = Some(v.verdict);
-                judgment.note = Some(v.note);
+                judgment.accept(v, rubric);
                 break;
             }
             Err(problems) if turn == 0 => {
@@ -605,9 +585,7 @@ pub async fn run(ctx: &NodeCtx, stage: &JudgeStage, dir: &Path) -> Result<Vec<Pa
         t.elapsed().as_millis() as u64
     };
     judgment.cost_usd = jm.price.cost(judgment.usage);
-    outputs.push(write_text(dir, "answer.md", &answers)?);
-    outputs.push(write_output(dir, "judgment.json", &judgment)?);
-    Ok(outputs)
+    Ok(answers)
 }
 
 #[cfg(test)]
@@ -628,12 +606,120 @@ mod tests {
     #[test]
     fn validates_answers_against_the_rubric() {
         let r = rubric();
+        let schema = r.answer_schema();
         let ok = "Here:\n```json\n{\"scores\": {\"spec\": 9}, \"checks\": {\"core\": \"pass\"}, \"verdict\": \"ship\", \"note\": \"a {brace}\"}\n```";
-        assert_eq!(validate(ok, &r).unwrap().scores["spec"], 9.0);
+        assert_eq!(validate(ok, &schema).unwrap().scores["spec"], 9.0);
+        // Out of scale, not a criterion, a check missing, an unknown verdict, and no `note`
+        // (which the schema requires).
         let bad = "{\"scores\": {\"spec\": 11, \"x\": 1}, \"checks\": {}, \"verdict\": \"lgtm\"}";
-        let problems = validate(bad, &r).unwrap_err();
-        assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(validate("no json here", &r).is_err());
+        let problems = validate(bad, &schema).unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(validate("no json here", &schema).is_err());
+    }
+
+    /// The answer that the schema sent to the judge describes, with `edit` applied.
+    fn answer_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v = serde_json::json!({
+            "scores": {"spec": 7},
+            "checks": {"core": "fail"},
+            "verdict": "reject",
+            "note": "fine"
+        });
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn the_check_of_an_answer_is_the_schema_sent_to_the_judge() {
+        let r = rubric();
+        let schema = r.answer_schema();
+        let refused = |edit: fn(&mut serde_json::Value), why: &str| {
+            let problems = validate(&answer_with(edit), &schema)
+                .expect_err("an answer breaking the schema is refused");
+            assert!(
+                problems.iter().any(|p| p.contains(why)),
+                "{why}: {problems:?}"
+            );
+        };
+        // Each `required` key.
+        refused(
+            |v| drop(v["scores"].as_object_mut().unwrap().remove("spec")),
+            "`scores.spec` is missing",
+        );
+        refused(
+            |v| drop(v["checks"].as_object_mut().unwrap().remove("core")),
+            "`checks.core` is missing",
+        );
+        refused(
+            |v| drop(v.as_object_mut().unwrap().remove("scores")),
+            "`scores` is missing",
+        );
+        refused(
+            |v| drop(v.as_object_mut().unwrap().remove("verdict")),
+            "`verdict` is missing",
+        );
+        refused(
+            |v| drop(v.as_object_mut().unwrap().remove("note")),
+            "`note` is missing",
+        );
+        // `minimum` and `maximum`.
+        refused(
+            |v| v["scores"]["spec"] = 11.into(),
+            "`scores.spec` = 11 is outside its scale 0..10",
+        );
+        refused(
+            |v| v["scores"]["spec"] = (-1).into(),
+            "`scores.spec` = -1 is outside its scale 0..10",
+        );
+        // `additionalProperties: false`, at every level.
+        refused(
+            |v| v["scores"]["style"] = 3.into(),
+            "`scores.style` is not expected",
+        );
+        refused(
+            |v| v["checks"]["extra"] = "pass".into(),
+            "`checks.extra` is not expected",
+        );
+        refused(|v| v["mood"] = "happy".into(), "`mood` is not expected");
+        // `enum`.
+        refused(
+            |v| v["checks"]["core"] = "maybe".into(),
+            "`checks.core` = \"maybe\" is not one of pass, fail",
+        );
+        refused(
+            |v| v["verdict"] = "lgtm".into(),
+            "`verdict` = \"lgtm\" is not one of ship, reject",
+        );
+        // `type`.
+        refused(
+            |v| v["scores"]["spec"] = "9".into(),
+            "`scores.spec` is not a number",
+        );
+        refused(
+            |v| v["scores"]["spec"] = 7.5.into(),
+            "`scores.spec` = 7.5 is not a whole number",
+        );
+        refused(
+            |v| v["scores"] = serde_json::json!([7]),
+            "`scores` is not an object",
+        );
+        refused(|v| v["note"] = 3.into(), "`note` is not a string");
+        refused(|v| v["verdict"] = true.into(), "`verdict` is not a string");
+
+        let v = validate(&answer_with(|_| {}), &schema).expect("a conforming answer is accepted");
+        assert_eq!(
+            v,
+            Verdict {
+                scores: [("spec".to_string(), 7.0)].into(),
+                checks: [("core".to_string(), "fail".to_string())].into(),
+                verdict: "reject".into(),
+                note: "fine".into(),
+            }
+        );
+        // The scale's bounds are inside it.
+        for edge in [0, 10] {
+            assert!(validate(&answer_with(|v| v["scores"]["spec"] = edge.into()), &schema).is_ok());
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub mod aggregate;
 pub mod builds;
 pub mod command;
 pub mod gate;
+pub mod json_schema;
 pub mod judge;
+pub mod outputs;
 pub mod publish;
 
 use std::path::{Path, PathBuf};

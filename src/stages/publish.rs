@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{NodeCtx, NodeError};
-use crate::aggregate::{Aggregate, RoundData};
+use crate::aggregate::data::ROUND_DATA_JSON;
+use crate::aggregate::{AGGREGATE_JSON, Aggregate, RoundData};
 use crate::base::fsutil;
 use crate::config::PublishStage;
 use crate::plan::NodeKind;
@@ -16,8 +17,8 @@ pub fn run(ctx: &NodeCtx, stage: &PublishStage, dir: &Path) -> Result<Vec<PathBu
     let agg_node = ctx
         .upstream_of_kind(NodeKind::Aggregate)
         .ok_or_else(|| NodeError::Internal("publish without aggregate".into()))?;
-    let a: Aggregate = ctx.read_output(agg_node, "aggregate.json")?;
-    let data: RoundData = ctx.read_output(agg_node, "round-data.json")?;
+    let a: Aggregate = ctx.read_output(agg_node, AGGREGATE_JSON)?;
+    let data: RoundData = ctx.read_output(agg_node, ROUND_DATA_JSON)?;
     let mut outputs = Vec::new();
     for f in formats {
         let format = Format::from(*f);

@@ -18,12 +18,14 @@ use std::time::Duration;
 use super::answer::{self, MAX_FILE_BYTES, Rejection};
 use super::command_usage::{self, Reported};
 use super::prompt::prompt_context;
-use super::report::{BuildOutcome, BuildReport, NO_USAGE, write_files};
+use super::report::{BuildOutcome, BuildReport, NO_USAGE, Written, write_implementation};
 use crate::base::fsutil;
+use crate::config::task::Task;
 use crate::config::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
-use crate::config::{CommandHarness, Harness, ProviderKind, Template};
+use crate::config::{CommandHarness, Harness, ModelConfig, ProviderKind, Template};
 use crate::plan::Subject;
-use crate::sandbox::{CollectDir, Job, JobLimits, JobResult};
+use crate::sandbox::{CollectDir, CollectedTree, Job, JobLimits, JobResult};
+use crate::stages::outputs::{AGENT_OUTPUT_TXT, BUILD_JSON, PROMPT_MD};
 use crate::stages::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::vocab::Usage;
 
@@ -139,41 +141,117 @@ pub async fn run(
     prompt: &Template,
     command: &CommandHarness,
 ) -> Result<Vec<PathBuf>, NodeError> {
-    let p = ctx.pipeline();
     let task = ctx.task();
     let Subject::Impl { model, sample, .. } = &ctx.node.subject else {
         unreachable!("build nodes are per implementation")
     };
-    let m = p.model(model).expect("plan models come from the pipeline");
+    let m = ctx
+        .pipeline()
+        .model(model)
+        .expect("plan models come from the pipeline");
     let text = templates::render_for_run(prompt, &prompt_context(ctx, model, *sample)?)
         .map_err(NodeError::Configuration)?;
-    let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
-    let base_url = match p.providers.get(&m.provider).map(|pr| &pr.kind) {
+    let mut outputs = vec![write_text(dir, PROMPT_MD, &text)?];
+    let command_line = command_line(ctx, command, m, *sample)?;
+    let (env, secrets) = agent_env(command, m, *sample, &task.name)?;
+    let staging = tempfile::Builder::new()
+        .prefix("pipe-agent-")
+        .tempdir()
+        .map_err(|e| NodeError::Infrastructure(format!("temp dir: {e}")))?;
+    let job = agent_job(staging.path(), task, command, &command_line, &text, env)?;
+    let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
+    drop(staging);
+    outputs.push(write_text(
+        dir,
+        AGENT_OUTPUT_TXT,
+        &redact(&transcript(&command_line, &r), &secrets),
+    )?);
+
+    let (reported, source) = reported_usage(&r, command.usage.as_deref());
+    let starter = starter_files(task.workspace_dir.as_deref())
+        .map_err(|e| NodeError::Infrastructure(format!("reading the starter workspace: {e}")))?;
+    let tree = r.tree.clone().unwrap_or_default();
+    let (kept, mut rejected) = sort_workspace(&tree, command, task, &starter, &secrets);
+    let (mut outcome, mut reason) = build_outcome(&r, &tree, command, &kept, &starter);
+    let mut written = Written::default();
+    if outcome == BuildOutcome::Completed {
+        match write_implementation(dir, task, &kept)? {
+            Ok(w) => written = w,
+            Err((r, why)) => {
+                outcome = BuildOutcome::Rejected;
+                reason = Some(why);
+                rejected.push(r);
+            }
+        }
+    }
+    outputs.extend(written.outputs);
+    let mut report = BuildReport {
+        agent: None,
+        harness: Harness::Command,
+        outcome,
+        model: model.to_string(),
+        model_slug: m.model.clone(),
+        sample: *sample,
+        usage: reported.usage.unwrap_or(Usage::default()),
+        cost_usd: 0.0,
+        wall_ms: r.duration_ms,
+        latency_ms: r.duration_ms,
+        attempts: 1,
+        loc: written.loc,
+        files: written.files,
+        rejected,
+        reason,
+        exit_code: r.exit_code,
+        usage_source: Some(source.to_string()),
+        reported_cost_usd: reported.cost_usd,
+        sandbox: Some(r.sandbox.clone()),
+    };
+    report.cost_usd = report.cost_at(m.price);
+    outputs.push(write_output(dir, BUILD_JSON, &report)?);
+    Ok(outputs)
+}
+
+/// The pipeline's `run` template rendered for this model, task and sample.
+fn command_line(
+    ctx: &NodeCtx,
+    command: &CommandHarness,
+    m: &ModelConfig,
+    sample: u32,
+) -> Result<String, NodeError> {
+    let base_url = match ctx.pipeline().providers.get(&m.provider).map(|pr| &pr.kind) {
         Some(ProviderKind::OpenAi { base_url, .. }) => base_url.clone(),
         _ => String::new(),
     };
     let cctx = CommandCtx {
         model: CommandModelCtx {
-            id: model.to_string(),
+            id: m.id.to_string(),
             slug: m.model.clone(),
             provider: m.provider.clone(),
             base_url,
         },
         task: CommandTaskCtx {
-            name: task.name.to_string(),
+            name: ctx.task().name.to_string(),
         },
-        sample: *sample,
+        sample,
     };
-    let command_line = templates::render(&command.run, &cctx).map_err(|d| {
+    templates::render(&command.run, &cctx).map_err(|d| {
         NodeError::Configuration(format!(
             "{}: the `run` template of build stage `{}`: {}",
             command.run.path.display(),
             ctx.node.stage,
             d.message
         ))
-    })?;
+    })
+}
 
-    // The values of the variables the agent needs: read now, handed to the sandbox only.
+/// The agent's environment: the variables it needs (read now, handed to the sandbox only) and
+/// pipe's own; with the values to cut out of what it leaves (the ones long enough to search for).
+fn agent_env(
+    command: &CommandHarness,
+    m: &ModelConfig,
+    sample: u32,
+    task: &str,
+) -> Result<(BTreeMap<String, String>, Vec<(String, String)>), NodeError> {
     let mut secrets: Vec<(String, String)> = Vec::new();
     for name in &command.env {
         match std::env::var(name) {
@@ -188,22 +266,31 @@ pub async fn run(
     let mut env: BTreeMap<String, String> = secrets.iter().cloned().collect();
     // A value this short is no credential and would match by accident: not searched for.
     secrets.retain(|(_, v)| v.len() >= MIN_SECRET_LEN);
-    env.insert("PIPE_MODEL".into(), model.to_string());
+    env.insert("PIPE_MODEL".into(), m.id.to_string());
     env.insert("PIPE_MODEL_SLUG".into(), m.model.clone());
     env.insert("PIPE_SAMPLE".into(), sample.to_string());
-    env.insert("PIPE_TASK".into(), task.name.to_string());
+    env.insert("PIPE_TASK".into(), task.to_string());
+    Ok((env, secrets))
+}
 
-    let staging = tempfile::Builder::new()
-        .prefix("pipe-agent-")
-        .tempdir()
-        .map_err(|e| NodeError::Infrastructure(format!("temp dir: {e}")))?;
-    let prompt_dir = staging.path().join(PROMPT_DIR);
-    let prompt_file = prompt_dir.join("prompt.md");
-    fsutil::write_atomic(&prompt_file, text.as_bytes()).map_err(io(&prompt_file))?;
+/// The sandbox job: the workspace (the task's starter, or empty), the prompt and the tools in
+/// under `$PIPE_WORK`; the usage file and the workspace collected. `staging` holds what pipe
+/// writes for it and must outlive the run.
+fn agent_job(
+    staging: &Path,
+    task: &Task,
+    command: &CommandHarness,
+    command_line: &str,
+    prompt: &str,
+    env: BTreeMap<String, String>,
+) -> Result<Job, NodeError> {
+    let prompt_dir = staging.join(PROMPT_DIR);
+    let prompt_file = prompt_dir.join(PROMPT_MD);
+    fsutil::write_atomic(&prompt_file, prompt.as_bytes()).map_err(io(&prompt_file))?;
     let workspace = if let Some(w) = &task.workspace_dir {
         w.clone()
     } else {
-        let empty = staging.path().join(WORKSPACE);
+        let empty = staging.join(WORKSPACE);
         std::fs::create_dir_all(&empty).map_err(io(&empty))?;
         empty
     };
@@ -218,9 +305,9 @@ pub async fn run(
     if let Some(u) = &command.usage {
         collect.push(format!("{WORKSPACE}/{u}"));
     }
-    let job = Job {
+    Ok(Job {
         inputs,
-        script: script(&command_line, command.tools.is_some()),
+        script: script(command_line, command.tools.is_some()),
         env,
         timeout: Duration::from_secs(command.timeout_secs),
         output_limit: OUTPUT_LIMIT,
@@ -239,10 +326,11 @@ pub async fn run(
             address_space: None,
             ..JobLimits::default()
         },
-    };
-    let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
-    drop(staging);
+    })
+}
 
+/// What the agent command printed, for `agent-output.txt` (before redaction).
+fn transcript(command_line: &str, r: &JobResult) -> String {
     let mut transcript = format!(
         "$ {command_line}\n=== exit {} ({}){} ===\n=== stdout ===\n{}\n=== stderr ===\n{}\n",
         r.exit_code
@@ -259,16 +347,18 @@ pub async fn run(
             r.stdout_dropped + r.stderr_dropped
         );
     }
-    outputs.push(write_text(
-        dir,
-        "agent-output.txt",
-        &redact(&transcript, &secrets),
-    )?);
+    transcript
+}
 
-    let (reported, source) = reported_usage(&r, command.usage.as_deref());
-    let starter = starter_files(task.workspace_dir.as_deref())
-        .map_err(|e| NodeError::Infrastructure(format!("reading the starter workspace: {e}")))?;
-    let tree = r.tree.clone().unwrap_or_default();
+/// The collected workspace split into the files kept as the implementation and the ones refused
+/// (sorted by path): protected starter files left as given are neither.
+fn sort_workspace(
+    tree: &CollectedTree,
+    command: &CommandHarness,
+    task: &Task,
+    starter: &BTreeMap<String, Vec<u8>>,
+    secrets: &[(String, String)],
+) -> (Vec<(PathBuf, Vec<u8>)>, Vec<Rejection>) {
     let mut rejected: Vec<Rejection> = tree
         .refused
         .iter()
@@ -310,12 +400,24 @@ pub async fn run(
         }
     }
     rejected.sort_by(|a, b| a.path.cmp(&b.path));
+    (kept.into_iter().collect(), rejected)
+}
+
+/// How the build ended, and why when it is not completed: the run's own end first, then a
+/// workspace over the limits, empty, or left as the starter.
+fn build_outcome(
+    r: &JobResult,
+    tree: &CollectedTree,
+    command: &CommandHarness,
+    kept: &[(PathBuf, Vec<u8>)],
+    starter: &BTreeMap<String, Vec<u8>>,
+) -> (BuildOutcome, Option<String>) {
     let unchanged = !kept.is_empty()
         && kept.len() == starter.len()
         && kept
             .iter()
             .all(|(p, b)| p.to_str().and_then(|p| starter.get(p)) == Some(b));
-    let (outcome, reason) = if let Some(ended) = run_outcome(&r, command.timeout_secs) {
+    if let Some(ended) = run_outcome(r, command.timeout_secs) {
         (ended.0, Some(ended.1))
     } else if let Some(over) = &tree.overflow {
         (
@@ -336,61 +438,7 @@ pub async fn run(
         )
     } else {
         (BuildOutcome::Completed, None)
-    };
-
-    let (mut outcome, mut reason) = (outcome, reason);
-    let mut loc = 0;
-    let mut files = Vec::new();
-    if outcome == BuildOutcome::Completed {
-        let written = write_files(
-            dir,
-            kept.iter()
-                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
-        )?;
-        match written {
-            Ok(written) => {
-                outputs.extend(written);
-                for (rel, bytes) in &kept {
-                    if task.is_source(rel) {
-                        loc += answer::loc(&String::from_utf8_lossy(bytes));
-                    }
-                    files.push(rel.display().to_string());
-                }
-            }
-            Err(r) => {
-                outcome = BuildOutcome::Rejected;
-                reason = Some(format!(
-                    "the workspace holds a file that cannot be written: {} ({})",
-                    r.path, r.reason
-                ));
-                rejected.push(r);
-            }
-        }
     }
-    let mut report = BuildReport {
-        agent: None,
-        harness: Harness::Command,
-        outcome,
-        model: model.to_string(),
-        model_slug: m.model.clone(),
-        sample: *sample,
-        usage: reported.usage.unwrap_or(Usage::default()),
-        cost_usd: 0.0,
-        wall_ms: r.duration_ms,
-        latency_ms: r.duration_ms,
-        attempts: 1,
-        loc,
-        files,
-        rejected,
-        reason,
-        exit_code: r.exit_code,
-        usage_source: Some(source.to_string()),
-        reported_cost_usd: reported.cost_usd,
-        sandbox: Some(r.sandbox.clone()),
-    };
-    report.cost_usd = report.cost_at(m.price);
-    outputs.push(write_output(dir, "build.json", &report)?);
-    Ok(outputs)
 }
 
 /// The task's starter workspace, by `/`-separated relative path.

@@ -23,6 +23,7 @@ use crate::config::templates;
 use crate::config::{BuildStage, Harness};
 use crate::plan::Subject;
 use crate::provider::{CallSite, ChatRequest, Message};
+use crate::stages::outputs::{ANSWER_MD, BUILD_JSON, PROMPT_MD};
 use crate::stages::{NodeCtx, NodeError, write_output, write_text};
 
 /// Longest path a build's reason quotes; the refusals in `rejected` keep the whole path.
@@ -85,7 +86,7 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
         return agent::run(ctx, dir, m, agent, text).await;
     }
     let text = templates::render_for_run(prompt, &bctx).map_err(NodeError::Configuration)?;
-    let mut outputs = vec![write_text(dir, "prompt.md", &text)?];
+    let mut outputs = vec![write_text(dir, PROMPT_MD, &text)?];
     let request = ChatRequest {
         model: m.model.clone(),
         messages: vec![Message::user(text)],
@@ -108,7 +109,7 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
     };
     let response = response?;
     let wall_ms = t.elapsed().as_millis() as u64;
-    outputs.push(write_text(dir, "answer.md", &response.content)?);
+    outputs.push(write_text(dir, ANSWER_MD, &response.content)?);
 
     let task = ctx.task();
     let mut parsed = answer::parse(&response.content, &|rel: &Path| task.is_protected(rel));
@@ -168,7 +169,7 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
         sandbox: None,
         agent: None,
     };
-    outputs.push(write_output(dir, "build.json", &report)?);
+    outputs.push(write_output(dir, BUILD_JSON, &report)?);
     Ok(outputs)
 }
 

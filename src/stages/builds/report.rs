@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::fsutil;
 use crate::config::Harness;
+use crate::config::task::Task;
 use crate::stages::builds::answer::Rejection;
+use crate::stages::outputs::FILES_DIR;
 use crate::stages::{NodeError, io};
 use crate::vocab::{Price, Usage};
 
@@ -100,8 +102,6 @@ impl BuildReport {
 /// [`BuildReport::usage_source`] when the CLI reported no tokens.
 pub const NO_USAGE: &str = "none";
 
-pub const FILES_DIR: &str = "files";
-
 /// The agent's part of `build.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentReport {
@@ -190,6 +190,53 @@ pub fn write_files<'a>(
         }
     }
     Ok(Ok(outputs))
+}
+
+/// A build's implementation as written into `dir/files/`.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The files as node outputs (`files/...`).
+    pub outputs: Vec<PathBuf>,
+    /// Their names, for `build.json`.
+    pub files: Vec<String>,
+    /// The lines of code of the task's source files among them.
+    pub loc: usize,
+}
+
+/// Writes the files kept as a build's implementation, counting its lines of code. `Ok(Err(_))`:
+/// a file the build named cannot be written (see [`write_files`]) and the build is rejected,
+/// with this reason.
+pub fn write_implementation(
+    dir: &Path,
+    task: &Task,
+    kept: &[(PathBuf, Vec<u8>)],
+) -> Result<Result<Written, (Rejection, String)>, NodeError> {
+    let written = write_files(
+        dir,
+        kept.iter()
+            .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
+    )?;
+    let outputs = match written {
+        Ok(outputs) => outputs,
+        Err(r) => {
+            let reason = format!(
+                "the workspace holds a file that cannot be written: {} ({})",
+                r.path, r.reason
+            );
+            return Ok(Err((r, reason)));
+        }
+    };
+    let mut out = Written {
+        outputs,
+        ..Written::default()
+    };
+    for (rel, bytes) in kept {
+        if task.is_source(rel) {
+            out.loc += crate::stages::builds::answer::loc(&String::from_utf8_lossy(bytes));
+        }
+        out.files.push(rel.display().to_string());
+    }
+    Ok(Ok(out))
 }
 
 #[cfg(test)]

@@ -30,11 +30,12 @@ use crate::base::junit::{self, TestOutcome};
 use crate::config::harness::{system_prompt, tool_specs};
 use crate::config::task::{AgentTask, Task};
 use crate::config::{AgentSettings, Harness, ModelConfig};
-use crate::provider::{CallSite, ChatRequest, Message, ProviderError, ToolCall};
+use crate::provider::{CallSite, ChatRequest, ChatResponse, Message, ProviderError, ToolCall};
 use crate::sandbox::Job;
 use crate::stages::builds::report::{
-    AgentReport, BuildOutcome, BuildReport, Verification, write_files,
+    AgentReport, BuildOutcome, BuildReport, Verification, Written, write_implementation,
 };
+use crate::stages::outputs::{BUILD_JSON, PROMPT_MD, TRANSCRIPT_JSONL};
 use crate::stages::{NodeCtx, NodeError, io, write_output, write_text};
 use crate::vocab::Usage;
 
@@ -151,23 +152,8 @@ pub async fn run(
         .prefix("pipe-agent-")
         .tempdir()
         .map_err(|e| NodeError::Infrastructure(format!("agent workspace: {e}")))?;
-    let root = holder.path().join("ws");
-    let seed = |from: &Path, to: &Path| {
-        fsutil::copy_tree(from, to).map_err(|e| {
-            NodeError::Infrastructure(format!(
-                "seeding the agent workspace from {}: {e}",
-                from.display()
-            ))
-        })
-    };
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    if let Some(w) = &task.workspace_dir {
-        seed(w, &root)?;
-    }
-    if let (Some(v), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
-        seed(v, &root.join(name))?;
-    }
-    let mut outputs = vec![write_text(dir, "prompt.md", &prompt)?];
+    let root = seed_workspace(holder.path(), task, agent)?;
+    let mut outputs = vec![write_text(dir, PROMPT_MD, &prompt)?];
     let mut l = Loop {
         ctx,
         model,
@@ -190,33 +176,9 @@ pub async fn run(
     let end = l.drive(&prompt, started).await?;
     l.report.wall_secs = started.elapsed().as_secs_f64();
 
-    let (outcome, reason) = match &end {
-        End::Completed(by) => {
-            l.report.completed_by = Some((*by).to_string());
-            (BuildOutcome::Completed, None)
-        }
-        End::Stagnated => (
-            BuildOutcome::Stagnated,
-            Some(format!(
-                "the workspace did not change for {} steps",
-                settings.stagnation_steps
-            )),
-        ),
-        End::Budget(what) => {
-            l.report.budget = Some((*what).to_string());
-            (
-                BuildOutcome::Budget,
-                Some(format!(
-                    "the {what} budget ran out before a verified `done`"
-                )),
-            )
-        }
-        End::Fault(message) => (BuildOutcome::Fault, Some(message.clone())),
-    };
+    let (mut outcome, mut reason) = end_outcome(&end, settings, &mut l.report);
     // A fault leaves no implementation: the build did not finish for reasons not the model's.
-    let (mut outcome, mut reason) = (outcome, reason);
-    let mut files = Vec::new();
-    let mut loc = 0;
+    let mut written = Written::default();
     let mut rejected = Vec::new();
     if outcome != BuildOutcome::Fault {
         let mut kept = Vec::new();
@@ -224,37 +186,22 @@ pub async fn run(
             let bytes = std::fs::read(l.ws.root.join(&rel)).map_err(io(&rel))?;
             kept.push((rel, bytes));
         }
-        let written = write_files(
-            dir,
-            kept.iter()
-                .map(|(rel, bytes)| (rel.as_path(), bytes.as_slice())),
-        )?;
-        match written {
-            Ok(written) => {
-                outputs.extend(written);
-                for (rel, bytes) in &kept {
-                    if task.is_source(rel) {
-                        loc += crate::stages::builds::answer::loc(&String::from_utf8_lossy(bytes));
-                    }
-                    files.push(rel.display().to_string());
-                }
-            }
-            Err(r) => {
+        match write_implementation(dir, task, &kept)? {
+            Ok(w) => written = w,
+            Err((r, why)) => {
                 outcome = BuildOutcome::Rejected;
-                reason = Some(format!(
-                    "the workspace holds a file that cannot be written: {} ({})",
-                    r.path, r.reason
-                ));
+                reason = Some(why);
                 rejected.push(r);
             }
         }
     }
+    outputs.extend(written.outputs);
     let mut jsonl = String::new();
     for e in &l.transcript {
         jsonl.push_str(&serde_json::to_string(e).expect("entries serialise"));
         jsonl.push('\n');
     }
-    outputs.push(write_text(dir, "transcript.jsonl", &jsonl)?);
+    outputs.push(write_text(dir, TRANSCRIPT_JSONL, &jsonl)?);
     let wall_ms = started.elapsed().as_millis() as u64;
     let report = BuildReport {
         exit_code: None,
@@ -274,14 +221,68 @@ pub async fn run(
         wall_ms,
         latency_ms: l.latency_ms,
         attempts: l.attempts,
-        loc,
-        files,
+        loc: written.loc,
+        files: written.files,
         rejected,
         reason,
         agent: Some(l.report),
     };
-    outputs.push(write_output(dir, "build.json", &report)?);
+    outputs.push(write_output(dir, BUILD_JSON, &report)?);
     Ok(outputs)
+}
+
+/// The agent's workspace under `holder`: the task's starter files, and its visible tests under
+/// their name.
+fn seed_workspace(holder: &Path, task: &Task, agent: &AgentTask) -> Result<PathBuf, NodeError> {
+    let root = holder.join("ws");
+    let seed = |from: &Path, to: &Path| {
+        fsutil::copy_tree(from, to).map_err(|e| {
+            NodeError::Infrastructure(format!(
+                "seeding the agent workspace from {}: {e}",
+                from.display()
+            ))
+        })
+    };
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    if let Some(w) = &task.workspace_dir {
+        seed(w, &root)?;
+    }
+    if let (Some(v), Some(name)) = (&agent.visible_dir, &agent.visible_name) {
+        seed(v, &root.join(name))?;
+    }
+    Ok(root)
+}
+
+/// The build's outcome for how the loop ended, and why when it is not completed; notes in the
+/// agent's report what completed it or which budget ran out.
+fn end_outcome(
+    end: &End,
+    settings: &AgentSettings,
+    report: &mut AgentReport,
+) -> (BuildOutcome, Option<String>) {
+    match end {
+        End::Completed(by) => {
+            report.completed_by = Some((*by).to_string());
+            (BuildOutcome::Completed, None)
+        }
+        End::Stagnated => (
+            BuildOutcome::Stagnated,
+            Some(format!(
+                "the workspace did not change for {} steps",
+                settings.stagnation_steps
+            )),
+        ),
+        End::Budget(what) => {
+            report.budget = Some((*what).to_string());
+            (
+                BuildOutcome::Budget,
+                Some(format!(
+                    "the {what} budget ran out before a verified `done`"
+                )),
+            )
+        }
+        End::Fault(message) => (BuildOutcome::Fault, Some(message.clone())),
+    }
 }
 
 impl Loop<'_> {
@@ -312,8 +313,6 @@ impl Loop<'_> {
 
     async fn drive(&mut self, prompt: &str, started: Instant) -> Result<End, NodeError> {
         let system = system_prompt(self.ctx.task(), self.agent, self.settings);
-        let tools = tool_specs();
-        let wall = Duration::from_secs(self.settings.wall_secs);
         let mut stagnation = Stagnation::new(self.ws.fingerprint(), self.settings.stagnation_steps);
         loop {
             self.pass += 1;
@@ -332,109 +331,9 @@ impl Loop<'_> {
                 )
             };
             self.message(&mut messages, Message::user(user));
-            // One pass: call, execute, repeat.
-            let pass_end = loop {
-                if self.step >= self.settings.max_steps {
-                    break PassEnd::Stop(End::Budget("steps"), "steps");
-                }
-                let Some(remaining) = wall.checked_sub(started.elapsed()) else {
-                    break PassEnd::Stop(End::Budget("wall"), "wall");
-                };
-                let request = ChatRequest {
-                    model: self.model.model.clone(),
-                    messages: messages.clone(),
-                    sampling: self.model.sampling.clone(),
-                    json_schema: None,
-                    tools: tools.clone(),
-                };
-                let site = CallSite {
-                    stage: self.ctx.node.stage.clone(),
-                    model: self.model.id.clone(),
-                    subject: self.ctx.node.subject.call_subject().unwrap_or_default(),
-                    turn: self.step as usize,
-                };
-                let notify = self.ctx.notify();
-                let call = self.ctx.services.providers.chat(
-                    &self.model.provider,
-                    &site,
-                    &request,
-                    &notify,
-                );
-                let response = tokio::select! {
-                    r = tokio::time::timeout(remaining, call) => r,
-                    () = self.ctx.cancel.cancelled() => return Err(NodeError::Cancelled),
-                };
-                let Ok(response) = response else {
-                    break PassEnd::Stop(End::Budget("wall"), "wall");
-                };
-                let response = match response {
-                    Ok(r) => r,
-                    Err(ProviderError::Infrastructure { usage, message, .. }) => {
-                        self.usage.add(usage);
-                        let text =
-                            format!("the endpoint failed at step {}: {message}", self.step + 1);
-                        self.event(text.clone());
-                        break PassEnd::Stop(End::Fault(text), "fault");
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                self.step += 1;
-                self.report.steps = self.step;
-                self.usage.add(response.usage);
-                self.latency_ms += response.latency_ms;
-                self.attempts += response.attempts;
-                let assistant =
-                    Message::assistant_calls(response.content.clone(), response.tool_calls.clone());
-                self.transcript.push(Entry::Message {
-                    pass: self.pass,
-                    step: Some(self.step),
-                    message: assistant.clone(),
-                    usage: Some(response.usage),
-                    latency_ms: Some(response.latency_ms),
-                    finish_reason: response.finish_reason.clone(),
-                });
-                messages.push(assistant);
-                let mut completed = false;
-                if response.tool_calls.is_empty() {
-                    self.message(
-                        &mut messages,
-                        Message::user(
-                            "No tool was called. Continue through the tools; call `done` when the visible tests pass.",
-                        ),
-                    );
-                }
-                for call in &response.tool_calls {
-                    if completed {
-                        // The build is over; later calls of the same turn are not executed.
-                        self.tool_result(
-                            &mut messages,
-                            call,
-                            "not run: the build is complete".into(),
-                            false,
-                            0,
-                        );
-                        continue;
-                    }
-                    let t = Instant::now();
-                    let (text, refused, done) = self.execute(call).await?;
-                    let ms = t.elapsed().as_millis() as u64;
-                    self.tool_result(&mut messages, call, text, refused, ms);
-                    if done {
-                        completed = true;
-                    }
-                }
-                if completed {
-                    break PassEnd::Stop(End::Completed("done"), "done");
-                }
-                if stagnation.step(self.ws.fingerprint()) {
-                    break PassEnd::Stop(End::Stagnated, "stagnated");
-                }
-                let context = context_tokens(response.usage, &messages);
-                self.report.context_peak = self.report.context_peak.max(context);
-                if context >= self.settings.max_context_tokens {
-                    break PassEnd::Context;
-                }
-            };
+            let pass_end = self
+                .one_pass(&mut messages, started, &mut stagnation)
+                .await?;
             // The end-of-pass probe: a pass that changed the workspace but ran out of context or
             // steps without a verified `done` is verified now; passing completes the build.
             let probe = matches!(
@@ -464,6 +363,141 @@ impl Loop<'_> {
                 PassEnd::Context => {}
             }
         }
+    }
+
+    /// One pass: call the model, execute its tool calls, repeat until a budget, `done`,
+    /// stagnation or a full context ends it.
+    async fn one_pass(
+        &mut self,
+        messages: &mut Vec<Message>,
+        started: Instant,
+        stagnation: &mut Stagnation,
+    ) -> Result<PassEnd, NodeError> {
+        let wall = Duration::from_secs(self.settings.wall_secs);
+        loop {
+            if self.step >= self.settings.max_steps {
+                return Ok(PassEnd::Stop(End::Budget("steps"), "steps"));
+            }
+            let Some(remaining) = wall.checked_sub(started.elapsed()) else {
+                return Ok(PassEnd::Stop(End::Budget("wall"), "wall"));
+            };
+            let response = match self.call(messages, remaining).await? {
+                Ok(r) => r,
+                Err(end) => return Ok(end),
+            };
+            if self.run_tools(messages, &response.tool_calls).await? {
+                return Ok(PassEnd::Stop(End::Completed("done"), "done"));
+            }
+            if stagnation.step(self.ws.fingerprint()) {
+                return Ok(PassEnd::Stop(End::Stagnated, "stagnated"));
+            }
+            let context = context_tokens(response.usage, messages);
+            self.report.context_peak = self.report.context_peak.max(context);
+            if context >= self.settings.max_context_tokens {
+                return Ok(PassEnd::Context);
+            }
+        }
+    }
+
+    /// One step's model call within `remaining` of the wall budget, its answer added to the
+    /// conversation; `Err` the end of the pass when the wall budget or the endpoint fails.
+    async fn call(
+        &mut self,
+        messages: &mut Vec<Message>,
+        remaining: Duration,
+    ) -> Result<Result<ChatResponse, PassEnd>, NodeError> {
+        let request = ChatRequest {
+            model: self.model.model.clone(),
+            messages: messages.clone(),
+            sampling: self.model.sampling.clone(),
+            json_schema: None,
+            tools: tool_specs(),
+        };
+        let site = CallSite {
+            stage: self.ctx.node.stage.clone(),
+            model: self.model.id.clone(),
+            subject: self.ctx.node.subject.call_subject().unwrap_or_default(),
+            turn: self.step as usize,
+        };
+        let notify = self.ctx.notify();
+        let call = self
+            .ctx
+            .services
+            .providers
+            .chat(&self.model.provider, &site, &request, &notify);
+        let response = tokio::select! {
+            r = tokio::time::timeout(remaining, call) => r,
+            () = self.ctx.cancel.cancelled() => return Err(NodeError::Cancelled),
+        };
+        let Ok(response) = response else {
+            return Ok(Err(PassEnd::Stop(End::Budget("wall"), "wall")));
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(ProviderError::Infrastructure { usage, message, .. }) => {
+                self.usage.add(usage);
+                let text = format!("the endpoint failed at step {}: {message}", self.step + 1);
+                self.event(text.clone());
+                return Ok(Err(PassEnd::Stop(End::Fault(text), "fault")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.step += 1;
+        self.report.steps = self.step;
+        self.usage.add(response.usage);
+        self.latency_ms += response.latency_ms;
+        self.attempts += response.attempts;
+        let assistant =
+            Message::assistant_calls(response.content.clone(), response.tool_calls.clone());
+        self.transcript.push(Entry::Message {
+            pass: self.pass,
+            step: Some(self.step),
+            message: assistant.clone(),
+            usage: Some(response.usage),
+            latency_ms: Some(response.latency_ms),
+            finish_reason: response.finish_reason.clone(),
+        });
+        messages.push(assistant);
+        Ok(Ok(response))
+    }
+
+    /// Executes a step's tool calls in order, each result added to the conversation; true when
+    /// one of them completed the build (later calls are then not run).
+    async fn run_tools(
+        &mut self,
+        messages: &mut Vec<Message>,
+        calls: &[ToolCall],
+    ) -> Result<bool, NodeError> {
+        let mut completed = false;
+        if calls.is_empty() {
+            self.message(
+                messages,
+                Message::user(
+                    "No tool was called. Continue through the tools; call `done` when the visible tests pass.",
+                ),
+            );
+        }
+        for call in calls {
+            if completed {
+                // The build is over; later calls of the same turn are not executed.
+                self.tool_result(
+                    messages,
+                    call,
+                    "not run: the build is complete".into(),
+                    false,
+                    0,
+                );
+                continue;
+            }
+            let t = Instant::now();
+            let (text, refused, done) = self.execute(call).await?;
+            let ms = t.elapsed().as_millis() as u64;
+            self.tool_result(messages, call, text, refused, ms);
+            if done {
+                completed = true;
+            }
+        }
+        Ok(completed)
     }
 
     fn tool_result(

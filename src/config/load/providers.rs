@@ -1,0 +1,187 @@
+//! `[providers.NAME]`: openai endpoints and replay recordings.
+
+use std::collections::BTreeMap;
+
+use super::ctx::{Loader, root};
+use crate::base::diag::did_you_mean;
+use crate::config::check::{kind_of, section};
+use crate::config::raw::RawProvider;
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::source::KeyPath;
+
+/// Default first backoff ceiling of an openai provider, in milliseconds.
+pub const DEFAULT_RETRY_BASE_MS: u64 = 1000;
+
+/// Default longest backoff of an openai provider, in milliseconds.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
+
+impl Loader<'_> {
+    pub(super) fn providers(&mut self) -> BTreeMap<String, ProviderConfig> {
+        let mut out = BTreeMap::new();
+        let at = root().key("providers");
+        let Some(value) = self.doc.get(&at) else {
+            return out;
+        };
+        let Some(map) = value.as_object() else {
+            let msg = format!(
+                "[providers] must be a table of named providers, found {}",
+                kind_of(value)
+            );
+            self.err(&at, msg);
+            return out;
+        };
+        for name in map.keys() {
+            let p = at.key(name);
+            let Some(raw) = section::<RawProvider>(
+                self.doc,
+                &p,
+                &format!("provider `{name}`"),
+                &mut self.diags,
+            ) else {
+                continue;
+            };
+            let kind = match raw.kind.as_str() {
+                "openai" => {
+                    let Some(base_url) = raw.base_url.clone() else {
+                        self.err(
+                            &p,
+                            format!("provider `{name}` of kind openai needs `base_url`"),
+                        )
+                        .help = Some("e.g. base_url = \"https://openrouter.ai/api/v1\"".into());
+                        continue;
+                    };
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                        self.err(
+                            &p.key("base_url"),
+                            format!("base_url `{base_url}` is not an http(s) URL"),
+                        );
+                    }
+                    if let Some(var) = &raw.api_key_env {
+                        self.check_key_var(&p.key("api_key_env"), var);
+                    }
+                    for (key, set) in [
+                        ("delay_ms", raw.delay_ms.is_some()),
+                        ("delay_jitter_ms", raw.delay_jitter_ms.is_some()),
+                    ] {
+                        if set {
+                            self.err(&p.key(key), format!("`{key}` is for replay providers"))
+                                .help = Some("an openai provider's latency is the endpoint's own: remove the key".into());
+                        }
+                    }
+                    let (retry_base_ms, retry_max_ms) = self.retry_backoff(&p, &raw);
+                    self.timeout(&p.key("timeout_secs"), raw.timeout_secs, "one model call");
+                    ProviderKind::OpenAi {
+                        base_url,
+                        api_key_env: raw.api_key_env.clone(),
+                        timeout_secs: raw.timeout_secs.unwrap_or(600),
+                        max_retries: raw.max_retries.unwrap_or(5),
+                        retry_base_ms,
+                        retry_max_ms,
+                    }
+                }
+                "replay" => {
+                    let Some(rel) = raw.recordings.clone() else {
+                        self.err(&p, format!("provider `{name}` of kind replay needs `recordings`")).help =
+                            Some("the directory a `pipe run --record DIR` wrote, relative to the pipeline file".into());
+                        continue;
+                    };
+                    let dir = self.dir.join(&rel);
+                    if !dir.is_dir() {
+                        self.err(
+                            &p.key("recordings"),
+                            format!("recordings directory `{rel}` not found"),
+                        );
+                    }
+                    let delay_ms = raw.delay_ms.unwrap_or(0);
+                    let jitter_ms = raw.delay_jitter_ms.unwrap_or(0);
+                    if jitter_ms > delay_ms {
+                        self.err(
+                            &p.key("delay_jitter_ms"),
+                            format!(
+                                "delay_jitter_ms {jitter_ms} is larger than delay_ms {delay_ms}"
+                            ),
+                        )
+                        .help =
+                            Some("a latency of delay_ms +- delay_jitter_ms must stay >= 0".into());
+                    }
+                    ProviderKind::Replay {
+                        recordings: dir,
+                        delay_ms,
+                        jitter_ms,
+                    }
+                }
+                other => {
+                    let help = did_you_mean(other, ["openai", "replay"]);
+                    self.err(&p.key("kind"), format!("unknown provider kind `{other}`"))
+                        .help = help;
+                    continue;
+                }
+            };
+            if raw.max_concurrency == Some(0) {
+                self.err(
+                    &p.key("max_concurrency"),
+                    "max_concurrency must be at least 1",
+                );
+            }
+            out.insert(
+                name.clone(),
+                ProviderConfig {
+                    name: name.clone(),
+                    kind,
+                    max_concurrency: raw.max_concurrency.unwrap_or(4).max(1) as usize,
+                },
+            );
+        }
+        out
+    }
+
+    /// `retry_base_ms` and `retry_max_ms` of an openai provider, defaults filled in: both at
+    /// least 1, and the base no longer than the cap.
+    pub(super) fn retry_backoff(&mut self, p: &KeyPath, raw: &RawProvider) -> (u64, u64) {
+        let base = raw.retry_base_ms.unwrap_or(DEFAULT_RETRY_BASE_MS);
+        let max = raw.retry_max_ms.unwrap_or(DEFAULT_RETRY_MAX_MS);
+        let mut ok = true;
+        for (key, value) in [("retry_base_ms", base), ("retry_max_ms", max)] {
+            if value == 0 {
+                self.err(&p.key(key), format!("{key} must be at least 1"))
+                    .help =
+                    Some("a wait in milliseconds; leave the key out for the default".into());
+                ok = false;
+            }
+        }
+        if ok && base > max {
+            // Point at whichever of the two the file sets (the base when it sets both).
+            let (key, message) = match (raw.retry_base_ms, raw.retry_max_ms) {
+                (_, None) => (
+                    "retry_base_ms",
+                    format!("retry_base_ms {base} exceeds retry_max_ms ({max}, the default)"),
+                ),
+                (None, Some(_)) => (
+                    "retry_max_ms",
+                    format!("retry_max_ms {max} is below retry_base_ms ({base}, the default)"),
+                ),
+                (Some(_), Some(_)) => (
+                    "retry_base_ms",
+                    format!("retry_base_ms {base} exceeds retry_max_ms {max}"),
+                ),
+            };
+            self.err(&p.key(key), message).help = Some(
+                "the first backoff (retry_base_ms) must not be longer than the longest (retry_max_ms)"
+                    .into(),
+            );
+        }
+        (base, max)
+    }
+
+    pub(super) fn check_key_var(&mut self, at: &KeyPath, var: &str) {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            return;
+        }
+        let message = format!("the API key variable `{var}` is not set");
+        let help = format!(
+            "export {var}=... before `pipe run` (the key is read from the environment only)"
+        );
+        let d = self.missing_var(at, message);
+        self.diags.push(d.help(help));
+    }
+}
