@@ -158,7 +158,7 @@ pub async fn run(args: &[PathBuf], jobs: usize, json: bool, choice: SandboxChoic
             continue;
         }
         // No pipeline file here: `unisolated` is the only way to run without isolation.
-        match crate::cli::select_sandbox(choice, false, &task.image, "check-task").await {
+        match crate::cli::sandbox::select_sandbox(choice, false, &task.image, "check-task").await {
             Some(s) => {
                 sandboxes.insert(task.image.clone(), s);
             }

@@ -1,0 +1,198 @@
+//! `pipe run`: the argument checks (`--force` must name a stage), then the round run to its end
+//! or to a signal, and its summary.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::base::diag::{Diag, render_all};
+use crate::base::interrupt::Interrupt;
+use crate::cli::args::RunArgs;
+use crate::cli::common::{cwd, load};
+use crate::cli::exit::{self, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::cli::sandbox::select_sandbox;
+use crate::config::Pipeline;
+use crate::config::load::Purpose;
+use crate::exec::{self, Outcome, RunOptions, Summary};
+use crate::plan::Plan;
+use crate::provider::Providers;
+use crate::stages::Services;
+use crate::store::RoundStore;
+
+/// Nodes in flight by default: enough to keep a round's model calls overlapping; the providers
+/// and the sandbox bound their own share.
+const DEFAULT_JOBS: usize = 16;
+
+/// `pipe run`: loads the pipeline, applies `--sandbox`, checks `--force`, and runs the round.
+pub async fn run(args: RunArgs) -> i32 {
+    let Some(mut p) = load(&args.pipeline, Purpose::Run, args.json) else {
+        return EXIT_INVALID;
+    };
+    if let Some(s) = args.sandbox {
+        p.round.sandbox = s;
+    }
+    if let Err(code) = check_force(&p, &args.pipeline, &args.force) {
+        return code;
+    }
+    execute(p, args).await
+}
+
+/// Every `--force` names a stage of the pipeline; an unknown one is printed with the closest name.
+fn check_force(p: &Pipeline, pipeline: &Path, force: &[String]) -> Result<(), i32> {
+    for f in force {
+        if p.stage(f).is_none() {
+            let d = Diag::error(pipeline, format!("--force names unknown stage `{f}`")).help_opt(
+                crate::base::diag::did_you_mean(f, p.stages.iter().map(|s| s.name.as_str())),
+            );
+            eprint!("{}", render_all(&[d], &cwd()));
+            return Err(EXIT_INVALID);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the checked round: lock, sweep, sandbox, scheduler, then the summary and the exit code.
+async fn execute(p: Pipeline, args: RunArgs) -> i32 {
+    let RunArgs {
+        out,
+        jobs,
+        force,
+        record,
+        strict,
+        json,
+        verbose,
+        ..
+    } = args;
+    let out: &Path = &out;
+    // Signals are caught from here on: a stop before the first node leaves nothing half done.
+    let cancel = CancellationToken::new();
+    let interrupt = Interrupt::listen(cancel.clone());
+    let store = RoundStore::new(out, &p.round.id);
+    let lock = match store.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if let Err(e) = store.sweep() {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    let _log = exec::log::open(&store.root);
+    let plan = Arc::new(Plan::build(&p));
+    if verbose {
+        for n in plan.nodes() {
+            eprintln!("key {} {}", n.key, n.id);
+        }
+    }
+    let round_id = p.round.id.clone();
+    let Some(sandbox) = select_sandbox(
+        p.round.sandbox,
+        p.round.unisolated_fallback,
+        &p.task(None).image,
+        &round_id,
+    )
+    .await
+    else {
+        return EXIT_INVALID;
+    };
+    let sandbox_label = sandbox.label();
+    let providers = Arc::new(Providers::new(&p, strict, record));
+    let quiet = json && !std::io::stderr().is_terminal();
+    let services = Arc::new(Services {
+        pipeline: Arc::new(p),
+        providers,
+        sandbox: Arc::new(sandbox),
+        progress: None,
+        quiet,
+    });
+    let opts = RunOptions {
+        jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
+        force: force.into_iter().collect::<BTreeSet<_>>(),
+        cancel_deadline: Duration::from_secs(10),
+    };
+    let store = Arc::new(store);
+    let result = exec::run(
+        plan,
+        store.clone(),
+        services.clone(),
+        &opts,
+        cancel,
+        &round_id,
+    )
+    .await;
+    // No job runs any more: whatever container an interrupted job could not remove goes now.
+    if let Err(e) = services.sandbox.release().await {
+        eprintln!("warning: cannot remove this run's sandbox containers: {e}");
+    }
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if let Err(e) = store.finished() {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    drop(lock);
+    print_summary(&summary, sandbox_label, json);
+    if summary.interrupted {
+        eprintln!(
+            "stopped by {}: finished nodes are saved; run again to resume",
+            interrupt.describe()
+        );
+        exit::interrupted(&interrupt)
+    } else if summary.failed > 0 || summary.skipped > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The run's summary: one JSON object on stdout, or counts, failed nodes and the report on stderr.
+fn print_summary(summary: &Summary, sandbox_label: &str, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
+                "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
+                "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
+                "sandbox": sandbox_label, "nodes": summary.nodes,
+            })
+        );
+    } else {
+        eprintln!(
+            "{}: {} executed, {} cached, {} failed, {} skipped in {:.1}s",
+            summary.round,
+            summary.executed,
+            summary.cached,
+            summary.failed,
+            summary.skipped,
+            summary.wall_ms as f64 / 1000.0
+        );
+        for n in summary
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.outcome, Outcome::Failed | Outcome::Skipped))
+        {
+            eprintln!(
+                "  {:?} {}: {}",
+                n.outcome,
+                n.id,
+                n.reason.as_deref().unwrap_or("")
+            );
+        }
+        let report = summary.round_dir.join("report.md");
+        if report.exists() {
+            eprintln!("report: {}", report.display());
+        }
+    }
+}
