@@ -190,7 +190,9 @@ fn print_summary(summary: &Summary, sandbox_label: &str, json: bool) {
                 n.reason.as_deref().unwrap_or("")
             );
         }
-        let report = summary.round_dir.join("report.md");
+        let report = summary
+            .round_dir
+            .join(crate::report::Format::Markdown.file_name());
         if report.exists() {
             eprintln!("report: {}", report.display());
         }

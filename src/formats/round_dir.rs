@@ -16,7 +16,7 @@ pub fn write_round(dir: &Path, data: &RoundData) -> Result<(), ImportError> {
     fsutil::write_json(&p, data).map_err(write_err(&p))?;
     let p = dir.join(AGGREGATE_JSON);
     fsutil::write_json(&p, &agg).map_err(write_err(&p))?;
-    let p = dir.join("report.md");
+    let p = dir.join(crate::report::Format::Markdown.file_name());
     let md = crate::report::render(crate::report::Format::Markdown, data, &agg);
     fsutil::write_atomic(&p, &md).map_err(write_err(&p))?;
     Ok(())

@@ -585,6 +585,16 @@ mod tests {
         insta::assert_yaml_snapshot!(all);
     }
 
+    /// Every key of the shipped offline round (its replayed recordings and the atomic-write
+    /// task included), node by node: a change to any of them is a reviewed change of this
+    /// snapshot. The inputs of each kind are pinned by the mini round's snapshot above.
+    #[test]
+    fn the_keys_of_the_offline_round() {
+        let offline =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/atomic-write-offline.toml");
+        insta::assert_yaml_snapshot!(keys(&Plan::build(&load_file(&offline))));
+    }
+
     /// Single-shot, command and agent builds (the agent fixture's builds run a command, the
     /// offline round's `echo` builds as an agent): every field their keys hash is named.
     #[test]
