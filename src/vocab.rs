@@ -62,3 +62,9 @@ impl Price {
             / 1_000_000.0
     }
 }
+
+/// For `skip_serializing_if`: a count that is zero is left out.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+pub fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

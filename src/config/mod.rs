@@ -149,6 +149,12 @@ pub enum ProviderKind {
         /// retry_base_ms * 2^(n-1))` (full jitter); a `Retry-After` header overrides it.
         retry_base_ms: u64,
         retry_max_ms: u64,
+        /// How long calls wait out an endpoint that refuses connections (one probe at a time,
+        /// no retry spent) before giving up; 0 treats a refused connection as any failure.
+        outage_secs: u64,
+        /// Fixed headers sent with every request (attribution headers some routers ask for);
+        /// never a secret: those come from the environment.
+        headers: std::collections::BTreeMap<String, String>,
     },
     Replay {
         recordings: PathBuf,

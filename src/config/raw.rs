@@ -49,8 +49,12 @@ pub struct RawProvider {
     pub max_retries: Option<u32>,
     /// First backoff ceiling between retries, in milliseconds (doubles per retry).
     pub retry_base_ms: Option<u64>,
-    /// Longest backoff wait between retries, in milliseconds.
+    /// Longest backoff wait between retries, in milliseconds (also caps an endpoint's hint).
     pub retry_max_ms: Option<u64>,
+    /// How long calls wait out an endpoint that refuses connections, in seconds.
+    pub outage_secs: Option<u64>,
+    /// Fixed headers sent with every request.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
     /// Replay: the recordings directory, relative to the pipeline file.
     pub recordings: Option<String>,
     /// Replay: simulated latency per answer, in milliseconds (for benchmarks and demos).

@@ -164,6 +164,10 @@ pub struct ChatResponse {
     /// Why the model stopped (`stop`, `tool_calls`, `length`), when the endpoint says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Time the call spent throttled: waiting after a 429, or queued behind a lowered
+    /// concurrency limit, in milliseconds.
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
 }
 
 /// Why a call produced no answer.

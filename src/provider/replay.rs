@@ -61,6 +61,9 @@ pub struct Turn {
     pub tool_calls: Vec<RecordedCall>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Time the live call spent throttled (replayed as it was, so the report reads the same).
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
 }
 
 /// A tool call as a recording keeps it: the arguments as data rather than a JSON text.
@@ -234,6 +237,7 @@ impl ReplayProvider {
             attempts: 1,
             tool_calls: turn.tool_calls.iter().map(RecordedCall::to_call).collect(),
             finish_reason: turn.finish_reason.clone(),
+            throttled_ms: turn.throttled_ms,
         })
     }
 }
@@ -286,6 +290,7 @@ impl Recorder {
                 .map(RecordedCall::from_call)
                 .collect(),
             finish_reason: response.finish_reason.clone(),
+            throttled_ms: response.throttled_ms,
         });
         let text = serde_yaml::to_string(&ex).map_err(std::io::Error::other)?;
         fsutil::write_atomic(&path, text.as_bytes())
@@ -358,6 +363,7 @@ mod tests {
             attempts: 1,
             tool_calls: Vec::new(),
             finish_reason: None,
+            throttled_ms: 0,
         };
         let err = rec.record(&site(0), &req("hello"), &resp).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
@@ -384,10 +390,12 @@ mod tests {
             attempts: 1,
             tool_calls: Vec::new(),
             finish_reason: None,
+            throttled_ms: 1200,
         };
         rec.record(&site(0), &req("hello"), &resp).unwrap();
         let text = std::fs::read_to_string(dir.path().join("judge/alpha/bravo-1.yaml")).unwrap();
         assert!(text.contains("answer: |"), "readable block scalar: {text}");
+        assert!(text.contains("throttled_ms: 1200"), "{text}");
 
         let notes = std::sync::Mutex::new(Vec::new());
         let notify = |m: &str| notes.lock().unwrap().push(m.to_string());
@@ -427,6 +435,7 @@ mod tests {
             attempts: 1,
             tool_calls: calls.clone(),
             finish_reason: Some("tool_calls".into()),
+            throttled_ms: 0,
         };
         rec.record(&site(0), &req("go"), &resp).unwrap();
         let text = std::fs::read_to_string(dir.path().join("judge/alpha/bravo-1.yaml")).unwrap();

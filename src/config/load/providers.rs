@@ -12,6 +12,23 @@ use crate::source::KeyPath;
 /// Default first backoff ceiling of an openai provider, in milliseconds.
 pub const DEFAULT_RETRY_BASE_MS: u64 = 1000;
 
+/// Default tolerance of an outage (an endpoint refusing connections), in seconds.
+pub const DEFAULT_OUTAGE_SECS: u64 = 600;
+
+/// Headers a provider may not fix: pipe sets them itself, or they carry credentials (which come
+/// from the environment only, through `api_key_env`).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+];
+
 /// Default longest backoff of an openai provider, in milliseconds.
 pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
 
@@ -59,6 +76,7 @@ impl Loader<'_> {
                     if let Some(var) = &raw.api_key_env {
                         self.check_key_var(&p.key("api_key_env"), var);
                     }
+                    let headers = self.fixed_headers(&p.key("headers"), raw.headers.as_ref());
                     for (key, set) in [
                         ("delay_ms", raw.delay_ms.is_some()),
                         ("delay_jitter_ms", raw.delay_jitter_ms.is_some()),
@@ -77,6 +95,8 @@ impl Loader<'_> {
                         max_retries: raw.max_retries.unwrap_or(5),
                         retry_base_ms,
                         retry_max_ms,
+                        outage_secs: raw.outage_secs.unwrap_or(DEFAULT_OUTAGE_SECS),
+                        headers,
                     }
                 }
                 "replay" => {
@@ -91,6 +111,16 @@ impl Loader<'_> {
                             &p.key("recordings"),
                             format!("recordings directory `{rel}` not found"),
                         );
+                    }
+                    for (key, set) in [
+                        ("outage_secs", raw.outage_secs.is_some()),
+                        ("headers", raw.headers.is_some()),
+                    ] {
+                        if set {
+                            self.err(&p.key(key), format!("`{key}` is for openai providers"))
+                                .help =
+                                Some("a replay provider calls no endpoint: remove the key".into());
+                        }
                     }
                     let delay_ms = raw.delay_ms.unwrap_or(0);
                     let jitter_ms = raw.delay_jitter_ms.unwrap_or(0);
@@ -171,6 +201,54 @@ impl Loader<'_> {
             );
         }
         (base, max)
+    }
+
+    /// A provider's fixed headers: valid HTTP names and values, none that pipe sets itself,
+    /// and none that looks like a credential (a secret in a pipeline file would end up in git).
+    fn fixed_headers(
+        &mut self,
+        at: &KeyPath,
+        headers: Option<&BTreeMap<String, String>>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, value) in headers.into_iter().flatten() {
+            let here = at.key(name);
+            let lower = name.to_ascii_lowercase();
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.err(&here, format!("`{name}` is not a valid HTTP header name"))
+                    .help = Some("letters, digits and `-`, e.g. \"X-Title\"".into());
+                continue;
+            }
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                self.err(&here, format!("header `{name}` is set by pipe"))
+                    .help = Some(
+                    "pipe sends its own User-Agent, content headers and the key from api_key_env: remove it"
+                        .into(),
+                );
+                continue;
+            }
+            if ["key", "token", "secret", "auth", "password"]
+                .iter()
+                .any(|w| lower.contains(w))
+            {
+                self.err(&here, format!("header `{name}` looks like a credential"))
+                    .help = Some(
+                    "secrets come from the environment only: put the key in a variable and name it in api_key_env"
+                        .into(),
+                );
+                continue;
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                self.err(
+                    &here,
+                    format!("the value of header `{name}` is not a valid HTTP header value"),
+                )
+                .help = Some("one line of visible ASCII characters".into());
+                continue;
+            }
+            out.insert(name.clone(), value.clone());
+        }
+        out
     }
 
     pub(super) fn check_key_var(&mut self, at: &KeyPath, var: &str) {
