@@ -43,6 +43,20 @@ pub enum FailureKind {
     Infrastructure,
     Configuration,
     Internal,
+    /// Not a failure: a spending cap kept the node from calling its model.
+    Budget,
+}
+
+impl FailureKind {
+    /// The label reports and messages put before the failure's message.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Infrastructure => "infrastructure",
+            Self::Configuration => "configuration",
+            Self::Internal => "internal error",
+            Self::Budget => "skipped (budget)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 
@@ -25,6 +26,10 @@ const BOB_MARKER: &str = "Sum of a and b.";
 #[derive(Default)]
 struct Endpoint {
     recovered: AtomicBool,
+    /// The next build request gets a 429 asking for a 300 ms wait.
+    throttle_build: AtomicBool,
+    /// Every build request gets a 503.
+    fail_builds: AtomicBool,
     /// `(kind, turn)` per request: `build`, `judge-bob` (bob's own implementation), `judge-ann`.
     seen: Mutex<Vec<(String, usize)>>,
 }
@@ -45,7 +50,7 @@ fn completion(content: &str) -> Json<Value> {
 async fn chat(
     State(endpoint): State<Arc<Endpoint>>,
     Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
+) -> axum::response::Response {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let first = messages
         .first()
@@ -64,7 +69,22 @@ async fn chat(
         "unknown"
     };
     endpoint.seen.lock().unwrap().push((kind.to_string(), turn));
-    match kind {
+    if kind == "build" && endpoint.throttle_build.swap(false, Ordering::SeqCst) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after-ms", "300")],
+            Json(json!({ "error": { "message": "rate limited" } })),
+        )
+            .into_response();
+    }
+    if kind == "build" && endpoint.fail_builds.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": { "message": "upstream overloaded" } })),
+        )
+            .into_response();
+    }
+    let answer: (StatusCode, Json<Value>) = match kind {
         "build" => (
             StatusCode::OK,
             completion(&format!(
@@ -89,7 +109,8 @@ async fn chat(
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": { "message": "unexpected prompt" } })),
         ),
-    }
+    };
+    answer.into_response()
 }
 
 /// Starts the endpoint on 127.0.0.1 in a thread of its own (the test itself is synchronous);
@@ -279,6 +300,15 @@ fn the_report_labels_the_hole_as_infrastructure(round: &Path) {
     assert!(row.contains("(dropout: invalid answer"), "{row}");
     assert!(report.contains("## Infrastructure problems"), "{report}");
     assert!(report.contains("judge:bob->ann#1"), "{report}");
+    // One label per failure.
+    assert!(
+        !report.contains("infrastructure: infrastructure"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`judge:bob->ann#1` (infrastructure): endpoint failed after 3 attempt(s)"),
+        "{report}"
+    );
 }
 
 /// `pipe status` names the failed node and why; what follows it waits to be redone.
@@ -331,4 +361,90 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A 429 with a wait hint on bob's build: the build waits as told and succeeds, and the report
+/// and the run log say how long bob was throttled.
+#[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs bubblewrap that can make namespaces (the gate's local sandbox): apt install bubblewrap"
+)]
+fn a_throttled_model_is_timed_in_the_report_and_the_log() {
+    let (endpoint, base_url) = start_endpoint();
+    endpoint.recovered.store(true, Ordering::SeqCst);
+    endpoint.throttle_build.store(true, Ordering::SeqCst);
+    let (_dir, root) = flaky_round(&base_url);
+    // Hints are capped by retry_max_ms: let the 300 ms one through.
+    edit(
+        &root.join("pipeline.toml"),
+        "retry_max_ms = 20",
+        "retry_max_ms = 2000",
+    );
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    assert_eq!(code, 0, "{summary} {stderr}");
+    let round = root.join("out/mini-2026-01-02");
+    let agg = read_json(&round.join("nodes/aggregate/aggregate.json"));
+    let throttled = agg["throttled"].as_array().unwrap();
+    assert_eq!(throttled.len(), 1, "{agg}");
+    assert_eq!(throttled[0]["model"], "bob");
+    assert!(throttled[0]["build_ms"].as_u64().unwrap() >= 300, "{agg}");
+    assert_eq!(throttled[0]["judge_ms"], 0);
+    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
+    assert!(report.contains("## Throttling"), "{report}");
+    assert!(report.contains("| bob | 0.3 s | 0.0 s |"), "{report}");
+    let log = std::fs::read_to_string(round.join("log.jsonl")).unwrap();
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let retry = events
+        .iter()
+        .find(|e| e["message"] == "retry")
+        .unwrap_or_else(|| panic!("no retry in {log}"));
+    assert_eq!(retry["hinted"], true, "{retry}");
+    assert_eq!(retry["wait_ms"], 300, "{retry}");
+    let total = events
+        .iter()
+        .find(|e| e["message"] == "throttled")
+        .unwrap_or_else(|| panic!("no throttled total in {log}"));
+    assert_eq!(total["model"], "bob", "{total}");
+    assert!(total["throttled_ms"].as_u64().unwrap() >= 300, "{total}");
+}
+
+/// bob's build fails with 503 throughout: the failed-builds list says why (the endpoint's last
+/// error), once labelled, and with one scored implementation the report claims no separability.
+#[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs bubblewrap that can make namespaces (the gate's local sandbox): apt install bubblewrap"
+)]
+fn a_failed_build_says_why_and_one_scored_implementation_is_no_ranking() {
+    let (endpoint, base_url) = start_endpoint();
+    endpoint.recovered.store(true, Ordering::SeqCst);
+    endpoint.fail_builds.store(true, Ordering::SeqCst);
+    let (_dir, root) = flaky_round(&base_url);
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    assert_eq!(code, 1, "{summary} {stderr}");
+    assert_eq!(ids_with(&summary, "failed"), ["build:bob#1"], "{summary}");
+    let round = root.join("out/mini-2026-01-02");
+    let report = std::fs::read_to_string(round.join("report.md")).unwrap();
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("- **bob**: "))
+        .unwrap_or_else(|| panic!("no failed build of bob in:\n{report}"));
+    assert!(
+        line.starts_with("- **bob**: infrastructure: endpoint failed after 3 attempt(s)")
+            && line.contains("503"),
+        "{line}"
+    );
+    assert!(
+        !report.contains("infrastructure: infrastructure"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Fewer than two implementations have a composite score (1)"),
+        "{report}"
+    );
+    assert!(!report.contains("the ranking is separable"), "{report}");
 }

@@ -77,6 +77,7 @@ const EMPTY_HIDDEN: &str = "task-empty-hidden-tests";
 const CASES: &[(&str, &str)] = &[
     ("agent-bad-settings", "pipeline.toml"),
     ("agent-task-without-agent", "pipeline.toml"),
+    ("bad-cost-caps", "pipeline.toml"),
     ("command-harness-bad-settings", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
@@ -89,6 +90,7 @@ const CASES: &[(&str, &str)] = &[
     ("non-finite-numbers", "pipeline.toml"),
     ("non-utf8", "pipeline.toml"),
     ("plan-too-large", "pipeline.toml"),
+    ("provider-bad-headers", "pipeline.toml"),
     ("rubric-duplicate-criterion", "pipeline.toml"),
     ("rubric-inverted-scale", "pipeline.toml"),
     ("rubric-no-verdicts", "pipeline.toml"),
@@ -161,6 +163,7 @@ macro_rules! broken_case {
 broken_case! {
     agent_bad_settings => "agent-bad-settings", "pipeline.toml";
     agent_task_without_agent => "agent-task-without-agent", "pipeline.toml";
+    bad_cost_caps => "bad-cost-caps", "pipeline.toml";
     command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
@@ -173,6 +176,7 @@ broken_case! {
     non_finite_numbers => "non-finite-numbers", "pipeline.toml";
     non_utf8 => "non-utf8", "pipeline.toml";
     plan_too_large => "plan-too-large", "pipeline.toml";
+    provider_bad_headers => "provider-bad-headers", "pipeline.toml";
     rubric_duplicate_criterion => "rubric-duplicate-criterion", "pipeline.toml";
     rubric_inverted_scale => "rubric-inverted-scale", "pipeline.toml";
     rubric_no_verdicts => "rubric-no-verdicts", "pipeline.toml";

@@ -78,6 +78,9 @@ pub struct BuildRecord {
     pub usage: Usage,
     pub cost_usd: f64,
     pub wall_ms: u64,
+    /// Time the build's model calls spent throttled.
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
     pub loc: Option<usize>,
     #[serde(default)]
     pub run_path: Option<String>,
@@ -172,6 +175,9 @@ pub struct JudgmentRecord {
     pub cost_usd: f64,
     #[serde(default)]
     pub wall_ms: u64,
+    /// Time the judge's calls spent throttled.
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
     /// Cost and time were measured (imports of rounds that did not measure them leave this false).
     #[serde(default)]
     pub measured: bool,

@@ -210,6 +210,44 @@ pub struct Aggregate {
     /// for imported rounds, which do not say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandboxes: Vec<SandboxUse>,
+    /// Models whose calls were throttled by the endpoint (429s, lowered concurrency), with how
+    /// long; empty when none was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled: Vec<ThrottledRow>,
+}
+
+/// The time one model's calls spent throttled: waiting after a 429, or queued behind a lowered
+/// concurrency limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ThrottledRow {
+    pub model: String,
+    /// In its builds.
+    pub build_ms: u64,
+    /// In its judgments.
+    pub judge_ms: u64,
+}
+
+/// Each model's throttled time over the round's builds and judgments, models in roster order.
+fn throttled_rows(d: &RoundData) -> Vec<ThrottledRow> {
+    d.models
+        .iter()
+        .map(|m| ThrottledRow {
+            model: m.id.clone(),
+            build_ms: d
+                .builds
+                .iter()
+                .filter(|b| b.model == m.id)
+                .map(|b| b.throttled_ms)
+                .sum(),
+            judge_ms: d
+                .judgments
+                .iter()
+                .filter(|j| j.judge == m.id)
+                .map(|j| j.throttled_ms)
+                .sum(),
+        })
+        .filter(|r| r.build_ms + r.judge_ms > 0)
+        .collect()
 }
 
 /// The gates one sandbox ran.
@@ -334,6 +372,7 @@ pub fn compute(d: &RoundData) -> Aggregate {
         problems: d.problems.clone(),
         suite: None,
         sandboxes: sandbox_uses(&d.gates),
+        throttled: throttled_rows(d),
     }
 }
 
@@ -348,6 +387,7 @@ fn suite_aggregate(d: &RoundData, suite: suite::Suite) -> Aggregate {
     a.implementations.clear();
     a.suite = Some(suite);
     a.sandboxes = sandbox_uses(&d.gates);
+    a.throttled = throttled_rows(d);
     a
 }
 

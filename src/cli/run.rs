@@ -103,6 +103,11 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
     };
     let sandbox_label = sandbox.label();
     let providers = Arc::new(Providers::new(&p, strict, record));
+    if let Some(budget) = &providers.budget {
+        crate::stages::spent::seed(budget, &plan, &store, &p);
+        let (spent, _) = budget.spent();
+        tracing::info!(spent_usd = spent, "budget seeded from kept results");
+    }
     let quiet = json && !std::io::stderr().is_terminal();
     let services = Arc::new(Services {
         pipeline: Arc::new(p),
@@ -126,6 +131,7 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
         &round_id,
     )
     .await;
+    log_spending(&services.providers);
     // No job runs any more: whatever container an interrupted job could not remove goes now.
     if let Err(e) = services.sandbox.release().await {
         eprintln!("warning: cannot remove this run's sandbox containers: {e}");
@@ -153,6 +159,26 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// Each model's time throttled and, under a spending cap, what the round has spent: into the
+/// run log.
+fn log_spending(providers: &Providers) {
+    for (provider, model, throttled) in providers.throttled() {
+        tracing::info!(
+            provider = %provider,
+            model = %model,
+            throttled_ms = u64::try_from(throttled.as_millis()).unwrap_or(u64::MAX),
+            "throttled"
+        );
+    }
+    if let Some(budget) = &providers.budget {
+        let (spent, by_model) = budget.spent();
+        for (model, usd) in by_model {
+            tracing::info!(model = %model, spent_usd = usd, "spent");
+        }
+        tracing::info!(spent_usd = spent, "round spent");
     }
 }
 
@@ -188,6 +214,20 @@ fn print_summary(summary: &Summary, sandbox_label: &str, json: bool) {
                 n.outcome,
                 n.id,
                 n.reason.as_deref().unwrap_or("")
+            );
+        }
+        let budget = summary
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(crate::report::text::BUDGET_LABEL))
+            })
+            .count();
+        if budget > 0 {
+            eprintln!(
+                "{budget} node(s) skipped by a spending cap: raise max_cost_usd and run again to resume them"
             );
         }
         let report = summary

@@ -126,6 +126,10 @@ pub struct Round {
     pub unisolated_fallback: bool,
     pub representative_sample: Option<u32>,
     pub description: Option<String>,
+    /// The round's spending cap in USD. A cap is not what a node computes: no cache key sees
+    /// it, so raising it resumes the round where it stopped.
+    #[serde(skip)]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +178,9 @@ pub struct ModelConfig {
     pub sampling: Sampling,
     /// Builds with this harness instead of the build stage's.
     pub harness: Option<Harness>,
+    /// This model's spending cap in USD (no cache key sees it).
+    #[serde(skip)]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone)]

@@ -36,6 +36,8 @@ pub struct RawRound {
     /// Which sample represents a model in per-implementation tables (default: the last).
     pub representative_sample: Option<u32>,
     pub description: Option<String>,
+    /// Spending cap of the round in USD: once reached, no new model call starts.
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +75,8 @@ pub struct RawModel {
     pub temperature: Option<f64>,
     pub seed: Option<u64>,
     pub max_tokens: Option<u32>,
+    /// Spending cap of this model's calls in USD.
+    pub max_cost_usd: Option<f64>,
     /// Overrides the build stage's harness for this model.
     pub harness: Option<String>,
 }

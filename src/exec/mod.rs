@@ -417,6 +417,7 @@ impl<'a> Driver<'a> {
             Ok(_) => (Outcome::Executed, None),
             Err(NodeError::Cancelled) => (Outcome::Cancelled, Some("interrupted".to_string())),
             Err(NodeError::Store(e)) => return Err(e),
+            Err(e @ NodeError::Budget(_)) => (Outcome::Skipped, Some(e.to_string())),
             Err(e) => (Outcome::Failed, Some(e.to_string())),
         };
         span.in_scope(|| log_finished(outcome, ms, reason.as_deref()));
@@ -642,6 +643,7 @@ impl NodeError {
             }
             Self::Configuration(_) => FailureKind::Configuration,
             Self::Internal(_) => FailureKind::Internal,
+            Self::Budget(_) => FailureKind::Budget,
         }
     }
 }

@@ -113,6 +113,7 @@ pub fn round_data_from_multivac(
             usage: Usage::default(),
             cost_usd: 0.0,
             wall_ms: 0,
+            throttled_ms: 0,
             loc: None,
             run_path: None,
             test_exit_code: None,
@@ -262,6 +263,7 @@ fn unscored(judge: &str, model: &str, rubric: &RubricInfo) -> JudgmentRecord {
         usage: Usage::default(),
         cost_usd: 0.0,
         wall_ms: 0,
+        throttled_ms: 0,
         measured: false,
         task: None,
     }

@@ -317,6 +317,7 @@ fn build_record(s: &Sample, d: Option<&Detail>, reps: &Representatives) -> Build
         },
         cost_usd: s.cost_usd.0,
         wall_ms: (s.wall_sec.0 * 1000.0).round().max(0.0) as u64,
+        throttled_ms: 0,
         loc: s.loc,
         run_path: d
             .filter(|_| is_rep)
@@ -401,6 +402,7 @@ fn judgment_record(
         usage: Usage::default(),
         cost_usd: 0.0,
         wall_ms: 0,
+        throttled_ms: 0,
         measured: false,
         task: None,
     })

@@ -4,6 +4,7 @@
 //! `openai` speaks the OpenAI-compatible chat-completions API over HTTP; `replay` answers from a
 //! recordings directory. Both report token usage per call so cost is computed the same way.
 
+pub mod budget;
 pub mod openai;
 pub mod replay;
 
@@ -186,6 +187,9 @@ pub enum ProviderError {
     /// No recording answers this request.
     #[error("{0}")]
     Replay(String),
+    /// A spending cap (`max_cost_usd`) is reached: the call did not start.
+    #[error("{0}")]
+    Budget(String),
 }
 
 /// Where a call belongs in a round, used by recordings to lay exchanges out by stage, model and
@@ -206,11 +210,13 @@ pub struct CallSite {
 pub struct Providers {
     pub by_name: std::collections::BTreeMap<String, AnyProvider>,
     pub recorder: Option<replay::Recorder>,
+    /// The round's spending caps; none when it sets none.
+    pub budget: Option<budget::Budget>,
 }
 
 /// A model endpoint.
 pub enum AnyProvider {
-    OpenAi(openai::OpenAiProvider),
+    OpenAi(Box<openai::OpenAiProvider>),
     Replay(replay::ReplayProvider),
 }
 
@@ -227,7 +233,7 @@ impl Providers {
             .map(|(name, cfg)| {
                 let p = match &cfg.kind {
                     crate::config::ProviderKind::OpenAi { .. } => {
-                        AnyProvider::OpenAi(openai::OpenAiProvider::new(cfg))
+                        AnyProvider::OpenAi(Box::new(openai::OpenAiProvider::new(cfg)))
                     }
                     crate::config::ProviderKind::Replay {
                         recordings,
@@ -245,7 +251,24 @@ impl Providers {
         Self {
             by_name,
             recorder: record.map(|dir| replay::Recorder { dir }),
+            budget: budget::Budget::of(pipeline),
         }
+    }
+
+    /// Time each (provider, model) has spent throttled so far, for the run log.
+    pub fn throttled(&self) -> Vec<(String, String, std::time::Duration)> {
+        self.by_name
+            .iter()
+            .filter_map(|(name, p)| match p {
+                AnyProvider::OpenAi(o) => Some((name, o.throttled())),
+                AnyProvider::Replay(_) => None,
+            })
+            .flat_map(|(name, by_model)| {
+                by_model
+                    .into_iter()
+                    .map(move |(model, d)| (name.clone(), model, d))
+            })
+            .collect()
     }
 
     /// Sends a request through the named provider; records the exchange when recording.
@@ -262,16 +285,27 @@ impl Providers {
             .ok_or_else(|| ProviderError::Rejected {
                 message: format!("unknown provider `{provider}`"),
             })?;
-        let response = match p {
-            AnyProvider::OpenAi(o) => o.chat(site, request, notify).await?,
+        if let Some(b) = &self.budget {
+            b.admit(&site.model).map_err(ProviderError::Budget)?;
+        }
+        let answered = match p {
+            AnyProvider::OpenAi(o) => o.chat(site, request, notify).await,
             AnyProvider::Replay(r) => {
                 let wait = r.latency(site);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                r.chat(site, request, notify)?
+                r.chat(site, request, notify)
             }
         };
+        if let Some(b) = &self.budget {
+            match &answered {
+                Ok(r) => b.spend(&site.model, r.usage),
+                Err(ProviderError::Infrastructure { usage, .. }) => b.spend(&site.model, *usage),
+                Err(_) => {}
+            }
+        }
+        let response = answered?;
         if let Some(rec) = &self.recorder
             && let Err(e) = rec.record(site, request, &response)
         {

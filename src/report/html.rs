@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::text::{
-    DASH, Headline, aggregation_name, clip, clip_middle, gates_text, isolation_text, num1, number,
-    or_dash, short, signed_number, str_or_dash, tier_name, tokens, unisolated_warning, usd, wall,
+    BUDGET_LABEL, DASH, Headline, aggregation_name, clip, clip_middle, gates_text, isolation_text,
+    num1, number, or_dash, short, signed_number, str_or_dash, tier_name, tokens,
+    unisolated_warning, usd, wall,
 };
 use crate::aggregate::{Aggregate, ImplRow, JudgmentRow, Tier, num};
 use crate::base::junit::TestOutcome;
@@ -651,11 +652,7 @@ impl HeatGrid<'_> {
                     |d| {
                         format!(
                             "dropout{}: {}",
-                            if j.infrastructure {
-                                " (infrastructure)"
-                            } else {
-                                ""
-                            },
+                            infrastructure_mark(j.infrastructure, d),
                             short(d, 200)
                         )
                     },
@@ -1268,6 +1265,57 @@ fn scoreboard(o: &mut String, a: &Aggregate) {
     o.push_str("</section>\n");
 }
 
+/// The models the endpoint throttled, and for how long (nothing when none was).
+fn throttled(o: &mut String, a: &Aggregate) {
+    if a.throttled.is_empty() {
+        return;
+    }
+    o.push_str("<section class=\"card\"><h2>Throttling</h2><table><thead><tr><th>model</th><th class=\"n\">builds</th><th class=\"n\">judging</th></tr></thead><tbody>");
+    let secs = |ms: u64| format!("{:.1}\u{a0}s", ms as f64 / 1000.0);
+    for t in &a.throttled {
+        let _ = write!(
+            o,
+            "<tr><td><b>{}</b></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&t.model),
+            secs(t.build_ms),
+            secs(t.judge_ms)
+        );
+    }
+    o.push_str("</tbody></table><p class=\"small\">Time the model\u{2019}s calls spent throttled by the endpoint: waiting after a 429, or queued behind a concurrency limit a 429 lowered. The run log (<code>log.jsonl</code>) has every wait.</p></section>\n");
+}
+
+/// The nodes a spending cap kept from calling their model.
+fn budget(o: &mut String, a: &Aggregate) {
+    let skipped: Vec<_> = a.problems.iter().filter(|p| p.kind == "budget").collect();
+    if skipped.is_empty() {
+        return;
+    }
+    let _ = write!(
+        o,
+        "<section class=\"card\"><h2>Skipped (budget)</h2><p>A spending cap (<code>max_cost_usd</code>) kept {} node(s) from calling their model; what they would have fed is missing above. Raise the cap and run the round again to resume them.</p><ul>",
+        skipped.len()
+    );
+    for p in skipped {
+        let _ = write!(
+            o,
+            "<li><code>{}</code>: {}</li>",
+            esc(&p.node),
+            esc(&short(&p.message, 400))
+        );
+    }
+    o.push_str("</ul></section>\n");
+}
+
+/// What a dropout that is not the judge's fault says of itself: ` (budget)` for a spending cap,
+/// ` (infrastructure)` for the rest; nothing for the judge's own dropout.
+fn infrastructure_mark(infrastructure: bool, dropout: &str) -> &'static str {
+    match () {
+        () if !infrastructure => "",
+        () if dropout.starts_with(BUDGET_LABEL) => " (budget)",
+        () => " (infrastructure)",
+    }
+}
+
 /// Which sandbox ran each gate (nothing for imported rounds, which do not say).
 fn sandboxes(o: &mut String, a: &Aggregate) {
     if a.sandboxes.is_empty() {
@@ -1467,11 +1515,7 @@ fn judging(o: &mut String, a: &Aggregate) {
             let note = match (&j.note, &j.dropout) {
                 (_, Some(d)) => format!(
                     "<i>dropout{}:</i> {}",
-                    if j.infrastructure {
-                        " (infrastructure)"
-                    } else {
-                        ""
-                    },
+                    infrastructure_mark(j.infrastructure, d),
                     esc(d)
                 ),
                 (Some(n), None) => esc(n),
@@ -1557,9 +1601,12 @@ pub fn render(a: &Aggregate) -> String {
     agreement(&mut o, a);
     judging(&mut o, a);
     sandboxes(&mut o, a);
-    if !a.problems.is_empty() {
+    throttled(&mut o, a);
+    budget(&mut o, a);
+    let problems: Vec<_> = a.problems.iter().filter(|p| p.kind != "budget").collect();
+    if !problems.is_empty() {
         o.push_str("<section class=\"card\"><h2>Infrastructure problems</h2><ul>");
-        for p in &a.problems {
+        for p in problems {
             let _ = write!(
                 o,
                 "<li><code>{}</code> ({}): {}</li>",
@@ -1717,6 +1764,7 @@ mod tests {
             avg_score: None,
             problems: Vec::new(),
             suite: None,
+            throttled: Vec::new(),
             sandboxes: vec![crate::aggregate::SandboxUse {
                 sandbox: "unisolated<script>".into(),
                 isolated: false,

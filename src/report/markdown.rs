@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use super::text::{
-    DASH, Headline, aggregation_name, cost_per_test, fixed, gates_text, interval, isolation_text,
-    or_dash, pass_fail, plural, short_dots, signed, str_or_dash, tier_name, tokens_k,
-    unisolated_warning, usd4, wall,
+    BUDGET_LABEL, DASH, Headline, aggregation_name, cost_per_test, fixed, gates_text, interval,
+    isolation_text, or_dash, pass_fail, plural, short_dots, signed, str_or_dash, tier_name,
+    tokens_k, unisolated_warning, usd4, wall,
 };
 use crate::aggregate::suite::Suite;
 use crate::aggregate::{Aggregate, ImplRow, Tier, num};
@@ -42,8 +42,52 @@ pub fn markdown(a: &Aggregate) -> String {
         judging_cost(&mut o, a);
     }
     sandboxes_markdown(&mut o, a);
+    throttled_markdown(&mut o, a);
     problems_markdown(&mut o, a);
+    budget_markdown(&mut o, a);
     o
+}
+
+/// The models the endpoint throttled, and for how long (nothing when none was).
+fn throttled_markdown(o: &mut String, a: &Aggregate) {
+    if a.throttled.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Throttling\n\n| model | builds | judging |\n|---|---|---|"
+    );
+    let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    for t in &a.throttled {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            t.model,
+            secs(t.build_ms),
+            secs(t.judge_ms)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>time the model's calls spent throttled by the endpoint: waiting after a 429, or queued behind a concurrency limit a 429 lowered. The run log (`log.jsonl`) has every wait.</sub>\n"
+    );
+}
+
+/// The nodes a spending cap kept from calling their model.
+fn budget_markdown(o: &mut String, a: &Aggregate) {
+    let skipped: Vec<_> = a.problems.iter().filter(|p| p.kind == "budget").collect();
+    if skipped.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Skipped (budget)\n\nA spending cap (`max_cost_usd`) kept {} node(s) from calling their model; what they would have fed is missing from the tables above. Raise the cap and run the round again to resume them.\n",
+        skipped.len()
+    );
+    for p in skipped {
+        let _ = writeln!(o, "- `{}`: {}", p.node, short_dots(&p.message, 200));
+    }
+    o.push('\n');
 }
 
 /// The title, what the round is, and the notices (imported, replayed, unisolated).
@@ -273,7 +317,17 @@ fn how_sure(o: &mut String, a: &Aggregate) {
         .filter(|r| !r.inseparable_from.is_empty())
         .map(|r| format!("{} ~ {}", r.implementation, r.inseparable_from.join(", ")))
         .collect();
-    if separable.is_empty() {
+    let scored = a
+        .implementations
+        .iter()
+        .filter(|r| r.composite.is_some())
+        .count();
+    if scored < 2 {
+        let _ = writeln!(
+            o,
+            "Fewer than two implementations have a composite score ({scored}): there is no ranking to separate.\n"
+        );
+    } else if separable.is_empty() {
         let _ = writeln!(
             o,
             "Every implementation's interval is apart from the others: the ranking is separable.\n"
@@ -461,6 +515,9 @@ fn judgments(o: &mut String, a: &Aggregate, r: &ImplRow) {
             .collect();
         let note = match (&j.note, &j.dropout) {
             (Some(n), _) => short_dots(n, 90),
+            (None, Some(d)) if j.infrastructure && d.starts_with(BUDGET_LABEL) => {
+                format!("{DASH} ({})", short_dots(d, 60))
+            }
             (None, Some(d)) if j.infrastructure => {
                 format!("{DASH} (infrastructure: {})", short_dots(d, 60))
             }
@@ -595,9 +652,10 @@ fn sandboxes_markdown(o: &mut String, a: &Aggregate) {
 }
 
 fn problems_markdown(o: &mut String, a: &Aggregate) {
-    if !a.problems.is_empty() {
+    let problems: Vec<_> = a.problems.iter().filter(|p| p.kind != "budget").collect();
+    if !problems.is_empty() {
         let _ = writeln!(o, "## Infrastructure problems\n");
-        for p in &a.problems {
+        for p in problems {
             let _ = writeln!(
                 o,
                 "- `{}` ({}): {}",

@@ -4,6 +4,10 @@
 
 use std::fmt::Display;
 
+/// How a node a spending cap kept from its model call is labelled (the store's
+/// [`crate::store::FailureKind::Budget`]).
+pub const BUDGET_LABEL: &str = "skipped (budget)";
+
 use crate::aggregate::{Aggregate, ImplRow, Tier, num};
 use crate::config::rubric::Aggregation;
 

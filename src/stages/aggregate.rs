@@ -119,8 +119,9 @@ pub fn collect(ctx: &NodeCtx) -> Result<RoundData, NodeError> {
     Ok(data)
 }
 
-/// A dependency that did not finish: a problem of the round and, for a judgment of the judge
-/// stage, a dropout blamed on the infrastructure (with what its attempts used and cost).
+/// A dependency that did not finish: a problem of the round; for a build, a failed build that
+/// says why (the endpoint's last error, the budget); for a judgment of the judge stage, a
+/// dropout blamed on the infrastructure. What the failed attempts used and cost is kept.
 fn add_unfinished(
     data: &mut RoundData,
     p: &Pipeline,
@@ -129,66 +130,100 @@ fn add_unfinished(
     judge_stage: Option<&SafeName>,
 ) {
     let usage = record.as_ref().and_then(|r| r.usage).unwrap_or_default();
-    let kind = record
+    let failure = record.and_then(|r| r.failure);
+    let kind = failure
         .as_ref()
-        .and_then(|r| r.failure.as_ref())
         .map_or(FailureKind::Infrastructure, |f| f.kind);
-    let message = record
-        .and_then(|r| r.failure.map(|f| f.message))
-        .unwrap_or_else(|| "did not run (an upstream node did not finish)".into());
+    // The stored message leads with its kind (`infrastructure: ...`): the problem names the
+    // kind on its own, so the message is kept without it.
+    let message = failure.map_or_else(
+        || "did not run (an upstream node did not finish)".to_string(),
+        |f| {
+            f.message
+                .strip_prefix(&format!("{}: ", kind.label()))
+                .map_or_else(|| f.message.clone(), str::to_string)
+        },
+    );
     data.problems.push(Problem {
         node: d.id.clone(),
         kind: match kind {
             FailureKind::Infrastructure => "infrastructure",
             FailureKind::Configuration => "configuration",
             FailureKind::Internal => "internal",
+            FailureKind::Budget => "budget",
         }
         .into(),
         message: message.clone(),
     });
-    let Subject::Judgment {
-        judge,
-        task,
-        model,
-        sample,
-    } = &d.subject
-    else {
-        return;
-    };
-    if Some(&d.stage) != judge_stage {
-        return;
+    match &d.subject {
+        Subject::Impl {
+            model,
+            sample,
+            task,
+        } if d.kind == NodeKind::Build => {
+            let price = p.model(model).map(|m| m.price).unwrap_or_default();
+            data.builds.push(BuildRecord {
+                model: model.to_string(),
+                sample: *sample,
+                ok: false,
+                reason: Some(format!("{}: {message}", kind.label())),
+                usage,
+                cost_usd: price.cost(usage),
+                wall_ms: 0,
+                throttled_ms: 0,
+                loc: None,
+                run_path: Some(d.dir.display().to_string()),
+                test_exit_code: None,
+                task: task.as_ref().map(ToString::to_string),
+                agent: None,
+            });
+        }
+        Subject::Judgment {
+            judge,
+            task,
+            model,
+            sample,
+        } if Some(&d.stage) == judge_stage => {
+            data.judgments.push(JudgmentRecord {
+                judge: judge.to_string(),
+                model: model.to_string(),
+                sample: *sample,
+                tier: if judge == model {
+                    Tier::SelfJudge
+                } else {
+                    Tier::Peer
+                },
+                scores: data
+                    .rubric
+                    .criteria
+                    .iter()
+                    .map(|c| (c.id.clone(), None))
+                    .collect(),
+                weighted: None,
+                hard_fail_pass: None,
+                verdict: None,
+                note: None,
+                dropout: Some(if kind == FailureKind::Budget {
+                    format!("{}: {message}", kind.label())
+                } else {
+                    message
+                }),
+                // Neither an outage nor a spending cap is the judge's fault.
+                infrastructure: true,
+                usage,
+                cost_usd: p
+                    .model(judge)
+                    .map(|m| m.price)
+                    .unwrap_or_default()
+                    .cost(usage),
+                wall_ms: 0,
+                throttled_ms: 0,
+                measured: true,
+                task: task.as_ref().map(ToString::to_string),
+            });
+        }
+        _ => {}
     }
-    data.judgments.push(JudgmentRecord {
-        judge: judge.to_string(),
-        model: model.to_string(),
-        sample: *sample,
-        tier: if judge == model {
-            Tier::SelfJudge
-        } else {
-            Tier::Peer
-        },
-        scores: data
-            .rubric
-            .criteria
-            .iter()
-            .map(|c| (c.id.clone(), None))
-            .collect(),
-        weighted: None,
-        hard_fail_pass: None,
-        verdict: None,
-        note: None,
-        dropout: Some(message),
-        infrastructure: true,
-        usage,
-        cost_usd: p
-            .model(judge)
-            .map(|m| m.price)
-            .unwrap_or_default()
-            .cost(usage),
-        wall_ms: 0,
-        measured: true,
-        task: task.as_ref().map(ToString::to_string),
-    });
 }
 
 /// A finished build node's report as a build of the round.
@@ -214,6 +249,7 @@ fn build_record(
         // (a command harness's CLI-reported cost when its tokens are unknown).
         cost_usd: b.cost_at(price),
         wall_ms: b.wall_ms,
+        throttled_ms: b.throttled_ms,
         loc: b.has_implementation().then_some(b.loc),
         run_path: Some(d.dir.display().to_string()),
         test_exit_code: None,
@@ -303,6 +339,7 @@ fn judgment_record(
         usage: j.usage,
         cost_usd: price.cost(j.usage),
         wall_ms: j.wall_ms,
+        throttled_ms: j.throttled_ms,
         measured: true,
         task: task.map(ToString::to_string),
     }))

@@ -51,6 +51,9 @@ pub struct Judgment {
     pub usage: Usage,
     pub cost_usd: f64,
     pub wall_ms: u64,
+    /// Time the judge's calls spent throttled (after 429s, or queued behind a lowered limit).
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
     pub prompt_digest: String,
 }
 
@@ -457,6 +460,7 @@ impl Judgment {
             usage: Usage::default(),
             cost_usd: 0.0,
             wall_ms: 0,
+            throttled_ms: 0,
             prompt_digest: String::new(),
         }
     }
@@ -557,6 +561,7 @@ async fn ask(
         };
         judgment.turns += 1;
         judgment.usage.add(response.usage);
+        judgment.throttled_ms += response.throttled_ms;
         latency_ms += response.latency_ms;
         let _ = write!(answers, "## turn {}\n\n{}\n\n", turn + 1, response.content);
         match validate(&response.content, schema) {

@@ -20,6 +20,7 @@ pub mod json_schema;
 pub mod judge;
 pub mod outputs;
 pub mod publish;
+pub mod spent;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,6 +85,10 @@ pub enum NodeError {
     Configuration(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A spending cap is reached: the node's model call did not start. Not a failure: raising
+    /// the cap resumes the node.
+    #[error("skipped (budget): {0}")]
+    Budget(String),
     #[error("interrupted")]
     Cancelled,
     #[error(transparent)]
@@ -110,6 +115,7 @@ impl From<crate::provider::ProviderError> for NodeError {
             ProviderError::Rejected { .. } | ProviderError::Replay(_) => {
                 Self::Configuration(e.to_string())
             }
+            ProviderError::Budget(why) => Self::Budget(why),
         }
     }
 }

@@ -111,6 +111,7 @@ impl Loader<'_> {
                     max_tokens: raw.max_tokens,
                 },
                 harness,
+                max_cost_usd: self.cost_cap(&p.key("max_cost_usd"), raw.max_cost_usd),
             });
         }
         if items.is_empty() {

@@ -59,45 +59,10 @@ impl Loader<'_> {
             };
             let kind = match raw.kind.as_str() {
                 "openai" => {
-                    let Some(base_url) = raw.base_url.clone() else {
-                        self.err(
-                            &p,
-                            format!("provider `{name}` of kind openai needs `base_url`"),
-                        )
-                        .help = Some("e.g. base_url = \"https://openrouter.ai/api/v1\"".into());
+                    let Some(kind) = self.openai(&p, name, &raw) else {
                         continue;
                     };
-                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                        self.err(
-                            &p.key("base_url"),
-                            format!("base_url `{base_url}` is not an http(s) URL"),
-                        );
-                    }
-                    if let Some(var) = &raw.api_key_env {
-                        self.check_key_var(&p.key("api_key_env"), var);
-                    }
-                    let headers = self.fixed_headers(&p.key("headers"), raw.headers.as_ref());
-                    for (key, set) in [
-                        ("delay_ms", raw.delay_ms.is_some()),
-                        ("delay_jitter_ms", raw.delay_jitter_ms.is_some()),
-                    ] {
-                        if set {
-                            self.err(&p.key(key), format!("`{key}` is for replay providers"))
-                                .help = Some("an openai provider's latency is the endpoint's own: remove the key".into());
-                        }
-                    }
-                    let (retry_base_ms, retry_max_ms) = self.retry_backoff(&p, &raw);
-                    self.timeout(&p.key("timeout_secs"), raw.timeout_secs, "one model call");
-                    ProviderKind::OpenAi {
-                        base_url,
-                        api_key_env: raw.api_key_env.clone(),
-                        timeout_secs: raw.timeout_secs.unwrap_or(600),
-                        max_retries: raw.max_retries.unwrap_or(5),
-                        retry_base_ms,
-                        retry_max_ms,
-                        outage_secs: raw.outage_secs.unwrap_or(DEFAULT_OUTAGE_SECS),
-                        headers,
-                    }
+                    kind
                 }
                 "replay" => {
                     let Some(rel) = raw.recordings.clone() else {
@@ -163,6 +128,51 @@ impl Loader<'_> {
             );
         }
         out
+    }
+
+    /// An `openai` provider's settings, checked; none when `base_url` is missing.
+    fn openai(&mut self, p: &KeyPath, name: &str, raw: &RawProvider) -> Option<ProviderKind> {
+        let Some(base_url) = raw.base_url.clone() else {
+            self.err(
+                p,
+                format!("provider `{name}` of kind openai needs `base_url`"),
+            )
+            .help = Some("e.g. base_url = \"https://openrouter.ai/api/v1\"".into());
+            return None;
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            self.err(
+                &p.key("base_url"),
+                format!("base_url `{base_url}` is not an http(s) URL"),
+            );
+        }
+        if let Some(var) = &raw.api_key_env {
+            self.check_key_var(&p.key("api_key_env"), var);
+        }
+        let headers = self.fixed_headers(&p.key("headers"), raw.headers.as_ref());
+        for (key, set) in [
+            ("delay_ms", raw.delay_ms.is_some()),
+            ("delay_jitter_ms", raw.delay_jitter_ms.is_some()),
+        ] {
+            if set {
+                self.err(&p.key(key), format!("`{key}` is for replay providers"))
+                    .help = Some(
+                    "an openai provider's latency is the endpoint's own: remove the key".into(),
+                );
+            }
+        }
+        let (retry_base_ms, retry_max_ms) = self.retry_backoff(p, raw);
+        self.timeout(&p.key("timeout_secs"), raw.timeout_secs, "one model call");
+        Some(ProviderKind::OpenAi {
+            base_url,
+            api_key_env: raw.api_key_env.clone(),
+            timeout_secs: raw.timeout_secs.unwrap_or(600),
+            max_retries: raw.max_retries.unwrap_or(5),
+            retry_base_ms,
+            retry_max_ms,
+            outage_secs: raw.outage_secs.unwrap_or(DEFAULT_OUTAGE_SECS),
+            headers,
+        })
     }
 
     /// `retry_base_ms` and `retry_max_ms` of an openai provider, defaults filled in: both at

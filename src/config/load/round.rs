@@ -53,6 +53,7 @@ impl Loader<'_> {
                 unisolated_fallback,
                 representative_sample: raw.representative_sample,
                 description: raw.description,
+                max_cost_usd: self.cost_cap(&at.key("max_cost_usd"), raw.max_cost_usd),
             },
             tasks.unwrap_or_default(),
         ))
@@ -184,6 +185,19 @@ impl Loader<'_> {
             ),
         };
         self.err(&message.0, message.1).help = Some(help.into());
+        None
+    }
+}
+
+impl Loader<'_> {
+    /// A spending cap (`max_cost_usd`): a finite amount of USD, zero or more.
+    pub(super) fn cost_cap(&mut self, at: &KeyPath, cap: Option<f64>) -> Option<f64> {
+        let cap = cap?;
+        if cap.is_finite() && cap >= 0.0 {
+            return Some(cap);
+        }
+        self.err(at, format!("max_cost_usd {cap} is not an amount of USD"))
+            .help = Some("a number of US dollars, zero or more (0 starts no model call)".into());
         None
     }
 }

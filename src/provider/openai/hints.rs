@@ -67,7 +67,7 @@ fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let at = jiff::fmt::rfc2822::DateTimeParser::new()
         .parse_timestamp(value)
         .ok()?;
-    until(at, now)
+    Some(until(at, now))
 }
 
 /// `x-ratelimit-reset-*`: a Go-style duration (`1h2m3.5s`, `250ms`, `6m0s`), plain seconds, a
@@ -76,12 +76,12 @@ fn parse_reset(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     if let Ok(secs) = value.parse::<f64>() {
         if secs >= UNIX_TIME_FLOOR {
             let at = jiff::Timestamp::from_millisecond((secs * 1000.0) as i64).ok()?;
-            return until(at, now);
+            return Some(until(at, now));
         }
         return seconds(secs);
     }
     if let Ok(at) = value.parse::<jiff::Timestamp>() {
-        return until(at, now);
+        return Some(until(at, now));
     }
     parse_go_duration(value)
 }
@@ -126,9 +126,9 @@ fn seconds(secs: f64) -> Option<Duration> {
 }
 
 /// The time from `now` until `at`; zero when `at` has passed.
-fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Option<Duration> {
+fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
-    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Wait before retry number `retry` (1-based): full jitter, uniform over
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn backoff_is_jittered_exponential_and_capped() {
         let base = Duration::from_millis(100);
-        let max = Duration::from_millis(1000);
+        let max = Duration::from_secs(1);
         assert_eq!(backoff_ceiling(base, max, 1), base);
         assert_eq!(backoff_ceiling(base, max, 3), Duration::from_millis(400));
         assert_eq!(backoff_ceiling(base, max, 40), max);

@@ -330,7 +330,7 @@ impl OpenAiProvider {
     fn outage_tolerance(&self) -> Duration {
         self.outage
             .as_ref()
-            .map_or(Duration::ZERO, |o| o.tolerance())
+            .map_or(Duration::ZERO, Outage::tolerance)
     }
 
     /// The answer of a call that succeeded; its throttled time is added to the model's total.

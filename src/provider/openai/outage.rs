@@ -121,7 +121,7 @@ impl Outage {
                         last: st.last.clone(),
                     });
                 }
-                let left = self.tolerance - down_for;
+                let left = self.tolerance.saturating_sub(down_for);
                 let now = Instant::now();
                 match st.next_probe {
                     _ if st.probing => left,

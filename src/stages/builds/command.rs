@@ -197,6 +197,7 @@ pub async fn run(
         wall_ms: r.duration_ms,
         latency_ms: r.duration_ms,
         attempts: 1,
+        throttled_ms: 0,
         loc: written.loc,
         files: written.files,
         rejected,

@@ -159,6 +159,7 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
         },
         latency_ms: response.latency_ms,
         attempts: response.attempts,
+        throttled_ms: response.throttled_ms,
         loc,
         files,
         rejected: parsed.rejected,

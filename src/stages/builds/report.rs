@@ -56,6 +56,9 @@ pub struct BuildReport {
     pub wall_ms: u64,
     pub latency_ms: u64,
     pub attempts: u32,
+    /// Time the model calls spent throttled (after 429s, or queued behind a lowered limit).
+    #[serde(default, skip_serializing_if = "crate::vocab::is_zero")]
+    pub throttled_ms: u64,
     pub loc: usize,
     pub files: Vec<String>,
     pub rejected: Vec<Rejection>,

@@ -130,6 +130,7 @@ struct Loop<'a> {
     /// Model-call latency and attempts, summed over the steps.
     latency_ms: u64,
     attempts: u32,
+    throttled_ms: u64,
     pass: u32,
     step: u32,
 }
@@ -169,6 +170,7 @@ pub async fn run(
         usage: Usage::default(),
         latency_ms: 0,
         attempts: 0,
+        throttled_ms: 0,
         pass: 0,
         step: 0,
     };
@@ -221,6 +223,7 @@ pub async fn run(
         wall_ms,
         latency_ms: l.latency_ms,
         attempts: l.attempts,
+        throttled_ms: l.throttled_ms,
         loc: written.loc,
         files: written.files,
         rejected,
@@ -447,6 +450,7 @@ impl Loop<'_> {
         self.usage.add(response.usage);
         self.latency_ms += response.latency_ms;
         self.attempts += response.attempts;
+        self.throttled_ms += response.throttled_ms;
         let assistant =
             Message::assistant_calls(response.content.clone(), response.tool_calls.clone());
         self.transcript.push(Entry::Message {
