@@ -448,3 +448,87 @@ fn a_failed_build_says_why_and_one_scored_implementation_is_no_ranking() {
     );
     assert!(!report.contains("the ranking is separable"), "{report}");
 }
+
+/// The endpoint restarts in the middle of the round: it serves bob's build, goes away for 15
+/// seconds (nothing listens on its port), and comes back. bob's judgments, which start during
+/// the outage, wait behind one probe without spending their retries: no node fails.
+#[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs bubblewrap that can make namespaces (the gate's local sandbox): apt install bubblewrap"
+)]
+fn a_15_second_restart_of_the_endpoint_fails_no_node() {
+    let endpoint = Arc::new(Endpoint::default());
+    endpoint.recovered.store(true, Ordering::SeqCst);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (down_tx, down_rx) = std::sync::mpsc::channel::<()>();
+    let served = Arc::clone(&endpoint);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            // Up until bob's build has its answer...
+            listener.set_nonblocking(true).unwrap();
+            let first = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = Router::new()
+                .route("/v1/chat/completions", post(chat))
+                .with_state(Arc::clone(&served));
+            let until_built = {
+                let served = Arc::clone(&served);
+                async move {
+                    while served.seen().is_empty() {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    // Let the answer leave before the port closes.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            };
+            axum::serve(first, app.clone())
+                .with_graceful_shutdown(until_built)
+                .await
+                .unwrap();
+            // ... then nothing listens for 15 seconds ...
+            down_tx.send(()).unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+            // ... and it comes back on the same port.
+            let again = tokio::net::TcpListener::bind(addr).await.unwrap();
+            axum::serve(again, app).await.unwrap();
+        });
+    });
+    let (_dir, root) = flaky_round(&format!("http://{addr}/v1"));
+    let started = std::time::Instant::now();
+    let (code, summary, stderr) = pipe(&root, &["run", "pipeline.toml", "--json"]);
+    down_rx
+        .recv_timeout(std::time::Duration::from_secs(1))
+        .expect("the endpoint went down during the round");
+    assert_eq!(code, 0, "{summary} {stderr}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(15),
+        "the round waited the outage out"
+    );
+    let mut seen = endpoint.seen();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("build".to_string(), 0),
+            ("judge-ann".to_string(), 0),
+            ("judge-bob".to_string(), 0),
+            ("judge-bob".to_string(), 1),
+        ],
+        "each call answered once: no retry was spent on the outage"
+    );
+    let round = root.join("out/mini-2026-01-02");
+    let log = std::fs::read_to_string(round.join("log.jsonl")).unwrap();
+    let count = |event: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("\"message\":\"{event}\"")))
+            .count()
+    };
+    assert_eq!(count("endpoint unreachable"), 1, "{log}");
+    assert_eq!(count("endpoint reachable again"), 1, "{log}");
+}
