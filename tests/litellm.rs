@@ -15,7 +15,7 @@
 //!
 //! Every node must end done. The upstream saw each wait honoured and the cut judgment asked again
 //! after the restart; the round's log shows the retries. Nothing leaves 127.0.0.1: the proxy
-//! reads its bundled model cost map and has no key, no database and no telemetry.
+//! reads its bundled model cost map and has no master key, no database and no telemetry.
 
 mod common;
 use common::{copy_dir, ids_with};
@@ -329,6 +329,7 @@ fn proxy_config(upstream_url: &str) -> String {
     litellm_params:
       model: openai/bob
       api_base: {upstream_url}
+      # The upstream takes no key; the proxy's OpenAI client wants one set.
       api_key: none
       cooldown_time: {COOLDOWN_SECS}
     model_info:
