@@ -5,10 +5,12 @@
 //! - `pipe_has_bwrap`: bubblewrap runs (`bwrap --ro-bind / / true` succeeds);
 //! - `pipe_has_docker`: a Docker engine answers `docker info` and holds pipe's sandbox image
 //!   (`DEFAULT_IMAGE` in `src/sandbox/docker.rs`, built by `pipe sandbox bootstrap`);
-//! - `pipe_has_chromium`: `chromium` is on `PATH`.
+//! - `pipe_has_chromium`: `chromium` is on `PATH`;
+//! - `pipe_has_litellm`: LiteLLM's proxy is installed, at the version `scripts/litellm` pins, in
+//!   the venv that script makes (`$PIPE_LITELLM_VENV`, default `~/.cache/pipe/litellm`).
 //!
-//! The probe runs once per build directory and again when `PIPE_TEST_PROBE` (or `DOCKER_HOST`)
-//! changes. `scripts/test` sets it from what is installed and running, so it probes again when
+//! The probe runs once per build directory and again when `PIPE_TEST_PROBE` (or `DOCKER_HOST`,
+//! `PIPE_LITELLM_VENV`) changes. `scripts/test` sets it from what is installed and running, so it probes again when
 //! that changes; with plain `cargo test`, after installing or starting one of these, probe again
 //! with any new value, e.g. `PIPE_TEST_PROBE=$(date +%s) cargo test`. The cfgs change nothing in
 //! pipe itself.
@@ -17,13 +19,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CFGS: [&str; 3] = ["pipe_has_bwrap", "pipe_has_docker", "pipe_has_chromium"];
+const CFGS: [&str; 4] = [
+    "pipe_has_bwrap",
+    "pipe_has_docker",
+    "pipe_has_chromium",
+    "pipe_has_litellm",
+];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=PIPE_TEST_PROBE");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
+    println!("cargo::rerun-if-env-changed=PIPE_LITELLM_VENV");
+    println!("cargo::rerun-if-env-changed=HOME");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/sandbox/docker.rs");
+    println!("cargo::rerun-if-changed=scripts/litellm");
     for cfg in CFGS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -38,6 +48,7 @@ fn main() {
             succeeds("docker", &["info"]) && succeeds("docker", &["image", "inspect", &image]),
         ),
         ("pipe_has_chromium", on_path("chromium")),
+        ("pipe_has_litellm", litellm_installed()),
     ];
     for (cfg, present) in found {
         if present {
@@ -55,6 +66,28 @@ fn sandbox_image() -> String {
         .and_then(|rest| rest.split('"').next())
         .expect("src/sandbox/docker.rs defines `pub const DEFAULT_IMAGE: &str = \"...\";`")
         .to_string()
+}
+
+/// Whether the venv of `scripts/litellm` holds the version it pins: the script writes that version
+/// to `pipe-litellm-version` in the venv once the proxy imports (tests/common/needs.rs checks the
+/// same at run time).
+fn litellm_installed() -> bool {
+    let script = std::fs::read_to_string(Path::new("scripts/litellm"))
+        .expect("build.rs reads scripts/litellm");
+    let pinned = script
+        .lines()
+        .find_map(|l| l.strip_prefix("LITELLM_VERSION="))
+        .expect("scripts/litellm sets LITELLM_VERSION=...")
+        .trim();
+    let venv = match std::env::var_os("PIPE_LITELLM_VENV") {
+        Some(v) if !v.is_empty() => std::path::PathBuf::from(v),
+        _ => match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(".cache/pipe/litellm"),
+            None => return false,
+        },
+    };
+    std::fs::read_to_string(venv.join("pipe-litellm-version")).is_ok_and(|v| v.trim() == pinned)
+        && venv.join("bin/python").is_file()
 }
 
 /// Whether `program args` exits 0 within 20 s (a hung engine counts as absent).

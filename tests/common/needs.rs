@@ -38,3 +38,30 @@ pub fn chromium() -> std::path::PathBuf {
         })
         .unwrap_or_else(|| panic!("this test needs `chromium` on PATH: apt-get install chromium"))
 }
+
+/// The venv of LiteLLM's proxy that `scripts/litellm` installs (`$PIPE_LITELLM_VENV`, default
+/// `~/.cache/pipe/litellm`), holding the version that script pins.
+pub fn litellm() -> std::path::PathBuf {
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/litellm"),
+    )
+    .expect("scripts/litellm is readable");
+    let pinned = script
+        .lines()
+        .find_map(|l| l.strip_prefix("LITELLM_VERSION="))
+        .expect("scripts/litellm sets LITELLM_VERSION=...")
+        .trim()
+        .to_string();
+    let venv = match std::env::var_os("PIPE_LITELLM_VENV") {
+        Some(v) if !v.is_empty() => std::path::PathBuf::from(v),
+        _ => std::path::Path::new(&std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/pipe/litellm"),
+    };
+    let installed = std::fs::read_to_string(venv.join("pipe-litellm-version")).unwrap_or_default();
+    assert!(
+        installed.trim() == pinned && venv.join("bin/python").is_file(),
+        "this test needs LiteLLM's proxy {pinned} in {}: run scripts/litellm",
+        venv.display()
+    );
+    venv
+}
