@@ -275,7 +275,9 @@ fn finished(log: &Path, id: &str) -> bool {
     })
 }
 
-/// The mini fixture in `dir`, its two models on the proxy at `port`.
+/// The mini fixture in `dir`, its two models on the proxy at `port`. Backoff stays short
+/// (`retry_base_ms`), while `retry_max_ms`, which caps the endpoint's wait hints, lets the
+/// proxy's hints through as they are.
 fn round(dir: &Path, port: u16) -> PathBuf {
     let root = dir.join("mini");
     copy_dir(
@@ -289,7 +291,7 @@ fn round(dir: &Path, port: u16) -> PathBuf {
         &format!(
             "[providers.litellm]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\
              max_concurrency = 8\ntimeout_secs = 30\nmax_retries = 4\nretry_base_ms = 5\n\
-             retry_max_ms = 20\n\n[[models]]"
+             retry_max_ms = 5000\n\n[[models]]"
         ),
     );
     edit(
