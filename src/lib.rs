@@ -20,6 +20,7 @@ pub mod formats;
 pub mod plan;
 pub mod provider;
 pub mod report;
+pub mod results;
 pub mod sandbox;
 pub mod source;
 pub mod stages;
