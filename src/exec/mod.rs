@@ -253,8 +253,8 @@ struct Driver<'a> {
     /// its record, a node that ran from the record it made; none while it has not finished or
     /// when it failed.
     digests: Vec<Option<String>>,
-    /// Nodes that may be restored from the result store: they run because they never finished or
-    /// their inputs or outputs changed, and neither they nor any node upstream were forced.
+    /// Nodes that may be restored from the result store: neither they nor any node upstream were
+    /// forced (an upstream that runs is fine: the entry must match the results it hands on).
     restorable: Vec<bool>,
     keeper: Option<Keeper>,
     sched: Scheduler,
@@ -676,7 +676,12 @@ fn restorable(reasons: &[Option<Reason>], deps: &[Vec<usize>], store: bool) -> V
                 && !f
                 && matches!(
                     r,
-                    Some(Reason::NeverFinished | Reason::KeyChanged | Reason::OutputsChanged)
+                    Some(
+                        Reason::NeverFinished
+                            | Reason::KeyChanged
+                            | Reason::OutputsChanged
+                            | Reason::UpstreamRuns
+                    )
                 ),
         );
     }
@@ -785,5 +790,34 @@ impl NodeError {
             Self::Configuration(_) => FailureKind::Configuration,
             Self::Internal(_) => FailureKind::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_nodes_and_all_below_them_are_never_restored() {
+        // 0 -> 1 -> 2, and 3 on its own; 4 depends on 1 and 3.
+        let deps = vec![vec![], vec![0], vec![1], vec![], vec![1, 3]];
+        let r = |reasons: &[Option<Reason>], store| restorable(reasons, &deps, store);
+        let all = [
+            Some(Reason::NeverFinished),
+            Some(Reason::KeyChanged),
+            Some(Reason::OutputsChanged),
+            Some(Reason::UpstreamRuns),
+            None,
+        ];
+        assert_eq!(r(&all, true), [true, true, true, true, false]);
+        assert_eq!(r(&all, false), [false; 5]);
+        let forced = [
+            Some(Reason::NeverFinished),
+            Some(Reason::Forced),
+            Some(Reason::UpstreamRuns),
+            Some(Reason::KeyChanged),
+            Some(Reason::UpstreamRuns),
+        ];
+        assert_eq!(r(&forced, true), [true, false, false, true, false]);
     }
 }
