@@ -1,6 +1,7 @@
 //! Atomic file writes: every file pipe writes goes through [`write_atomic`] (atomic and durable
 //! on return) or, for a node's outputs, [`write_replace`] (atomic now, durable at the store's
-//! next group commit, which [`sync_filesystem`]s before any record names them).
+//! next group commit, which [`sync_filesystem`]s before any record names them); the result
+//! store's files through [`write_replace_shared`] (the same, under a temp name of their own).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
