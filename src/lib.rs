@@ -6,6 +6,7 @@
 //! [`source`] (files as located documents) -> [`config`] (raw serde -> validated
 //! [`config::Pipeline`]) -> [`plan`] (sealed petgraph node DAG with cache keys) -> [`exec`]
 //! (scheduler and tokio driver) over [`store`] (node records and outputs under `out/<round>/`)
+//! and [`results`] (every done node's result by key, shared by every round)
 //! -> [`stages`] (each node kind's work, calling [`provider`]s and [`sandbox`]es) ->
 //! [`aggregate`] (the round's numbers) -> [`report`] (markdown, HTML, the dataset).
 //! [`formats`] reads published rounds from outside; [`tools`] are the side commands; [`cli`]
@@ -20,6 +21,7 @@ pub mod formats;
 pub mod plan;
 pub mod provider;
 pub mod report;
+pub mod results;
 pub mod sandbox;
 pub mod source;
 pub mod stages;

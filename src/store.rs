@@ -186,6 +186,8 @@ pub struct RoundStore {
 pub struct PendingRecord {
     path: PathBuf,
     bytes: Vec<u8>,
+    /// The record it writes.
+    pub record: Box<NodeRecord>,
 }
 
 /// Group commit. Nodes hand their prepared records over; a committer thread takes whatever has
@@ -506,7 +508,11 @@ impl RoundStore {
             inputs: &node.inputs,
         };
         let bytes = fsutil::json_bytes(&file).map_err(io_err(&path))?;
-        Ok(PendingRecord { path, bytes })
+        Ok(PendingRecord {
+            path,
+            bytes,
+            record: Box::new(record),
+        })
     }
 
     /// The outputs of a record that are no longer what it says, each with what happened

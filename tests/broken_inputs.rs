@@ -243,11 +243,12 @@ fn broken_recording(rel: &str, content: Option<&[u8]>, stage: &str, node: &str) 
     }
     assert_nothing_lost(&before, &r.records(), s, Some(node));
 
-    // Mended, the recording is read again: the failed node runs, and the round is done.
+    // Mended, the input is what it was when the round first ran: the node's result under that
+    // key comes back from the result store, and the round is done.
     r.write(rel, &good);
     let again = r.run(&[]);
     assert_eq!(again.code, EXIT_OK, "{}", again.stderr);
-    assert_eq!(outcome(&again.summary, node).0, "executed");
+    assert_eq!(outcome(&again.summary, node).0, "restored");
     assert!(r.status().values().all(|(state, _)| state == "done"));
 
     r.scrub(&reason)

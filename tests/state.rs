@@ -62,7 +62,8 @@ impl Round {
 }
 
 /// The nodes that re-run when `build:ann#1` changes: it, its gate and command, the judgments of
-/// its implementation, and the round nodes.
+/// its implementation, and the round nodes. Their results under these keys are in the result
+/// store, so each is restored from it (verified) rather than computed again.
 fn ann_cone() -> Vec<String> {
     let mut v: Vec<String> = [
         "aggregate",
@@ -112,7 +113,8 @@ fn a_deleted_output_is_stale_and_reruns_with_what_follows() {
         "{text}"
     );
     let v = r.run(&[]);
-    assert_eq!(ids_with(&v, "executed"), ann_cone());
+    assert_eq!(ids_with(&v, "restored"), ann_cone(), "{v}");
+    assert_eq!(v["executed"], 0, "{v}");
     assert!(file.exists());
     assert!(r.status().iter().all(|row| row.1 == "done"));
 }
@@ -138,7 +140,8 @@ fn an_edited_output_of_the_same_size_is_found_by_its_digest() {
     let row = state_of(&rows, "build:ann#1");
     assert_eq!(row.1, "stale", "{rows:?}");
     assert!(row.2.starts_with("outputs changed: files/"), "{row:?}");
-    assert_eq!(ids_with(&r.run(&[]), "executed"), ann_cone());
+    assert_eq!(ids_with(&r.run(&[]), "restored"), ann_cone());
+    assert!(std::fs::read(&file).unwrap() != bytes);
 }
 
 #[test]
@@ -156,7 +159,7 @@ fn a_file_added_to_an_implementation_is_found() {
         (row.1.as_str(), row.2.as_str()),
         ("stale", "outputs changed: files/evil.py (added)")
     );
-    assert_eq!(ids_with(&r.run(&[]), "executed"), ann_cone());
+    assert_eq!(ids_with(&r.run(&[]), "restored"), ann_cone());
     assert!(!r.node("build/ann/1/files/evil.py").exists());
 }
 
@@ -220,7 +223,7 @@ fn a_record_naming_a_path_outside_its_node_is_not_trusted() {
     std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
     let rows = r.status();
     assert_ne!(state_of(&rows, "build:ann#1").1, "done", "{rows:?}");
-    assert_eq!(ids_with(&r.run(&[]), "executed"), ann_cone());
+    assert_eq!(ids_with(&r.run(&[]), "restored"), ann_cone());
 }
 
 #[test]
@@ -288,4 +291,14 @@ fn graph_explain_prints_a_key_and_its_inputs() {
     assert_eq!(code, 2, "{all}");
     assert!(all.contains("unknown node `gate:ann`"), "{all}");
     assert!(all.contains("`gate:ann#1`"), "{all}");
+}
+
+#[test]
+fn without_the_result_store_a_changed_output_runs_its_cone_again() {
+    let r = Round::new();
+    r.run(&[]);
+    std::fs::write(r.node("build/ann/1/files/evil.py"), "# full marks\n").unwrap();
+    let v = r.run(&["--no-store"]);
+    assert_eq!(ids_with(&v, "executed"), ann_cone(), "{v}");
+    assert_eq!(v["restored"], 0, "{v}");
 }

@@ -1,6 +1,7 @@
 //! Atomic file writes: every file pipe writes goes through [`write_atomic`] (atomic and durable
 //! on return) or, for a node's outputs, [`write_replace`] (atomic now, durable at the store's
-//! next group commit, which [`sync_filesystem`]s before any record names them).
+//! next group commit, which [`sync_filesystem`]s before any record names them); the result
+//! store's files through [`write_replace_shared`] (the same, under a temp name of their own).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,7 +15,7 @@ pub const TMP_MARKER: &str = ".pipe-tmp.";
 /// target, fsync the directory. A reader sees the old content or the new, never a mix, and a crash
 /// at any point leaves at worst a temp file that [`sweep_temp_files`] removes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(path, bytes, true)
+    write_via_temp(path, bytes, true, false)
 }
 
 /// Writes `bytes` to `path` atomically but without waiting for the disk: a temp file in the same
@@ -23,12 +24,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// are written this way: the store's commit makes them durable, in one [`sync_filesystem`] for
 /// many nodes, before their record is written.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(path, bytes, false)
+    write_via_temp(path, bytes, false, false)
+}
+
+/// [`write_replace`] for a file that several writers of one process may write at once (the
+/// result store's blobs and entries): each write has a temp name of its own, so two writers of
+/// the same content never share a temp file, and the last rename leaves one whole copy.
+pub fn write_replace_shared(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, false, true)
 }
 
 /// A temp file beside `path` (parents created), renamed over it; with `durable`, the file is
-/// fsynced before the rename and its directory after.
-fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+/// fsynced before the rename and its directory after; with `unique`, the temp name carries a
+/// count of this process's writes besides its id.
+fn write_via_temp(path: &Path, bytes: &[u8], durable: bool, unique: bool) -> io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -36,8 +46,16 @@ fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("no file name"))?;
+    let count = if unique {
+        format!(
+            ".{}",
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    } else {
+        String::new()
+    };
     let tmp = dir.join(format!(
-        "{}{}{}",
+        "{}{}{}{count}",
         name.to_string_lossy(),
         TMP_MARKER,
         std::process::id()

@@ -92,6 +92,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// The result store shared by every round: what it holds, and removing what is old.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Recompute a round's numbers from its round-data.json and print them.
     Aggregate {
         /// A round directory (with round-data.json, directly or under nodes/aggregate/).
@@ -134,6 +139,54 @@ pub enum ImportCommand {
         file: PathBuf,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// Where the result store is: `--store DIR`, else `PIPE_STORE`, else `OUT/.store`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreAt {
+    /// The result store (default OUT/.store).
+    #[arg(long, value_name = "DIR", env = crate::results::ENV)]
+    pub store: Option<PathBuf>,
+    /// The output directory whose `.store` is meant when no store is given.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+impl StoreAt {
+    pub fn root(&self) -> PathBuf {
+        self.store
+            .clone()
+            .unwrap_or_else(|| self.out.join(crate::results::DEFAULT_DIR))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Entries, blobs, bytes, when entries were last used, and entries per stage.
+    Stats {
+        #[command(flatten)]
+        at: StoreAt,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove entries not used for a while (--older-than) and the least recently used past a
+    /// size (--max-size), then every blob no entry names. Refused while a run uses the store.
+    Gc {
+        #[command(flatten)]
+        at: StoreAt,
+        /// Remove entries not used for this long (30d, 12h, 2w, ...).
+        #[arg(long, value_name = "AGE", value_parser = crate::results::parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// Then remove the least recently used entries until the store takes at most this
+        /// (10G, 512M, ...).
+        #[arg(long, value_name = "SIZE", value_parser = crate::results::parse_size)]
+        max_size: Option<u64>,
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -200,6 +253,13 @@ pub struct RunArgs {
     /// Where round directories go.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// The result store shared by every round (default OUT/.store): a node whose result it
+    /// holds, computed from the same inputs, is restored instead of run.
+    #[arg(long, value_name = "DIR", env = crate::results::ENV)]
+    pub store: Option<PathBuf>,
+    /// Neither restore results from the store nor keep them there.
+    #[arg(long)]
+    pub no_store: bool,
     /// Nodes in flight at once (default 16). Model calls are bounded further by each
     /// provider's `max_concurrency`, sandbox runs by the number of cores.
     #[arg(long)]
@@ -210,6 +270,10 @@ pub struct RunArgs {
     /// Write every model exchange into DIR, in the layout the replay provider reads.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// Replay the round recorded in DIR with `--record DIR` exactly: every provider answers
+    /// from DIR's recordings, strictly, and the round keeps the id and date it had live.
+    #[arg(long, value_name = "DIR", conflicts_with = "record")]
+    pub replay: Option<PathBuf>,
     /// A replayed request that differs from the recorded one is an error, not a warning.
     #[arg(long)]
     pub strict: bool,

@@ -14,6 +14,7 @@ mod publish;
 mod run;
 pub mod sandbox;
 mod status;
+mod store;
 mod validate;
 
 use clap::Parser;
@@ -71,5 +72,6 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Aggregate { round_dir, json } => publish::aggregate_round(&round_dir, json),
         Command::Publish { dir, format, all } => publish::publish(&dir, format, all),
         Command::Sandbox { command } => sandbox::sandbox(command).await,
+        Command::Store { command } => store::store(&command),
     }
 }

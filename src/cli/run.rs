@@ -10,16 +10,20 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::base::diag::{Diag, render_all};
+use crate::base::fsutil;
 use crate::base::interrupt::Interrupt;
+use crate::base::names::{self, SafeName};
 use crate::cli::args::RunArgs;
 use crate::cli::common::{cwd, load};
 use crate::cli::exit::{self, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::cli::sandbox::select_sandbox;
-use crate::config::Pipeline;
 use crate::config::load::Purpose;
+use crate::config::{Pipeline, ProviderKind};
 use crate::exec::{self, Outcome, RunOptions, Summary};
 use crate::plan::Plan;
 use crate::provider::Providers;
+use crate::provider::replay::RoundPin;
+use crate::results::ResultStore;
 use crate::stages::Services;
 use crate::store::RoundStore;
 
@@ -29,9 +33,20 @@ const DEFAULT_JOBS: usize = 16;
 
 /// `pipe run`: loads the pipeline, applies `--sandbox`, checks `--force`, and runs the round.
 pub async fn run(args: RunArgs) -> i32 {
-    let Some(mut p) = load(&args.pipeline, Purpose::Run, args.json) else {
+    // A replay needs no API key: every provider answers from the recording.
+    let purpose = if args.replay.is_some() {
+        Purpose::Validate
+    } else {
+        Purpose::Run
+    };
+    let Some(mut p) = load(&args.pipeline, purpose, args.json) else {
         return EXIT_INVALID;
     };
+    if let Some(dir) = &args.replay
+        && let Err(code) = pin_replay(&mut p, &args.pipeline, dir)
+    {
+        return code;
+    }
     if let Some(s) = args.sandbox {
         p.round.sandbox = s;
     }
@@ -39,6 +54,49 @@ pub async fn run(args: RunArgs) -> i32 {
         return code;
     }
     execute(p, args).await
+}
+
+/// `--replay DIR`: the round takes the id and date its recording pins ([`RoundPin`]), and every
+/// provider becomes a strict replay of DIR. A pin of another round is refused; a pipeline edited
+/// since the recording is said (the strict replay tells whether a request changed).
+fn pin_replay(p: &mut Pipeline, pipeline: &Path, dir: &Path) -> Result<(), i32> {
+    let fail = |message: String| {
+        eprint!("{}", render_all(&[Diag::error(pipeline, message)], &cwd()));
+        Err(EXIT_INVALID)
+    };
+    let pin = match RoundPin::read(dir) {
+        Ok(pin) => pin,
+        Err(e) => return fail(format!("--replay: {e}")),
+    };
+    if pin.name != p.round.name.as_str() {
+        return fail(format!(
+            "--replay: {} recorded the round `{}`, this pipeline's round is named `{}`",
+            dir.display(),
+            pin.round,
+            p.round.name
+        ));
+    }
+    if fsutil::hash_file(pipeline).ok().as_deref() != Some(pin.pipeline_blake3.as_str()) {
+        eprintln!(
+            "warning: {} changed since {} was recorded from {}; the replay is strict: a changed request is an error",
+            pipeline.display(),
+            dir.display(),
+            pin.pipeline
+        );
+    }
+    let (Some(date), Ok(id)) = (names::date(&pin.date), SafeName::new(pin.round.clone())) else {
+        return fail(format!("--replay: {} pins no valid round", dir.display()));
+    };
+    p.round.date = date;
+    p.round.id = id;
+    for provider in p.providers.values_mut() {
+        provider.kind = ProviderKind::Replay {
+            recordings: dir.to_path_buf(),
+            delay_ms: 0,
+            jitter_ms: 0,
+        };
+    }
+    Ok(())
 }
 
 /// Every `--force` names a stage of the pipeline; an unknown one is printed with the closest name.
@@ -58,7 +116,11 @@ fn check_force(p: &Pipeline, pipeline: &Path, force: &[String]) -> Result<(), i3
 /// Runs the checked round: lock, sweep, sandbox, scheduler, then the summary and the exit code.
 async fn execute(p: Pipeline, args: RunArgs) -> i32 {
     let RunArgs {
+        pipeline,
+        replay,
         out,
+        store: results_at,
+        no_store,
         jobs,
         force,
         record,
@@ -102,6 +164,16 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
         return EXIT_INVALID;
     };
     let sandbox_label = sandbox.label();
+    if let Some(dir) = &record
+        && let Err(e) = RoundPin::of(&p, &pipeline).and_then(|pin| pin.write(dir))
+    {
+        eprintln!(
+            "error: cannot write {}: {e}",
+            dir.join(crate::provider::replay::ROUND_FILE).display()
+        );
+        return EXIT_FAILED;
+    }
+    let strict = strict || replay.is_some();
     let providers = Arc::new(Providers::new(&p, strict, record));
     if let Some(budget) = &providers.budget {
         crate::stages::spent::seed(budget, &plan, &store, &p);
@@ -116,10 +188,12 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
         progress: None,
         quiet,
     });
+    let results = (!no_store).then(|| open_results(out, results_at)).flatten();
     let opts = RunOptions {
         jobs: jobs.unwrap_or(DEFAULT_JOBS).max(1),
         force: force.into_iter().collect::<BTreeSet<_>>(),
         cancel_deadline: Duration::from_secs(10),
+        results,
     };
     let store = Arc::new(store);
     let result = exec::run(
@@ -182,6 +256,20 @@ fn log_spending(providers: &Providers) {
     }
 }
 
+/// The result store (`--store`, `PIPE_STORE`, or `OUT/.store`), shared with other runs until this
+/// one ends. One that cannot be opened (busy with `pipe store gc`, on a read-only file system) is
+/// said, and the round runs without it.
+fn open_results(out: &Path, at: Option<std::path::PathBuf>) -> Option<Arc<ResultStore>> {
+    let root = at.unwrap_or_else(|| out.join(crate::results::DEFAULT_DIR));
+    match ResultStore::open(&root) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            eprintln!("warning: {e}; this run neither restores nor keeps results");
+            None
+        }
+    }
+}
+
 /// The run's summary: one JSON object on stdout, or counts, failed nodes and the report on stderr.
 fn print_summary(summary: &Summary, sandbox_label: &str, json: bool) {
     if json {
@@ -189,17 +277,18 @@ fn print_summary(summary: &Summary, sandbox_label: &str, json: bool) {
             "{}",
             serde_json::json!({
                 "round": summary.round, "round_dir": summary.round_dir, "executed": summary.executed,
-                "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
+                "cached": summary.cached, "restored": summary.restored, "failed": summary.failed, "skipped": summary.skipped,
                 "interrupted": summary.interrupted, "wall_ms": summary.wall_ms,
                 "sandbox": sandbox_label, "nodes": summary.nodes,
             })
         );
     } else {
         eprintln!(
-            "{}: {} executed, {} cached, {} failed, {} skipped in {:.1}s",
+            "{}: {} executed, {} cached, {} restored, {} failed, {} skipped in {:.1}s",
             summary.round,
             summary.executed,
             summary.cached,
+            summary.restored,
             summary.failed,
             summary.skipped,
             summary.wall_ms as f64 / 1000.0

@@ -8,6 +8,7 @@
 //! [`scheduler`] which may start next. This file is the async driver around them (tasks, the
 //! record committer, the signal), and [`log`] the JSON-lines run log it writes.
 
+pub mod keep;
 pub mod log;
 pub mod outstanding;
 pub mod progress;
@@ -23,10 +24,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::exec::keep::Keeper;
 use crate::exec::outstanding::{NodeState, Reason, Recorded, outstanding};
 use crate::exec::progress::Progress;
 use crate::exec::scheduler::{Entry, Release, Scheduler, Step};
 use crate::plan::{Node, NodeKind, Plan};
+use crate::results::{self, ResultStore};
 use crate::stages::{self, NodeCtx, NodeError, Services};
 use crate::store::{
     Committer, Failure, FailureKind, NodeRecord, PendingRecord, RECORD_FORMAT, RoundStore, Status,
@@ -40,6 +43,9 @@ pub struct RunOptions {
     pub force: BTreeSet<String>,
     /// How long running nodes get to stop after Ctrl-C.
     pub cancel_deadline: Duration,
+    /// The result store: nodes about to run are restored from it when it holds their result,
+    /// and executed nodes' results are kept in it. None: every node that must run runs.
+    pub results: Option<Arc<ResultStore>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,6 +53,8 @@ pub struct RunOptions {
 pub enum Outcome {
     Executed,
     Cached,
+    /// Its result came from the result store instead of being computed.
+    Restored,
     Failed,
     Skipped,
     Cancelled,
@@ -57,6 +65,7 @@ impl Outcome {
         match self {
             Self::Executed => "executed",
             Self::Cached => "cached",
+            Self::Restored => "restored",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
             Self::Cancelled => "cancelled",
@@ -80,6 +89,7 @@ pub struct Summary {
     pub round_dir: PathBuf,
     pub executed: usize,
     pub cached: usize,
+    pub restored: usize,
     pub failed: usize,
     pub skipped: usize,
     pub interrupted: bool,
@@ -195,9 +205,14 @@ pub async fn run(
     result
 }
 
-/// A node's task returns its result, the record to commit (none when interrupted) and its wall
-/// time in milliseconds.
-type Ran = (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, u64);
+/// A node's task returns its result, the record to commit (none when interrupted), its wall
+/// time in milliseconds, and whether it was restored from the result store.
+type Ran = (
+    Result<Vec<PathBuf>, NodeError>,
+    Option<PendingRecord>,
+    u64,
+    bool,
+);
 
 /// What the driver wakes up for.
 enum Wake {
@@ -216,6 +231,9 @@ struct Running {
     node: usize,
     span: tracing::Span,
     since: Instant,
+    /// The results its upstream handed it ([`results::upstream_digest`]); none when one of them
+    /// has none (it failed), and then its result is not kept.
+    upstream: Option<String>,
 }
 
 /// The async side of the executor: spawns what the [`Scheduler`] says may start, collects what
@@ -230,6 +248,15 @@ struct Driver<'a> {
     run: String,
     nodes: Vec<Node>,
     reasons: Vec<Option<Reason>>,
+    deps: Vec<Vec<usize>>,
+    /// Each node's result once it is known ([`results::result_digest`]): a cached node's from
+    /// its record, a node that ran from the record it made; none while it has not finished or
+    /// when it failed.
+    digests: Vec<Option<String>>,
+    /// Nodes that may be restored from the result store: neither they nor any node upstream were
+    /// forced (an upstream that runs is fine: the entry must match the results it hands on).
+    restorable: Vec<bool>,
+    keeper: Option<Keeper>,
     sched: Scheduler,
     reports: Vec<Option<NodeReport>>,
     progress: Arc<Progress>,
@@ -256,7 +283,18 @@ impl<'a> Driver<'a> {
     ) -> Self {
         let start = Instant::now();
         let nodes: Vec<Node> = plan.nodes().cloned().collect();
-        let reasons = plan_outstanding(&plan, &store, &opts.force);
+        let stored = recorded(&plan, &store);
+        let reasons = outstanding_of(&plan, &stored, &opts.force);
+        let deps = plan.dep_positions();
+        let digests = stored
+            .iter()
+            .zip(&reasons)
+            .map(|(s, r)| match (&s.record, r) {
+                (Some(rec), None) => Some(results::result_digest(&rec.outputs)),
+                _ => None,
+            })
+            .collect();
+        let restorable = restorable(&reasons, &deps, opts.results.is_some());
         let reports = nodes
             .iter()
             .zip(&reasons)
@@ -272,16 +310,19 @@ impl<'a> Driver<'a> {
             progress: Some(progress.clone()),
             ..services.clone()
         });
-        let entries = plan
-            .dep_positions()
-            .into_iter()
+        let entries = deps
+            .iter()
             .enumerate()
             .map(|(i, deps)| Entry {
-                deps,
+                deps: deps.clone(),
                 tolerant: nodes[i].tolerant,
                 runs: runs[i],
             })
             .collect();
+        let keeper = opts
+            .results
+            .clone()
+            .map(|r| Keeper::start(r, progress.clone()));
         let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
         let committer = Committer::start(&store.root, ack_tx);
         Self {
@@ -294,6 +335,10 @@ impl<'a> Driver<'a> {
             run,
             nodes,
             reasons,
+            deps,
+            digests,
+            restorable,
+            keeper,
             sched: Scheduler::new(entries, opts.jobs),
             reports,
             progress,
@@ -355,6 +400,15 @@ impl<'a> Driver<'a> {
         span.in_scope(|| tracing::info!(reason, "node started"));
         let node = &self.nodes[i];
         self.progress.started(&node.stage, &node.id);
+        let upstream: Option<Vec<(&str, &str)>> = self.deps[i]
+            .iter()
+            .map(|&d| Some((self.nodes[d].id.as_str(), self.digests[d].as_deref()?)))
+            .collect();
+        let upstream = upstream.map(results::upstream_digest);
+        let restore = match (&self.opts.results, &upstream) {
+            (Some(r), Some(u)) if self.restorable[i] => Some((r.clone(), u.clone())),
+            _ => None,
+        };
         let ctx = NodeCtx {
             plan: self.plan.clone(),
             node: node.clone(),
@@ -364,8 +418,8 @@ impl<'a> Driver<'a> {
         };
         let task = async move {
             let t = Instant::now();
-            let (result, record) = execute(ctx).await;
-            (result, record, t.elapsed().as_millis() as u64)
+            let (result, record, restored) = execute(ctx, restore).await;
+            (result, record, t.elapsed().as_millis() as u64, restored)
         };
         let handle = self.set.spawn(task.instrument(span.clone()));
         self.tasks.insert(
@@ -374,6 +428,7 @@ impl<'a> Driver<'a> {
                 node: i,
                 span,
                 since: Instant::now(),
+                upstream,
             },
         );
     }
@@ -405,15 +460,21 @@ impl<'a> Driver<'a> {
         joined: Option<Result<(tokio::task::Id, Ran), tokio::task::JoinError>>,
     ) -> Result<(), StoreError> {
         let Some(joined) = joined else { return Ok(()) };
-        let (id, result, record, ms) = match joined {
-            Ok((id, (result, record, ms))) => (id, result, record, ms),
+        let (id, result, record, ms, restored) = match joined {
+            Ok((id, (result, record, ms, restored))) => (id, result, record, ms, restored),
             Err(e) => {
                 let err = NodeError::Internal(format!("the node's task panicked: {e}"));
-                (e.id(), Err(err), None, 0)
+                (e.id(), Err(err), None, 0, false)
             }
         };
-        let Running { node: i, span, .. } = self.tasks.remove(&id).expect("spawned");
+        let Running {
+            node: i,
+            span,
+            upstream,
+            ..
+        } = self.tasks.remove(&id).expect("spawned");
         let (outcome, reason) = match result {
+            Ok(_) if restored => (Outcome::Restored, None),
             Ok(_) => (Outcome::Executed, None),
             Err(NodeError::Cancelled) => (Outcome::Cancelled, Some("interrupted".to_string())),
             Err(NodeError::Store(e)) => return Err(e),
@@ -422,7 +483,19 @@ impl<'a> Driver<'a> {
         };
         span.in_scope(|| log_finished(outcome, ms, reason.as_deref()));
         self.conclude(i, outcome, reason, ms);
-        let ok = outcome == Outcome::Executed;
+        let ok = matches!(outcome, Outcome::Executed | Outcome::Restored);
+        if let Some(record) = record.as_ref().filter(|_| ok) {
+            self.digests[i] = Some(results::result_digest(&record.record.outputs));
+            if let (Some(keeper), Some(upstream), Outcome::Executed) =
+                (&self.keeper, upstream, outcome)
+            {
+                let node = &self.nodes[i];
+                let entry = results::Entry::of(&record.record, &node.stage, upstream);
+                keeper.keep(entry, self.store.node_dir(node));
+            }
+        } else {
+            self.digests[i] = None;
+        }
         if let Some(record) = record {
             // Dependents that read only outputs start now, while the record waits for its group
             // commit: the commit is off the critical path. Should a crash keep a dependent's
@@ -467,6 +540,7 @@ impl<'a> Driver<'a> {
     fn conclude(&mut self, i: usize, outcome: Outcome, reason: Option<String>, ms: u64) {
         let label = match outcome {
             Outcome::Executed => "done",
+            Outcome::Restored => "restored",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
             Outcome::Cached | Outcome::Cancelled => "stopped",
@@ -481,14 +555,17 @@ impl<'a> Driver<'a> {
         self.reports[i] = Some(report(node, outcome, reason, ms));
     }
 
-    /// Nothing runs any more: the last records are made durable, a cached publish node's copies
-    /// restored, and the summary made.
-    fn finish(self, round_id: &str) -> Result<Summary, StoreError> {
+    /// Nothing runs any more: the last records are made durable, a cached or restored publish
+    /// node's copies restored, and the summary made.
+    fn finish(mut self, round_id: &str) -> Result<Summary, StoreError> {
         self.committer.finish()?;
+        if let Some(keeper) = self.keeper.take() {
+            keeper.finish();
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             let cached = self.reports[i]
                 .as_ref()
-                .is_some_and(|r| r.outcome == Outcome::Cached);
+                .is_some_and(|r| matches!(r.outcome, Outcome::Cached | Outcome::Restored));
             if n.kind == NodeKind::Publish && cached {
                 self.store.restore_copies(n)?;
             }
@@ -509,6 +586,7 @@ impl<'a> Driver<'a> {
             round_dir: self.store.root.clone(),
             executed: count(Outcome::Executed),
             cached: count(Outcome::Cached),
+            restored: count(Outcome::Restored),
             failed: count(Outcome::Failed),
             skipped: count(Outcome::Skipped),
             interrupted: self.interrupted || self.cancel.is_cancelled(),
@@ -518,6 +596,7 @@ impl<'a> Driver<'a> {
         tracing::info!(
             executed = summary.executed,
             cached = summary.cached,
+            restored = summary.restored,
             failed = summary.failed,
             skipped = summary.skipped,
             cancelled,
@@ -575,18 +654,49 @@ fn log_start(nodes: &[Node], runs: &[bool], services: &Services, opts: &RunOptio
     }
 }
 
-/// `node finished`, inside the node's span.
+/// `node finished` (`node restored` for a node the result store gave), inside the node's span.
 fn log_finished(outcome: Outcome, wall_ms: u64, reason: Option<&str>) {
-    if outcome == Outcome::Executed {
+    if outcome == Outcome::Restored {
+        tracing::info!(wall_ms, "node restored");
+    } else if outcome == Outcome::Executed {
         tracing::info!(outcome = outcome.as_str(), wall_ms, "node finished");
     } else {
         tracing::warn!(outcome = outcome.as_str(), wall_ms, reason, "node finished");
     }
 }
 
-/// Runs one node against the store: forget the old record, produce outputs, prepare the record
-/// the committer writes (none when interrupted: the node simply runs again).
-async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>) {
+/// Which nodes may be restored from the result store (the driver's `restorable`), in plan order.
+fn restorable(reasons: &[Option<Reason>], deps: &[Vec<usize>], store: bool) -> Vec<bool> {
+    let mut forced: Vec<bool> = Vec::with_capacity(reasons.len());
+    let mut out = Vec::with_capacity(reasons.len());
+    for (i, r) in reasons.iter().enumerate() {
+        let f = *r == Some(Reason::Forced) || deps[i].iter().any(|&d| forced[d]);
+        forced.push(f);
+        out.push(
+            store
+                && !f
+                && matches!(
+                    r,
+                    Some(
+                        Reason::NeverFinished
+                            | Reason::KeyChanged
+                            | Reason::OutputsChanged
+                            | Reason::UpstreamRuns
+                    )
+                ),
+        );
+    }
+    out
+}
+
+/// Runs one node against the store: forget the old record, produce outputs (restored from the
+/// result store when `restore` names it and it holds the node's result computed from the same
+/// upstream results), prepare the record the committer writes (none when interrupted: the node
+/// simply runs again). True when restored.
+async fn execute(
+    ctx: NodeCtx,
+    restore: Option<(Arc<ResultStore>, String)>,
+) -> (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>, bool) {
     let started_at = jiff::Timestamp::now();
     let t = Instant::now();
     let dir = match ctx.store.begin(&ctx.node) {
@@ -594,10 +704,20 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
         // A node directory not plainly inside the round (a planted link) fails this node alone,
         // and leaves no record: the record would be written there too.
         Err(e @ StoreError::Outside { .. }) => {
-            return (Err(NodeError::Configuration(e.to_string())), None);
+            return (Err(NodeError::Configuration(e.to_string())), None, false);
         }
-        Err(e) => return (Err(NodeError::Store(e)), None),
+        Err(e) => return (Err(NodeError::Store(e)), None, false),
     };
+    if let Some((results, upstream)) = restore {
+        match keep::restore(&results, &ctx.node.key, &upstream, &dir) {
+            Ok(Some((entry, paths))) => {
+                let (result, record) = restored(&ctx, entry, paths);
+                return (result, record, true);
+            }
+            Ok(None) => {}
+            Err(e) => return (Err(NodeError::Store(e)), None, false),
+        }
+    }
     let result = stages::run(&ctx, &dir).await;
     let finished_at = jiff::Timestamp::now();
     let mut record = NodeRecord {
@@ -616,7 +736,7 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
     };
     let outputs = match &result {
         Ok(outputs) => outputs.as_slice(),
-        Err(NodeError::Cancelled | NodeError::Store(_)) => return (result, None),
+        Err(NodeError::Cancelled | NodeError::Store(_)) => return (result, None, false),
         Err(e) => {
             record.status = Status::Failed;
             if let NodeError::Endpoint { usage, .. } = e {
@@ -630,7 +750,34 @@ async fn execute(ctx: NodeCtx) -> (Result<Vec<PathBuf>, NodeError>, Option<Pendi
         }
     };
     match ctx.store.prepare(&ctx.node, record, outputs) {
-        Ok(pending) => (result, Some(pending)),
+        Ok(pending) => (result, Some(pending), false),
+        Err(e) => (Err(NodeError::Store(e)), None, false),
+    }
+}
+
+/// The record of a node restored from the result store: the times and usage of the run that
+/// computed it, the outputs as written now.
+fn restored(
+    ctx: &NodeCtx,
+    entry: results::Entry,
+    paths: Vec<PathBuf>,
+) -> (Result<Vec<PathBuf>, NodeError>, Option<PendingRecord>) {
+    let record = NodeRecord {
+        format: RECORD_FORMAT,
+        id: ctx.node.id.clone(),
+        key: ctx.node.key.clone(),
+        status: Status::Done,
+        failure: None,
+        started_at: entry.started_at,
+        finished_at: entry.finished_at,
+        duration_ms: entry.duration_ms,
+        attempts: entry.attempts,
+        usage: entry.usage,
+        outputs: Vec::new(),
+        dirs: Vec::new(),
+    };
+    match ctx.store.prepare(&ctx.node, record, &paths) {
+        Ok(pending) => (Ok(paths), Some(pending)),
         Err(e) => (Err(NodeError::Store(e)), None),
     }
 }
@@ -645,5 +792,34 @@ impl NodeError {
             Self::Internal(_) => FailureKind::Internal,
             Self::Budget(_) => FailureKind::Budget,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_nodes_and_all_below_them_are_never_restored() {
+        // 0 -> 1 -> 2, and 3 on its own; 4 depends on 1 and 3.
+        let deps = vec![vec![], vec![0], vec![1], vec![], vec![1, 3]];
+        let r = |reasons: &[Option<Reason>], store| restorable(reasons, &deps, store);
+        let all = [
+            Some(Reason::NeverFinished),
+            Some(Reason::KeyChanged),
+            Some(Reason::OutputsChanged),
+            Some(Reason::UpstreamRuns),
+            None,
+        ];
+        assert_eq!(r(&all, true), [true, true, true, true, false]);
+        assert_eq!(r(&all, false), [false; 5]);
+        let forced = [
+            Some(Reason::NeverFinished),
+            Some(Reason::Forced),
+            Some(Reason::UpstreamRuns),
+            Some(Reason::KeyChanged),
+            Some(Reason::UpstreamRuns),
+        ];
+        assert_eq!(r(&forced, true), [true, false, false, true, false]);
     }
 }

@@ -62,7 +62,7 @@ impl Progress {
         self.refresh(stage);
     }
 
-    /// A node finished; `state` is done, failed or skipped.
+    /// A node finished; `state` is done, restored, failed or skipped.
     pub fn finished(&self, stage: &str, id: &str, state: &str, detail: &str) {
         if let Some(v) = self.running.lock().expect("progress lock").get_mut(stage) {
             v.retain(|x| x != id);
@@ -72,7 +72,8 @@ impl Progress {
                 if let Some(bar) = bars.get(stage) {
                     bar.inc(1);
                 }
-                if state != "done" {
+                // Bars count what finished well; lines say the rest.
+                if !matches!(state, "done" | "restored") {
                     let _ = multi.println(format!("{state:>8} {id} {detail}"));
                 }
                 self.refresh(stage);

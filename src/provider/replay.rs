@@ -249,6 +249,85 @@ fn line_col(prefix: &str) -> (usize, usize) {
     (line, col)
 }
 
+/// The file beside a recording's exchanges that pins what a strict replay needs to redo the live
+/// round exactly: `pipe run --record DIR` writes it, `pipe run --replay DIR` reads it.
+pub const ROUND_FILE: &str = "round.json";
+pub const ROUND_FORMAT: u32 = 1;
+/// A round pin larger than this is not pipe's.
+const MAX_ROUND_BYTES: u64 = 1 << 20;
+
+/// What a recording pins of the live round it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundPin {
+    pub format: u32,
+    /// `<name>-<date>`, the round's directory.
+    pub round: String,
+    pub name: String,
+    /// The date the round used (the pipeline's, or the day it ran when the pipeline has none).
+    pub date: String,
+    /// The pipeline file as given to `pipe run`, and its content's blake3 digest.
+    pub pipeline: String,
+    pub pipeline_blake3: String,
+    /// Each model's provider in the live round.
+    pub models: std::collections::BTreeMap<String, String>,
+}
+
+impl RoundPin {
+    /// The pin of the round `p`, loaded from `pipeline`.
+    pub fn of(p: &crate::config::Pipeline, pipeline: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            format: ROUND_FORMAT,
+            round: p.round.id.to_string(),
+            name: p.round.name.to_string(),
+            date: p.round.date.to_string(),
+            pipeline: pipeline.display().to_string(),
+            pipeline_blake3: fsutil::hash_file(pipeline)?,
+            models: p
+                .models
+                .iter()
+                .map(|m| (m.id.to_string(), m.provider.clone()))
+                .collect(),
+        })
+    }
+
+    /// Writes `DIR/round.json` atomically (the directory created).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        fsutil::write_json(&dir.join(ROUND_FILE), self)
+    }
+
+    /// Reads `DIR/round.json`: it parses, is of this format, and its name and date are what a
+    /// round's are (a safe name, a `YYYY-MM-DD` date) with the round `<name>-<date>`.
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(ROUND_FILE);
+        let bytes = crate::base::limits::read(&path, MAX_ROUND_BYTES, "a round pin")
+            .map_err(|e| format!("{e}; a recording made with `pipe run --record DIR` has one"))?;
+        let pin: Self =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bad = |what: String| format!("{}: {what}", path.display());
+        if pin.format != ROUND_FORMAT {
+            return Err(bad(format!(
+                "format {} is not {ROUND_FORMAT}: record the round again",
+                pin.format
+            )));
+        }
+        let name = crate::base::names::SafeName::new(pin.name.clone())
+            .map_err(|e| bad(format!("`name` is not a round name: {e}")))?;
+        let date = crate::base::names::date(&pin.date)
+            .ok_or_else(|| bad(format!("`date` {:?} is not a YYYY-MM-DD date", pin.date)))?;
+        let id = crate::base::names::SafeName::joined(&name, &date)
+            .map_err(|e| bad(format!("`{name}-{date}` is not a round id: {e}")))?;
+        if id.as_str() != pin.round {
+            return Err(bad(format!(
+                "`round` {:?} is not `<name>-<date>` ({id})",
+                pin.round
+            )));
+        }
+        Ok(pin)
+    }
+}
+
 /// Writes every exchange of a live run into a recordings directory.
 #[derive(Debug, Clone)]
 pub struct Recorder {
