@@ -64,23 +64,10 @@ async fn chat(
 /// Starts the endpoint on 127.0.0.1 in a thread of its own; returns its state and base URL.
 fn start_endpoint() -> (Arc<Endpoint>, String) {
     let endpoint = Arc::new(Endpoint::default());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .with_state(Arc::clone(&endpoint));
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (endpoint, format!("http://{addr}/v1"))
+    (endpoint, common::serve_in_thread(app))
 }
 
 fn edit(file: &Path, from: &str, to: &str) {

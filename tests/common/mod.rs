@@ -55,3 +55,23 @@ pub fn ids_with(summary: &serde_json::Value, outcome: &str) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Serves `app` on a free port of 127.0.0.1 from a thread of its own (the tests themselves are
+/// synchronous) and returns the OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`. The
+/// server lives as long as the test process.
+pub fn serve_in_thread(app: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}/v1")
+}
