@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::base::fsutil;
-use crate::store::{NodeRecord, OutputFile};
+use crate::store::{NodeRecord, OutputFile, is_plain_relative};
 use crate::vocab::Usage;
 
 /// The store under the output directory when none is given.
@@ -154,14 +154,6 @@ pub fn upstream_digest<'a>(upstream: impl IntoIterator<Item = (&'a str, &'a str)
 /// True for 64 lowercase hex digits: a key or a blake3 digest, safe as a file name.
 fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// True for a non-empty relative path of plain components.
-fn is_plain_relative(path: &str) -> bool {
-    !path.is_empty()
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
 }
 
 /// Opens a regular file without following a link at its last component, and refuses one past

@@ -276,7 +276,7 @@ pub struct RoundLock {
 }
 
 /// True for a non-empty relative path of plain components (no `..`, `.`, root or prefix).
-fn is_plain_relative(path: &str) -> bool {
+pub fn is_plain_relative(path: &str) -> bool {
     !path.is_empty()
         && path
             .split('/')
