@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod formats;
+pub mod gateway;
 pub mod plan;
 pub mod provider;
 pub mod report;

@@ -30,6 +30,7 @@ fn job(script: &str) -> Job {
         python: vec![],
         network: false,
         collect_dir: None,
+        gateway: None,
         limits: pipe::sandbox::JobLimits::default(),
     }
 }

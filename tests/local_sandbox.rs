@@ -274,6 +274,7 @@ async fn a_plain_job_under_bubblewrap_reaches_nothing_of_the_host() {
         python: vec!["pytest==8.3.5".into()],
         network: false,
         collect_dir: None,
+        gateway: None,
         limits: JobLimits::default(),
     };
     let r = sandbox.run(&job, &CancellationToken::new()).await.unwrap();

@@ -371,6 +371,40 @@ pub struct CommandHarness {
     pub tools: Option<PathBuf>,
     /// blake3 of every file under `tools`, by relative path, for cache keys.
     pub tools_digests: BTreeMap<String, String>,
+    /// The model gateway's limits: set whenever the command has no network (the gateway is its
+    /// only way out), none with `network = true` (the CLI calls its endpoint itself, unmetered).
+    pub gateway: Option<GatewayLimits>,
+}
+
+/// What one build may spend through its model gateway (`[...command.gateway]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct GatewayLimits {
+    /// Requests the build may make.
+    pub max_requests: u32,
+    /// Input plus output tokens over the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Cost over the build, at the model's price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Time from the build's start after which no request is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_secs: Option<u64>,
+}
+
+impl GatewayLimits {
+    pub const DEFAULT_MAX_REQUESTS: u32 = 200;
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            max_requests: Self::DEFAULT_MAX_REQUESTS,
+            max_tokens: None,
+            max_cost_usd: None,
+            max_wall_secs: None,
+        }
+    }
 }
 
 impl CommandHarness {

@@ -117,6 +117,18 @@ pub struct RawCommandHarness {
     pub usage: Option<String>,
     /// A directory (relative to the pipeline file) copied to `$PIPE_WORK/tools`, first on PATH.
     pub tools: Option<String>,
+    /// `[...command.gateway]`: the table of [`RawGatewayLimits`], checked on its own.
+    pub gateway: Option<serde_json::Value>,
+}
+
+/// `[stages.<build>.command.gateway]`: what one build may spend through the model gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayLimits {
+    pub max_requests: Option<i64>,
+    pub max_tokens: Option<i64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_wall_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -111,6 +111,10 @@ pub struct ChatRequest {
     /// Tool definitions (chat-completions `tools`), sent only when there are some.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<serde_json::Value>,
+    /// Chat-completions `tool_choice`, passed on as given (an agent CLI behind the gateway may
+    /// insist on a tool); left out when absent, so requests without it digest as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 impl ChatRequest {

@@ -390,6 +390,7 @@ mod tests {
             sampling: Sampling::default(),
             json_schema: None,
             tools: Vec::new(),
+            tool_choice: None,
         }
     }
 

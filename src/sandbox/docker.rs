@@ -42,6 +42,8 @@ pub const LABEL_OWNER: &str = "pipe.owner";
 pub const WORK_INODES: u64 = 65_536;
 /// The size of `/tmp` (a tmpfs too).
 pub const TMP_BYTES: u64 = 64 << 20;
+/// Where a build's model-gateway directory is bound in a container (read-only).
+pub const GATEWAY_DIR: &str = "/run/pipe-gateway";
 
 /// What one job's container may use. `/work` and `/tmp` are tmpfs: the files a job writes there
 /// are memory, charged to the container's memory limit, so the defaults keep both caps well
@@ -362,6 +364,16 @@ impl DockerSandbox {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         ];
         env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut binds = Vec::new();
+        if let Some(socket) = &job.gateway
+            && let (Some(dir), Some(name)) = (socket.parent(), socket.file_name())
+        {
+            binds.push(format!("{}:{GATEWAY_DIR}:ro", dir.display()));
+            env.push(format!(
+                "PIPE_GATEWAY_SOCKET={GATEWAY_DIR}/{}",
+                name.to_string_lossy()
+            ));
+        }
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_ROUND.to_string(), self.round.clone()),
@@ -385,6 +397,8 @@ impl DockerSandbox {
             network_disabled: Some(!job.network),
             host_config: Some(HostConfig {
                 network_mode: Some(if job.network { "bridge" } else { "none" }.into()),
+                // The model gateway's socket, the one way out of a container without network.
+                binds: (!binds.is_empty()).then_some(binds),
                 memory: Some(self.limits.memory_bytes),
                 memory_swap: Some(self.limits.memory_bytes),
                 pids_limit: Some(self.limits.pids),

@@ -40,6 +40,10 @@ pub struct Job {
     pub network: bool,
     /// A directory (relative to `$PIPE_WORK`) read back whole after the run.
     pub collect_dir: Option<CollectDir>,
+    /// The build's model-gateway socket on the host: its directory is bound in read-only, and
+    /// the job finds the socket at `$PIPE_GATEWAY_SOCKET`. Only a command build without network
+    /// has one.
+    pub gateway: Option<PathBuf>,
     /// Resource limits of the job's processes (the local sandbox's rlimits; a Docker container
     /// has its own cgroup limits).
     pub limits: JobLimits,

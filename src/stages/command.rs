@@ -68,6 +68,7 @@ pub async fn run(
         python: vec![],
         network: false,
         collect_dir: None,
+        gateway: None,
         limits: crate::sandbox::JobLimits::default(),
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;

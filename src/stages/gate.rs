@@ -200,6 +200,7 @@ fn gate_job(task: &Task, impl_dir: &Path, timeout: Duration, run: u32) -> Job {
         // The hidden tests never get network, whatever the build had.
         network: false,
         collect_dir: None,
+        gateway: None,
         limits: crate::sandbox::JobLimits::default(),
     }
 }

@@ -534,6 +534,7 @@ async fn ask(
             sampling: jm.sampling.clone(),
             json_schema: Some(schema.clone()),
             tools: Vec::new(),
+            tool_choice: None,
         };
         if turn == 0 {
             judgment.prompt_digest = request.digest();

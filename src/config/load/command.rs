@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::ctx::Loader;
 use crate::config::check::section;
-use crate::config::raw::RawCommandHarness;
+use crate::config::raw::{RawCommandHarness, RawGatewayLimits};
 use crate::config::templates::{self, CommandCtx};
-use crate::config::{CommandHarness, Harness, Template};
+use crate::config::{CommandHarness, GatewayLimits, Harness, Template};
 use crate::source::KeyPath;
 
 impl Loader<'_> {
@@ -59,7 +59,15 @@ impl Loader<'_> {
             Some(rel) => self.command_tools(&at, rel),
             None => Some((None, BTreeMap::new())),
         };
-        let (Some(network), Some((tools, tools_digests)), true) = (network, tools, ok) else {
+        // `Some(None)`: no gateway (the command has network); `None`: a wrong table (reported).
+        let gateway = match network {
+            Some(false) => self.gateway_limits(&at).map(Some),
+            Some(true) => self.no_gateway(&at).then_some(None),
+            None => None,
+        };
+        let (Some(network), Some((tools, tools_digests)), Some(gateway), true) =
+            (network, tools, gateway, ok)
+        else {
             return Err(());
         };
         Ok(Some(Box::new(CommandHarness {
@@ -72,7 +80,129 @@ impl Loader<'_> {
             usage: raw.usage,
             tools,
             tools_digests,
+            gateway,
         })))
+    }
+
+    /// `[...command.gateway]` of a command without network: the limits, the defaults where a key
+    /// is left out. `None` when a value is wrong (reported).
+    fn gateway_limits(&mut self, at: &KeyPath) -> Option<GatewayLimits> {
+        let at = at.key("gateway");
+        let mut limits = GatewayLimits::default();
+        if self.doc.get(&at).is_none() {
+            return Some(limits);
+        }
+        let raw: RawGatewayLimits = section(self.doc, &at, "the gateway limits", &mut self.diags)?;
+        let mut ok = true;
+        let mut int = |l: &mut Self, key: &str, v: Option<i64>, max: i64, unit: &str| {
+            let v = v?;
+            if (1..=max).contains(&v) {
+                return Some(v);
+            }
+            l.err(
+                &at.key(key),
+                format!("`{key}` is {v}; it must be between 1 and {max}{unit}"),
+            )
+            .help = Some(format!("set `{key}` in the range, or remove it"));
+            ok = false;
+            None
+        };
+        if let Some(v) = int(self, "max_requests", raw.max_requests, 100_000, " requests") {
+            limits.max_requests = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+        limits.max_tokens = int(
+            self,
+            "max_tokens",
+            raw.max_tokens,
+            1_000_000_000_000,
+            " tokens",
+        )
+        .map(i64::unsigned_abs);
+        limits.max_wall_secs = int(
+            self,
+            "max_wall_secs",
+            raw.max_wall_secs,
+            i64::try_from(crate::base::limits::MAX_TIMEOUT_SECS).unwrap_or(i64::MAX),
+            " seconds",
+        )
+        .map(i64::unsigned_abs);
+        if let Some(c) = raw.max_cost_usd {
+            if c.is_finite() && c > 0.0 {
+                limits.max_cost_usd = Some(c);
+            } else {
+                self.err(
+                    &at.key("max_cost_usd"),
+                    format!("`max_cost_usd` is {c}; it must be a positive number of dollars"),
+                )
+                .help = Some("e.g. `max_cost_usd = 0.50`, or remove it".into());
+                ok = false;
+            }
+        }
+        ok.then_some(limits)
+    }
+
+    /// A command building through the gateway may not be handed a provider's key: the gateway
+    /// holds it, and it never enters the sandbox.
+    pub(super) fn gateway_keys(
+        &mut self,
+        providers: &BTreeMap<String, crate::config::ProviderConfig>,
+        stages: &[crate::config::Stage],
+    ) {
+        let keys: Vec<(&str, &str)> = providers
+            .values()
+            .filter_map(|p| match &p.kind {
+                crate::config::ProviderKind::OpenAi {
+                    api_key_env: Some(k),
+                    ..
+                } => Some((p.name.as_str(), k.as_str())),
+                _ => None,
+            })
+            .collect();
+        for stage in stages {
+            let crate::config::StageKind::Build(b) = &stage.kind else {
+                continue;
+            };
+            let Some(c) = b.command.as_deref().filter(|c| c.gateway.is_some()) else {
+                continue;
+            };
+            for (i, name) in c.env.iter().enumerate() {
+                if let Some((provider, _)) = keys.iter().find(|(_, k)| k == name) {
+                    let at = KeyPath::root()
+                        .key("stages")
+                        .key(stage.name.as_str())
+                        .key("command")
+                        .key("env")
+                        .index(i);
+                    self.err(
+                        &at,
+                        format!("`{name}` is provider `{provider}`'s API key: it never enters the sandbox"),
+                    )
+                    .help = Some(
+                        "the model gateway holds the key and hands the build a token of its own: \
+                         remove it from `env` (the CLI finds $OPENAI_API_KEY and $PIPE_GATEWAY_TOKEN set)"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// With `network = true` the CLI calls its endpoint itself: a gateway table is refused.
+    fn no_gateway(&mut self, at: &KeyPath) -> bool {
+        let at = at.key("gateway");
+        if self.doc.get(&at).is_none() {
+            return true;
+        }
+        self.err(
+            &at,
+            "the gateway's limits apply only when the command has no network",
+        )
+        .help = Some(
+            "with `network = true` the CLI reaches its endpoint itself, unmetered: set \
+             `network = false` to build through the gateway, or remove this table"
+                .into(),
+        );
+        false
     }
 
     /// `network`, which the command harness must set; `None` when missing (reported).

@@ -106,6 +106,9 @@ impl Loader<'_> {
                 self.check_agent(&models, stages, task);
             }
         }
+        if let Some(stages) = &stages {
+            self.gateway_keys(&providers, stages);
+        }
         let (round, _) = round?;
         let mut stages = stages?;
         let tasks = tasks?;

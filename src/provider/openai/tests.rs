@@ -210,6 +210,7 @@ fn request() -> ChatRequest {
         },
         json_schema: None,
         tools: Vec::new(),
+        tool_choice: None,
     }
 }
 

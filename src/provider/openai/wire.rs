@@ -51,6 +51,8 @@ pub(super) struct WireRequest<'a> {
     response_format: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tools: &'a [serde_json::Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a serde_json::Value>,
 }
 
 impl<'a> WireRequest<'a> {
@@ -73,6 +75,7 @@ impl<'a> WireRequest<'a> {
             max_tokens: request.sampling.max_tokens,
             response_format,
             tools: &request.tools,
+            tool_choice: request.tool_choice.as_ref(),
         }
     }
 }

@@ -77,7 +77,10 @@ impl LocalSandbox {
     ) -> Result<JobResult, SandboxError> {
         static PROTECT: Once = Once::new();
         PROTECT.call_once(protect_process);
-        let (path, expose) = self.python(job).await?;
+        let (path, mut expose) = self.python(job).await?;
+        if let Some(dir) = job.gateway.as_deref().and_then(Path::parent) {
+            expose.push(dir.to_path_buf());
+        }
         let mut user = limits::job_user();
         // Unisolated, a job run as `nobody` reads the venv and the Python it links to where they
         // are; where others cannot enter them (a Python under /root), the job runs as root with
@@ -181,6 +184,9 @@ impl LocalSandbox {
         env.insert("LANG".into(), "C.UTF-8".into());
         env.insert("PIPE_WORK".into(), work.display().to_string());
         env.extend(job.env.clone());
+        if let Some(socket) = &job.gateway {
+            env.insert("PIPE_GATEWAY_SOCKET".into(), socket.display().to_string());
+        }
         let scratch = work.join("scratch");
         let mut cmd = if self.bwrap {
             let setpriv = match user {
@@ -506,6 +512,7 @@ mod tests {
             python: vec![],
             network: false,
             collect_dir: None,
+            gateway: None,
             limits: JobLimits::default(),
         }
     }

@@ -18,11 +18,14 @@ use std::time::Duration;
 use super::answer::{self, MAX_FILE_BYTES, Rejection};
 use super::command_usage::{self, Reported};
 use super::prompt::prompt_context;
-use super::report::{BuildOutcome, BuildReport, NO_USAGE, Written, write_implementation};
+use super::report::{
+    BuildOutcome, BuildReport, GATEWAY_USAGE, NO_USAGE, Written, write_implementation,
+};
 use crate::base::fsutil;
 use crate::config::task::Task;
 use crate::config::templates::{self, CommandCtx, CommandModelCtx, CommandTaskCtx};
 use crate::config::{CommandHarness, Harness, ModelConfig, ProviderKind, Template};
+use crate::gateway::{self, Gateway, Stop};
 use crate::plan::Subject;
 use crate::sandbox::{CollectDir, CollectedTree, Job, JobLimits, JobResult};
 use crate::stages::outputs::{AGENT_OUTPUT_TXT, BUILD_JSON, PROMPT_MD};
@@ -33,6 +36,8 @@ use crate::vocab::Usage;
 const WORKSPACE: &str = "workspace";
 const PROMPT_DIR: &str = "prompt";
 const TOOLS_DIR: &str = "tools";
+/// The gateway's relay, under `$PIPE_WORK` (outside the workspace: never collected).
+const GATEWAY_DIR: &str = "pipe";
 /// `$PIPE_USAGE`, relative to `$PIPE_WORK` (outside the workspace: never collected).
 const USAGE_FILE: &str = "out/usage.json";
 /// Directories an agent or its tools leave behind that are not part of an implementation.
@@ -55,11 +60,16 @@ const MIN_SECRET_LEN: usize = 8;
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
 /// The shell script the sandbox runs: the environment the agent relies on, then its command.
-fn script(command_line: &str, tools: bool) -> String {
+/// With the gateway, its relay starts first (in the background, on a free loopback port of the
+/// sandbox's own network) and the CLI's base URL points at it.
+fn script(command_line: &str, tools: bool, gateway: bool) -> String {
     let mut s = String::from(
         "mkdir -p \"$PIPE_WORK/out\" || exit 125\n\
          export PIPE_PROMPT=\"$PIPE_WORK/prompt/prompt.md\" PIPE_USAGE=\"$PIPE_WORK/out/usage.json\"\n",
     );
+    if gateway {
+        s.push_str(GATEWAY_PRELUDE);
+    }
     if tools {
         s.push_str("export PATH=\"$PIPE_WORK/tools:$PATH\"\n");
     }
@@ -68,6 +78,19 @@ fn script(command_line: &str, tools: bool) -> String {
     s.push('\n');
     s
 }
+
+/// Starts the gateway's relay and waits (up to 10 s) for its port; exports the base URL the
+/// CLIs read (`OPENAI_BASE_URL`, `OPENAI_API_BASE`) and `PIPE_GATEWAY_URL`.
+const GATEWAY_PRELUDE: &str = r#"python3 -I "$PIPE_WORK/pipe/relay.py" "$PIPE_GATEWAY_SOCKET" "$PIPE_WORK/pipe/port" 2>"$PIPE_WORK/pipe/relay.log" &
+i=0
+while [ ! -s "$PIPE_WORK/pipe/port" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 200 ]; then echo "pipe: the model gateway's relay did not start:" >&2; cat "$PIPE_WORK/pipe/relay.log" >&2; exit 125; fi
+  sleep 0.05
+done
+PIPE_GATEWAY_URL="http://127.0.0.1:$(cat "$PIPE_WORK/pipe/port")/v1"
+export PIPE_GATEWAY_URL OPENAI_BASE_URL="$PIPE_GATEWAY_URL" OPENAI_API_BASE="$PIPE_GATEWAY_URL"
+"#;
 
 /// Replaces every occurrence of a secret value by a marker.
 fn redact(text: &str, secrets: &[(String, String)]) -> String {
@@ -153,14 +176,41 @@ pub async fn run(
         .map_err(NodeError::Configuration)?;
     let mut outputs = vec![write_text(dir, PROMPT_MD, &text)?];
     let command_line = command_line(ctx, command, m, *sample)?;
-    let (env, secrets) = agent_env(command, m, *sample, &task.name)?;
+    let (mut env, mut secrets) = agent_env(command, m, *sample, &task.name)?;
+    let gateway = open_gateway(ctx, command, m)?;
+    if let Some(g) = &gateway {
+        for name in ["PIPE_GATEWAY_TOKEN", "OPENAI_API_KEY"] {
+            env.insert(name.into(), g.token().to_string());
+        }
+        secrets.push(("PIPE_GATEWAY_TOKEN".into(), g.token().to_string()));
+    }
     let staging = tempfile::Builder::new()
         .prefix("pipe-agent-")
         .tempdir()
         .map_err(|e| NodeError::Infrastructure(format!("temp dir: {e}")))?;
-    let job = agent_job(staging.path(), task, command, &command_line, &text, env)?;
-    let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;
+    let mut job = agent_job(staging.path(), task, command, &command_line, &text, env)?;
+    let r = match &gateway {
+        Some(g) => {
+            let relay = staging.path().join(GATEWAY_DIR);
+            let relay_py = relay.join("relay.py");
+            fsutil::write_atomic(&relay_py, gateway::RELAY_PY.as_bytes()).map_err(io(&relay_py))?;
+            job.inputs.push((GATEWAY_DIR.to_string(), relay));
+            job.gateway = Some(g.socket());
+            let notify = ctx.notify();
+            tokio::select! {
+                r = ctx.services.sandbox.run(&job, &ctx.cancel) => r,
+                never = g.serve(&ctx.services.providers, &notify) => match never {},
+            }
+        }
+        None => ctx.services.sandbox.run(&job, &ctx.cancel).await,
+    }?;
     drop(staging);
+    let metered = gateway.map(Gateway::finish);
+    match metered.as_ref().and_then(|f| f.stop.as_ref()) {
+        Some(Stop::Budget(m)) => return Err(NodeError::Budget(m.clone())),
+        Some(Stop::Setup(m)) => return Err(NodeError::Configuration(m.clone())),
+        _ => {}
+    }
     outputs.push(write_text(
         dir,
         AGENT_OUTPUT_TXT,
@@ -173,8 +223,11 @@ pub async fn run(
     let tree = r.tree.clone().unwrap_or_default();
     let (kept, mut rejected) = sort_workspace(&tree, command, task, &starter, &secrets);
     let (mut outcome, mut reason) = build_outcome(&r, &tree, command, &kept, &starter);
+    if let Some(f) = &metered {
+        (outcome, reason) = metered_outcome(f, outcome, reason);
+    }
     let mut written = Written::default();
-    if outcome == BuildOutcome::Completed {
+    if outcome.has_implementation() {
         match write_implementation(dir, task, &kept)? {
             Ok(w) => written = w,
             Err((r, why)) => {
@@ -205,11 +258,69 @@ pub async fn run(
         exit_code: r.exit_code,
         usage_source: Some(source.to_string()),
         reported_cost_usd: reported.cost_usd,
+        reported_usage: None,
+        gateway: None,
         sandbox: Some(r.sandbox.clone()),
     };
+    if let Some(f) = metered {
+        report.reported_usage = reported.usage;
+        report.usage = f.usage;
+        report.usage_source = Some(GATEWAY_USAGE.to_string());
+        report.latency_ms = f.report.latency_ms;
+        report.attempts = f.report.attempts;
+        report.throttled_ms = f.report.throttled_ms;
+        report.gateway = Some(f.report);
+    }
     report.cost_usd = report.cost_at(m.price);
     outputs.push(write_output(dir, BUILD_JSON, &report)?);
     Ok(outputs)
+}
+
+/// The build's gateway, when the command has no network: the model's calls go through its
+/// provider, recorded (or replayed) at this node's call site.
+fn open_gateway(
+    ctx: &NodeCtx,
+    command: &CommandHarness,
+    m: &ModelConfig,
+) -> Result<Option<Gateway>, NodeError> {
+    let Some(limits) = command.gateway else {
+        return Ok(None);
+    };
+    let spec = gateway::Spec {
+        provider: m.provider.clone(),
+        model: m.model.clone(),
+        sampling: m.sampling.clone(),
+        price: Some(m.price),
+        stage: ctx.node.stage.clone(),
+        model_id: m.id.clone(),
+        subject: ctx.node.subject.call_subject().unwrap_or_default(),
+        limits,
+    };
+    Gateway::open(spec)
+        .map(Some)
+        .map_err(|e| NodeError::Infrastructure(format!("cannot open the model gateway: {e}")))
+}
+
+/// The outcome once the gateway's account is in: an endpoint that failed is a fault, a limit
+/// reached is `budget` (what the CLI wrote by then is tested as it is).
+fn metered_outcome(
+    f: &gateway::Finished,
+    outcome: BuildOutcome,
+    reason: Option<String>,
+) -> (BuildOutcome, Option<String>) {
+    if let Some(Stop::Fault(m)) = &f.stop {
+        return (
+            BuildOutcome::Fault,
+            Some(format!("the endpoint failed behind the gateway: {m}")),
+        );
+    }
+    match &f.report.limit {
+        Some(limit) => {
+            let then = reason.map(|r| format!("; then {r}")).unwrap_or_default();
+            (BuildOutcome::Budget, Some(format!("{limit}{then}")))
+        }
+        None => (outcome, reason),
+    }
 }
 
 /// The pipeline's `run` template rendered for this model, task and sample.
@@ -219,7 +330,9 @@ fn command_line(
     m: &ModelConfig,
     sample: u32,
 ) -> Result<String, NodeError> {
+    // Through the gateway the CLI's endpoint is the relay's, known once the sandbox runs.
     let base_url = match ctx.pipeline().providers.get(&m.provider).map(|pr| &pr.kind) {
+        _ if command.gateway.is_some() => "${PIPE_GATEWAY_URL}".to_string(),
         Some(ProviderKind::OpenAi { base_url, .. }) => base_url.clone(),
         _ => String::new(),
     };
@@ -308,7 +421,11 @@ fn agent_job(
     }
     Ok(Job {
         inputs,
-        script: script(command_line, command.tools.is_some()),
+        script: script(
+            command_line,
+            command.tools.is_some(),
+            command.gateway.is_some(),
+        ),
         env,
         timeout: Duration::from_secs(command.timeout_secs),
         output_limit: OUTPUT_LIMIT,
@@ -321,6 +438,7 @@ fn agent_job(
             max_files: MAX_FILES,
             max_bytes: MAX_BYTES,
         }),
+        gateway: None,
         // An agent CLI runs on a JavaScript engine that reserves far more address space than it
         // uses: no address-space cap (Docker's memory limit still applies there).
         limits: JobLimits {
@@ -472,11 +590,14 @@ mod tests {
 
     #[test]
     fn the_script_sets_the_agent_environment_before_its_command() {
-        let s = script("agent --go", true);
+        let s = script("agent --go", true, false);
         let cd = s.find("cd \"$PIPE_WORK/workspace\"").unwrap();
         assert!(s.find("PIPE_PROMPT=").unwrap() < cd);
         assert!(s.find("$PIPE_WORK/tools:$PATH").unwrap() < cd);
         assert!(s.ends_with("agent --go\n"));
-        assert!(!script("agent", false).contains("tools"));
+        assert!(!script("agent", false, false).contains("tools"));
+        let g = script("agent", false, true);
+        assert!(g.find("relay.py").unwrap() < g.find("cd \"$PIPE_WORK/workspace\"").unwrap());
+        assert!(g.contains("OPENAI_BASE_URL=\"$PIPE_GATEWAY_URL\""));
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
         sampling: m.sampling.clone(),
         json_schema: None,
         tools: Vec::new(),
+        tool_choice: None,
     };
     let site = CallSite {
         stage: ctx.node.stage.clone(),
@@ -167,6 +168,8 @@ pub async fn run(ctx: &NodeCtx, stage: &BuildStage, dir: &Path) -> Result<Vec<Pa
         exit_code: None,
         usage_source: None,
         reported_cost_usd: None,
+        reported_usage: None,
+        gateway: None,
         sandbox: None,
         agent: None,
     };

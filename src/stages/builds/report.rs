@@ -74,6 +74,14 @@ pub struct BuildReport {
     /// Command harness: the cost the CLI itself reported, in USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_cost_usd: Option<f64>,
+    /// Command harness through the gateway: the tokens the CLI itself reported, kept beside the
+    /// gateway's exact count for comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_usage: Option<Usage>,
+    /// Command harness: the model gateway's account (requests, refusals, the limit reached);
+    /// none for a command with network, whose calls pipe never sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::gateway::Report>,
     /// Command harness: which sandbox ran the agent (`local+bwrap`, `docker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
@@ -95,6 +103,9 @@ impl BuildReport {
     pub fn cost_at(&self, price: Price) -> f64 {
         let tokens_known = self.usage_source.as_deref() != Some(NO_USAGE);
         let priced = price.cost(self.usage);
+        if self.usage_source.as_deref() == Some(GATEWAY_USAGE) {
+            return priced;
+        }
         match self.reported_cost_usd {
             Some(reported) if !tokens_known || priced == 0.0 => reported,
             _ => priced,
@@ -104,6 +115,8 @@ impl BuildReport {
 
 /// [`BuildReport::usage_source`] when the CLI reported no tokens.
 pub const NO_USAGE: &str = "none";
+/// [`BuildReport::usage_source`] when the model gateway counted every call: exact.
+pub const GATEWAY_USAGE: &str = "gateway";
 
 /// The agent's part of `build.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -209,6 +209,8 @@ pub async fn run(
         exit_code: None,
         usage_source: None,
         reported_cost_usd: None,
+        reported_usage: None,
+        gateway: None,
         sandbox: None,
         harness: Harness::Agent,
         outcome,
@@ -415,6 +417,7 @@ impl Loop<'_> {
             sampling: self.model.sampling.clone(),
             json_schema: None,
             tools: tool_specs(),
+            tool_choice: None,
         };
         let site = CallSite {
             stage: self.ctx.node.stage.clone(),
@@ -688,6 +691,7 @@ fn workspace_job(
         python: task.python_requirements.clone(),
         network: false,
         collect_dir: None,
+        gateway: None,
         limits: crate::sandbox::JobLimits::default(),
     }
 }
