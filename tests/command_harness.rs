@@ -237,7 +237,7 @@ fn a_command_harness_without_network_is_refused_with_its_location() {
         stderr.contains("pipeline.toml:34:1: error: the command harness must say whether its command gets network: `network` is missing (at `stages.build.command`)"),
         "{stderr}"
     );
-    assert!(stderr.contains("add `network = true`"), "{stderr}");
+    assert!(stderr.contains("add `network = false`"), "{stderr}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ impl Loader<'_> {
                 "`harness = \"command\"` needs a `command` table saying what to run",
             )
             .help = Some(format!(
-                "add [{at}] with `run = \"...\"` (the agent CLI's command line) and `network = true`"
+                "add [{at}] with `run = \"...\"` (the agent CLI's command line) and `network = false` (through the model gateway)"
             ));
             return Err(());
         }
@@ -61,7 +61,10 @@ impl Loader<'_> {
         };
         // `Some(None)`: no gateway (the command has network); `None`: a wrong table (reported).
         let gateway = match network {
-            Some(false) => self.gateway_limits(&at).map(Some),
+            Some(false) => {
+                let keys_out = self.no_key_in_env(&at, &raw.env);
+                self.gateway_limits(&at).filter(|_| keys_out).map(Some)
+            }
             Some(true) => self.no_gateway(&at).then_some(None),
             None => None,
         };
@@ -142,49 +145,26 @@ impl Loader<'_> {
     }
 
     /// A command building through the gateway may not be handed a provider's key: the gateway
-    /// holds it, and it never enters the sandbox.
-    pub(super) fn gateway_keys(
-        &mut self,
-        providers: &BTreeMap<String, crate::config::ProviderConfig>,
-        stages: &[crate::config::Stage],
-    ) {
-        let keys: Vec<(&str, &str)> = providers
-            .values()
-            .filter_map(|p| match &p.kind {
-                crate::config::ProviderKind::OpenAi {
-                    api_key_env: Some(k),
-                    ..
-                } => Some((p.name.as_str(), k.as_str())),
-                _ => None,
-            })
-            .collect();
-        for stage in stages {
-            let crate::config::StageKind::Build(b) = &stage.kind else {
+    /// holds it, and it never enters the sandbox. False when one is (reported).
+    fn no_key_in_env(&mut self, at: &KeyPath, env: &[String]) -> bool {
+        let mut ok = true;
+        for (i, name) in env.iter().enumerate() {
+            let Some((provider, _)) = self.provider_keys.iter().find(|(_, k)| k == name).cloned()
+            else {
                 continue;
             };
-            let Some(c) = b.command.as_deref().filter(|c| c.gateway.is_some()) else {
-                continue;
-            };
-            for (i, name) in c.env.iter().enumerate() {
-                if let Some((provider, _)) = keys.iter().find(|(_, k)| k == name) {
-                    let at = KeyPath::root()
-                        .key("stages")
-                        .key(stage.name.as_str())
-                        .key("command")
-                        .key("env")
-                        .index(i);
-                    self.err(
-                        &at,
-                        format!("`{name}` is provider `{provider}`'s API key: it never enters the sandbox"),
-                    )
-                    .help = Some(
-                        "the model gateway holds the key and hands the build a token of its own: \
-                         remove it from `env` (the CLI finds $OPENAI_API_KEY and $PIPE_GATEWAY_TOKEN set)"
-                            .into(),
-                    );
-                }
-            }
+            self.err(
+                &at.key("env").index(i),
+                format!("`{name}` is provider `{provider}`'s API key: it never enters the sandbox"),
+            )
+            .help = Some(
+                "the model gateway holds the key and hands the build a token of its own: remove \
+                 it from `env` (the CLI finds $OPENAI_API_KEY and $PIPE_GATEWAY_TOKEN set)"
+                    .into(),
+            );
+            ok = false;
         }
+        ok
     }
 
     /// With `network = true` the CLI calls its endpoint itself: a gateway table is refused.
@@ -213,8 +193,10 @@ impl Loader<'_> {
                 "the command harness must say whether its command gets network: `network` is missing",
             )
             .help = Some(
-                "an agent CLI reaches its model over the network: add `network = true` to open the \
-                 build sandbox's network (the gate stays offline), or `network = false`"
+                "add `network = false` to build through pipe's model gateway (the CLI's only way \
+                 out: the key stays outside, every call is metered, limited and recorded), or \
+                 `network = true` to open the build sandbox's network to the CLI itself \
+                 (unmetered and unreplayable; the gate stays offline)"
                     .into(),
             );
         }

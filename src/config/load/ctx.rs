@@ -18,6 +18,8 @@ pub(super) struct Loader<'a> {
     /// True when a host variable the round needs but this machine lacks is an error (the round
     /// is about to run), false when it is a warning (the round is only validated).
     pub(super) missing_var_fails: bool,
+    /// Each openai provider's name and the variable holding its key, once the providers are read.
+    pub(super) provider_keys: Vec<(String, String)>,
 }
 
 pub(super) fn root() -> KeyPath {

@@ -40,6 +40,7 @@ pub fn load(file: &Path, purpose: Purpose) -> Result<Pipeline, Vec<Diag>> {
         dir,
         diags: Vec::new(),
         missing_var_fails: purpose == Purpose::Run,
+        provider_keys: Vec::new(),
     };
     let pipeline = l.pipeline();
     if let Some(p) = &pipeline {
@@ -98,6 +99,16 @@ impl Loader<'_> {
         section::<RawTop>(self.doc, &root(), "the pipeline file", &mut self.diags);
         let round = self.round();
         let providers = self.providers();
+        self.provider_keys = providers
+            .values()
+            .filter_map(|p| match &p.kind {
+                crate::config::ProviderKind::OpenAi {
+                    api_key_env: Some(k),
+                    ..
+                } => Some((p.name.clone(), k.clone())),
+                _ => None,
+            })
+            .collect();
         let models = self.models(&providers);
         let stages = self.stages();
         let tasks = round.as_ref().and_then(|(_, dirs)| self.tasks(dirs));
@@ -105,9 +116,6 @@ impl Loader<'_> {
             for task in tasks {
                 self.check_agent(&models, stages, task);
             }
-        }
-        if let Some(stages) = &stages {
-            self.gateway_keys(&providers, stages);
         }
         let (round, _) = round?;
         let mut stages = stages?;
