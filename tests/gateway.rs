@@ -130,18 +130,17 @@ impl Round {
             .route("/v1/chat/completions", post(chat))
             .with_state(Arc::clone(&endpoint));
         let base_url = common::serve_in_thread(app);
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let r = Self {
             _dir: dir,
             root,
             endpoint,
-            _listener: std::net::TcpListener::bind("0.0.0.0:0").unwrap(),
-            port: 0,
+            _listener: listener,
+            port,
         };
         r.edit("http://127.0.0.1:9/v1", &base_url);
-        Self {
-            port: r._listener.local_addr().unwrap().port(),
-            ..r
-        }
+        r
     }
 
     fn edit(&self, from: &str, to: &str) {
