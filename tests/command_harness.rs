@@ -79,6 +79,18 @@ fn the_stand_in_agent_builds_and_the_gate_runs_offline_on_its_files() {
     let r = Round::new();
     let (code, summary, stderr) = r.run();
     assert_eq!(code, 0, "{summary} {stderr}");
+    // With `network = true` the CLIs called their endpoint themselves: the aggregate names every
+    // build unmetered, with where its usage came from.
+    let aggregate = read_json(&r.node("aggregate/aggregate.json"));
+    assert_eq!(
+        aggregate["unmetered"],
+        serde_json::json!([
+            {"model": "ann", "sample": 1, "usage_source": "file"},
+            {"model": "bob", "sample": 1, "usage_source": "stdout"},
+            {"model": "cy", "sample": 1, "usage_source": "none"},
+        ]),
+        "{aggregate}"
+    );
 
     // ann: a solution, a protected file (refused), usage in $PIPE_USAGE.
     let ann = read_json(&r.node("build/ann/1/build.json"));

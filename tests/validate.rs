@@ -164,6 +164,7 @@ broken_case! {
     agent_bad_settings => "agent-bad-settings", "pipeline.toml";
     agent_task_without_agent => "agent-task-without-agent", "pipeline.toml";
     bad_cost_caps => "bad-cost-caps", "pipeline.toml";
+    command_gateway_bad => "command-gateway-bad", "pipeline.toml";
     command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";

@@ -92,6 +92,10 @@ pub struct BuildRecord {
     /// How an agent build went (none for single-shot builds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentNote>,
+    /// A command build with `network = true`: its CLI called the endpoint itself, so pipe neither
+    /// metered nor recorded it. Where its usage came from (`file`, `stdout`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmetered: Option<String>,
 }
 
 /// An agent build in a line: its outcome, steps, rejected `done` calls and passes.

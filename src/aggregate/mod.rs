@@ -214,6 +214,36 @@ pub struct Aggregate {
     /// long; empty when none was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttled: Vec<ThrottledRow>,
+    /// Command builds whose CLI had the network (`network = true`): unmetered and unreplayable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmetered: Vec<UnmeteredRow>,
+}
+
+/// A command build that called its endpoint itself: pipe did not meter, limit or record its
+/// calls, and its usage is what the CLI reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnmeteredRow {
+    pub model: String,
+    pub sample: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Where its usage came from: `file`, `stdout`, or `none` (unknown).
+    pub usage_source: String,
+}
+
+/// The round's unmetered builds, in build order.
+fn unmetered_rows(d: &RoundData) -> Vec<UnmeteredRow> {
+    d.builds
+        .iter()
+        .filter_map(|b| {
+            b.unmetered.as_ref().map(|source| UnmeteredRow {
+                model: b.model.clone(),
+                sample: b.sample,
+                task: b.task.clone(),
+                usage_source: source.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The time one model's calls spent throttled: waiting after a 429, or queued behind a lowered
@@ -373,6 +403,7 @@ pub fn compute(d: &RoundData) -> Aggregate {
         suite: None,
         sandboxes: sandbox_uses(&d.gates),
         throttled: throttled_rows(d),
+        unmetered: unmetered_rows(d),
     }
 }
 
@@ -388,6 +419,7 @@ fn suite_aggregate(d: &RoundData, suite: suite::Suite) -> Aggregate {
     a.suite = Some(suite);
     a.sandboxes = sandbox_uses(&d.gates);
     a.throttled = throttled_rows(d);
+    a.unmetered = unmetered_rows(d);
     a
 }
 

@@ -119,6 +119,7 @@ pub fn round_data_from_multivac(
             test_exit_code: None,
             task: None,
             agent: None,
+            unmetered: None,
         })
         .collect();
     Ok(RoundData {

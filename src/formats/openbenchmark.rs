@@ -326,6 +326,7 @@ fn build_record(s: &Sample, d: Option<&Detail>, reps: &Representatives) -> Build
         test_exit_code: s.test_exit_code,
         task: None,
         agent: None,
+        unmetered: None,
     }
 }
 

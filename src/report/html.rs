@@ -1284,6 +1284,28 @@ fn throttled(o: &mut String, a: &Aggregate) {
     o.push_str("</tbody></table><p class=\"small\">Time the model\u{2019}s calls spent throttled by the endpoint: waiting after a 429, or queued behind a concurrency limit a 429 lowered. The run log (<code>log.jsonl</code>) has every wait.</p></section>\n");
 }
 
+/// Command builds whose CLI had the network: named, with where their usage came from.
+fn unmetered(o: &mut String, a: &Aggregate) {
+    if a.unmetered.is_empty() {
+        return;
+    }
+    o.push_str("<section class=\"card\"><h2>Unmetered builds</h2><table><thead><tr><th>build</th><th>usage from</th></tr></thead><tbody>");
+    for u in &a.unmetered {
+        let task = u
+            .task
+            .as_deref()
+            .map(|t| format!("{t}/"))
+            .unwrap_or_default();
+        let _ = write!(
+            o,
+            "<tr><td><b>{}</b></td><td>{}</td></tr>",
+            esc(&format!("{task}{}#{}", u.model, u.sample)),
+            esc(super::text::usage_source(&u.usage_source))
+        );
+    }
+    o.push_str("</tbody></table><p class=\"small\">These builds ran with <code>network = true</code>: the CLI called its endpoint itself, so pipe did not meter, limit or record its calls. Their usage and cost are what the CLI reported, and they cannot be replayed.</p></section>\n");
+}
+
 /// The nodes a spending cap kept from calling their model.
 fn budget(o: &mut String, a: &Aggregate) {
     let skipped: Vec<_> = a.problems.iter().filter(|p| p.kind == "budget").collect();
@@ -1602,6 +1624,7 @@ pub fn render(a: &Aggregate) -> String {
     judging(&mut o, a);
     sandboxes(&mut o, a);
     throttled(&mut o, a);
+    unmetered(&mut o, a);
     budget(&mut o, a);
     let problems: Vec<_> = a.problems.iter().filter(|p| p.kind != "budget").collect();
     if !problems.is_empty() {
@@ -1765,6 +1788,7 @@ mod tests {
             problems: Vec::new(),
             suite: None,
             throttled: Vec::new(),
+            unmetered: Vec::new(),
             sandboxes: vec![crate::aggregate::SandboxUse {
                 sandbox: "unisolated<script>".into(),
                 isolated: false,

@@ -43,6 +43,7 @@ pub fn markdown(a: &Aggregate) -> String {
     }
     sandboxes_markdown(&mut o, a);
     throttled_markdown(&mut o, a);
+    unmetered_markdown(&mut o, &a.unmetered);
     problems_markdown(&mut o, a);
     budget_markdown(&mut o, a);
     o
@@ -70,6 +71,38 @@ fn throttled_markdown(o: &mut String, a: &Aggregate) {
     let _ = writeln!(
         o,
         "\n<sub>time the model's calls spent throttled by the endpoint: waiting after a 429, or queued behind a concurrency limit a 429 lowered. The run log (`log.jsonl`) has every wait.</sub>\n"
+    );
+}
+
+/// Command builds whose CLI had the network: named, with where their usage came from.
+fn unmetered_markdown(o: &mut String, rows: &[crate::aggregate::UnmeteredRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Unmetered builds
+
+| build | usage from |
+|---|---|"
+    );
+    for u in rows {
+        let task = u
+            .task
+            .as_deref()
+            .map(|t| format!("{t}/"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "| {task}{}#{} | {} |",
+            u.model,
+            u.sample,
+            super::text::usage_source(&u.usage_source)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n<sub>these builds ran with `network = true`: the CLI called its endpoint itself, so pipe did not meter, limit or record its calls. Their usage and cost are what the CLI reported, and they cannot be replayed.</sub>\n"
     );
 }
 
@@ -775,5 +808,34 @@ fn per_task(o: &mut String, s: &Suite) {
         o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run \u{b7} their mean peer score.</sub>\n\n");
     } else {
         o.push_str("\n<sub>samples whose hidden tests all passed, of the samples run.</sub>\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::UnmeteredRow;
+
+    #[test]
+    fn unmetered_builds_are_named_with_where_their_usage_came_from() {
+        let mut o = String::new();
+        unmetered_markdown(&mut o, &[]);
+        assert_eq!(o, "", "a round without unmetered builds says nothing");
+        let rows = vec![
+            UnmeteredRow {
+                model: "ann".into(),
+                sample: 1,
+                task: None,
+                usage_source: "file".into(),
+            },
+            UnmeteredRow {
+                model: "bob".into(),
+                sample: 2,
+                task: Some("adder".into()),
+                usage_source: "<script>".into(),
+            },
+        ];
+        unmetered_markdown(&mut o, &rows);
+        insta::assert_snapshot!(o);
     }
 }

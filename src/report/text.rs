@@ -242,6 +242,17 @@ pub fn gates_text(a: &Aggregate, gates: &[String]) -> String {
     }
 }
 
+/// Where an unmetered build's usage came from, in words; a value pipe does not write reads as
+/// unknown.
+pub fn usage_source(source: &str) -> &'static str {
+    match source {
+        "file" => "a usage file the CLI wrote",
+        "stdout" => "the CLI's output",
+        _ => "unknown: the CLI reported none",
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,6 +176,7 @@ fn add_unfinished(
                 test_exit_code: None,
                 task: task.as_ref().map(ToString::to_string),
                 agent: None,
+                unmetered: None,
             });
         }
         Subject::Judgment {
@@ -263,6 +264,8 @@ fn build_record(
             done_rejections: a.done_rejections,
             passes: a.passes,
         }),
+        unmetered: (b.harness == crate::config::Harness::Command && b.gateway.is_none())
+            .then(|| b.usage_source.clone().unwrap_or_else(|| "none".into())),
     })
 }
 
