@@ -78,6 +78,7 @@ const CASES: &[(&str, &str)] = &[
     ("agent-bad-settings", "pipeline.toml"),
     ("agent-task-without-agent", "pipeline.toml"),
     ("bad-cost-caps", "pipeline.toml"),
+    ("command-gateway-bad", "pipeline.toml"),
     ("command-harness-bad-settings", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
