@@ -226,6 +226,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One model call through a build's model gateway against the same call made directly, on a
+    /// local endpoint.
+    Gateway {
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+    },
     /// A round run cold, then re-run fully cached.
     Resume {
         #[arg(default_value = "pipelines/atomic-write-offline.toml")]

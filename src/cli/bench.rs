@@ -16,6 +16,7 @@ pub async fn bench(command: BenchCommand) -> i32 {
             jobs,
             runs,
         } => crate::tools::bench::concurrency(latency_ms, jitter_ms, jobs.max(1), runs.max(1)),
+        BenchCommand::Gateway { calls } => crate::tools::bench_gateway::gateway(calls.max(1)).await,
         BenchCommand::Resume { pipeline, runs } => {
             crate::tools::bench::resume(&pipeline, runs.max(1))
         }

@@ -252,7 +252,6 @@ pub fn usage_source(source: &str) -> &'static str {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
