@@ -238,16 +238,28 @@ fn assert_fenced(r: &Round, sandbox: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn under_bubblewrap_the_cli_reaches_only_the_gateway_and_usage_is_exact() {
     assert_fenced(&Round::new(), "local");
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_docker),
+    ignore = "needs a Docker engine with pipe's sandbox image: start dockerd, run `pipe sandbox bootstrap`, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn in_docker_the_cli_reaches_only_the_gateway_and_usage_is_exact() {
     assert_fenced(&Round::new(), "docker");
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn a_looping_session_stops_at_the_builds_request_limit() {
     let r = Round::new();
     r.endpoint.looping.store(true, Ordering::SeqCst);
@@ -278,6 +290,10 @@ fn a_looping_session_stops_at_the_builds_request_limit() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pipe_has_bwrap),
+    ignore = "needs a working bubblewrap: apt-get install bubblewrap, then re-probe with PIPE_TEST_PROBE=$(date +%s) cargo test"
+)]
 fn a_recorded_cli_round_replays_byte_for_byte_with_the_endpoint_down() {
     let r = Round::new();
     let (code, live, stderr) = r.run(&["--sandbox", "local", "--record", "rec"]);
