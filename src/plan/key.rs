@@ -110,6 +110,9 @@ pub struct CommandHarnessKey {
     pub env: Vec<String>,
     pub usage: Option<String>,
     pub tools: BTreeMap<String, String>,
+    /// The model gateway's limits (a command without network): a limit reached ends the build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::config::GatewayLimits>,
 }
 
 /// A gate: its limits, the task's gate settings and the files the hidden tests are made of. The
@@ -458,6 +461,7 @@ fn build_key(
                 env: c.env.clone(),
                 usage: c.usage.clone(),
                 tools: c.tools_digests.clone(),
+                gateway: c.gateway,
             });
         }
         key.template = memo.get("prompt", &stage.name, "", || digest(&b.prompt.text));
