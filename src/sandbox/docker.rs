@@ -42,8 +42,6 @@ pub const LABEL_OWNER: &str = "pipe.owner";
 pub const WORK_INODES: u64 = 65_536;
 /// The size of `/tmp` (a tmpfs too).
 pub const TMP_BYTES: u64 = 64 << 20;
-/// Where a build's model-gateway directory is bound in a container (read-only).
-pub const GATEWAY_DIR: &str = "/run/pipe-gateway";
 
 /// What one job's container may use. `/work` and `/tmp` are tmpfs: the files a job writes there
 /// are memory, charged to the container's memory limit, so the defaults keep both caps well
@@ -368,9 +366,10 @@ impl DockerSandbox {
         if let Some(socket) = &job.gateway
             && let (Some(dir), Some(name)) = (socket.parent(), socket.file_name())
         {
-            binds.push(format!("{}:{GATEWAY_DIR}:ro", dir.display()));
+            binds.push(format!("{}:{}:ro", dir.display(), super::GATEWAY_DIR));
             env.push(format!(
-                "PIPE_GATEWAY_SOCKET={GATEWAY_DIR}/{}",
+                "PIPE_GATEWAY_SOCKET={}/{}",
+                super::GATEWAY_DIR,
                 name.to_string_lossy()
             ));
         }

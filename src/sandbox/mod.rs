@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Where an isolated job finds the directory of its model-gateway socket (bound read-only).
+pub const GATEWAY_DIR: &str = "/run/pipe-gateway";
+
 /// One run in a fresh sandbox.
 #[derive(Debug, Clone)]
 pub struct Job {

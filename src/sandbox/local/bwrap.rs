@@ -66,6 +66,9 @@ pub struct Mounts<'a> {
     pub expose: &'a [PathBuf],
     /// Keep the host's network.
     pub network: bool,
+    /// The directory of a build's model-gateway socket, bound read-only at
+    /// [`crate::sandbox::GATEWAY_DIR`].
+    pub gateway: Option<&'a Path>,
     /// Drop to this uid and gid (pipe is root) with `setpriv`, found at this path.
     pub user: Option<(u32, u32, &'a Path)>,
     /// The directory the command starts in.
@@ -167,6 +170,12 @@ fn args_in(root: &Path, m: &Mounts<'_>, script: &str) -> Vec<OsString> {
         a.push(p.into());
         a.push(p.into());
     }
+    if let Some(dir) = m.gateway {
+        dirs_to(&mut a, &mut made, Path::new(crate::sandbox::GATEWAY_DIR));
+        a.push("--ro-bind".into());
+        a.push(dir.into());
+        a.push(crate::sandbox::GATEWAY_DIR.into());
+    }
     a.push("--bind".into());
     a.push(m.work.into());
     a.push(m.work.into());
@@ -222,6 +231,7 @@ mod tests {
         let m = Mounts {
             work,
             expose: std::slice::from_ref(&venv),
+            gateway: None,
             network: false,
             user: None,
             cwd: &work.join("scratch"),

@@ -78,7 +78,11 @@ impl LocalSandbox {
         static PROTECT: Once = Once::new();
         PROTECT.call_once(protect_process);
         let (path, mut expose) = self.python(job).await?;
-        if let Some(dir) = job.gateway.as_deref().and_then(Path::parent) {
+        // Unisolated, the job reaches the gateway's socket where it is; under bubblewrap it is
+        // bound at its own place (`GATEWAY_DIR`).
+        if !self.bwrap
+            && let Some(dir) = job.gateway.as_deref().and_then(Path::parent)
+        {
             expose.push(dir.to_path_buf());
         }
         let mut user = limits::job_user();
@@ -185,7 +189,11 @@ impl LocalSandbox {
         env.insert("PIPE_WORK".into(), work.display().to_string());
         env.extend(job.env.clone());
         if let Some(socket) = &job.gateway {
-            env.insert("PIPE_GATEWAY_SOCKET".into(), socket.display().to_string());
+            let seen = match socket.file_name() {
+                Some(name) if self.bwrap => Path::new(super::GATEWAY_DIR).join(name),
+                _ => socket.clone(),
+            };
+            env.insert("PIPE_GATEWAY_SOCKET".into(), seen.display().to_string());
         }
         let scratch = work.join("scratch");
         let mut cmd = if self.bwrap {
@@ -201,6 +209,7 @@ impl LocalSandbox {
                 work,
                 expose,
                 network: job.network,
+                gateway: job.gateway.as_deref().and_then(Path::parent),
                 user: user
                     .zip(setpriv.as_deref())
                     .map(|((uid, gid), sp)| (uid, gid, sp)),
@@ -328,6 +337,7 @@ fn bwrap_works() -> bool {
         work: ws.work(),
         expose: &[],
         network: false,
+        gateway: None,
         user: user
             .zip(setpriv.as_deref())
             .map(|((uid, gid), sp)| (uid, gid, sp)),
