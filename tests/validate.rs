@@ -79,6 +79,7 @@ const CASES: &[(&str, &str)] = &[
     ("agent-task-without-agent", "pipeline.toml"),
     ("bad-cost-caps", "pipeline.toml"),
     ("command-harness-bad-settings", "pipeline.toml"),
+    ("command-harness-unknown-cli", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
     ("many-errors", "pipeline.toml"),
@@ -165,6 +166,7 @@ broken_case! {
     agent_task_without_agent => "agent-task-without-agent", "pipeline.toml";
     bad_cost_caps => "bad-cost-caps", "pipeline.toml";
     command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
+    command_harness_unknown_cli => "command-harness-unknown-cli", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
     many_errors => "many-errors", "pipeline.toml";

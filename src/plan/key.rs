@@ -110,6 +110,10 @@ pub struct CommandHarnessKey {
     pub env: Vec<String>,
     pub usage: Option<String>,
     pub tools: BTreeMap<String, String>,
+    /// The image of its agent CLIs (`with`), whose tag is a digest of every pin in it; left out
+    /// without `with`, so the keys of builds without one are what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A gate: its limits, the task's gate settings and the files the hidden tests are made of. The
@@ -458,6 +462,7 @@ fn build_key(
                 env: c.env.clone(),
                 usage: c.usage.clone(),
                 tools: c.tools_digests.clone(),
+                image: c.image.clone(),
             });
         }
         key.template = memo.get("prompt", &stage.name, "", || digest(&b.prompt.text));
