@@ -6,6 +6,7 @@
 //! - `pipe_has_docker`: a Docker engine answers `docker info` and holds pipe's sandbox image
 //!   (`DEFAULT_IMAGE` in `src/sandbox/docker.rs`, built by `pipe sandbox bootstrap`);
 //! - `pipe_has_chromium`: `chromium` is on `PATH`;
+//! - `pipe_has_npm`: `npm --version` succeeds (the agent-CLI images are fetched with it);
 //! - `pipe_has_litellm`: LiteLLM's proxy is installed, at the version `scripts/litellm` pins, in
 //!   the venv that script makes (`$PIPE_LITELLM_VENV`, default `~/.cache/pipe/litellm`).
 //!
@@ -19,11 +20,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CFGS: [&str; 4] = [
+const CFGS: [&str; 5] = [
     "pipe_has_bwrap",
     "pipe_has_docker",
     "pipe_has_chromium",
     "pipe_has_litellm",
+    "pipe_has_npm",
 ];
 
 fn main() {
@@ -49,6 +51,7 @@ fn main() {
         ),
         ("pipe_has_chromium", on_path("chromium")),
         ("pipe_has_litellm", litellm_installed()),
+        ("pipe_has_npm", succeeds("npm", &["--version"])),
     ];
     for (cfg, present) in found {
         if present {

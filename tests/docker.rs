@@ -31,6 +31,7 @@ fn job(script: &str) -> Job {
         network: false,
         collect_dir: None,
         gateway: None,
+        image: None,
         limits: pipe::sandbox::JobLimits::default(),
     }
 }

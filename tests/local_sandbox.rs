@@ -275,6 +275,7 @@ async fn a_plain_job_under_bubblewrap_reaches_nothing_of_the_host() {
         network: false,
         collect_dir: None,
         gateway: None,
+        image: None,
         limits: JobLimits::default(),
     };
     let r = sandbox.run(&job, &CancellationToken::new()).await.unwrap();

@@ -80,6 +80,7 @@ const CASES: &[(&str, &str)] = &[
     ("bad-cost-caps", "pipeline.toml"),
     ("command-gateway-bad", "pipeline.toml"),
     ("command-harness-bad-settings", "pipeline.toml"),
+    ("command-harness-unknown-cli", "pipeline.toml"),
     ("duplicate-model-id", "pipeline.toml"),
     ("malformed-toml", "pipeline.toml"),
     ("many-errors", "pipeline.toml"),
@@ -167,6 +168,7 @@ broken_case! {
     bad_cost_caps => "bad-cost-caps", "pipeline.toml";
     command_gateway_bad => "command-gateway-bad", "pipeline.toml";
     command_harness_bad_settings => "command-harness-bad-settings", "pipeline.toml";
+    command_harness_unknown_cli => "command-harness-unknown-cli", "pipeline.toml";
     duplicate_model_id => "duplicate-model-id", "pipeline.toml";
     malformed_toml => "malformed-toml", "pipeline.toml";
     many_errors => "many-errors", "pipeline.toml";

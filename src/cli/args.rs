@@ -243,12 +243,24 @@ pub enum BenchCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
-    /// Build the offline base image (debootstrap minbase + python3 + pytest) unless present.
+    /// Build the offline base image (debootstrap minbase + python3 + pytest) unless present;
+    /// with --with or --pipeline, also the images of agent CLIs that command builds run in.
     Bootstrap {
-        #[arg(long, default_value = crate::sandbox::docker::DEFAULT_IMAGE)]
+        /// The base image to build (the agent-CLI images are made from the default one).
+        #[arg(long, default_value = crate::sandbox::docker::DEFAULT_IMAGE, conflicts_with_all = ["with", "pipeline"])]
         image: String,
         #[arg(long, default_value = "http://deb.debian.org/debian")]
         mirror: String,
+        /// Also build the image holding these agent CLIs together (repeatable): opencode,
+        /// qwen-code. Their packages are fetched on this host with npm.
+        #[arg(long = "with", value_name = "NAME")]
+        with: Vec<String>,
+        /// Also build every agent-CLI image this pipeline's command builds run in (`with = [...]`).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Print one JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 

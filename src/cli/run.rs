@@ -16,7 +16,7 @@ use crate::base::names::{self, SafeName};
 use crate::cli::args::RunArgs;
 use crate::cli::common::{cwd, load};
 use crate::cli::exit::{self, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
-use crate::cli::sandbox::select_sandbox;
+use crate::cli::sandbox::{check_cli_images, select_sandbox};
 use crate::config::load::Purpose;
 use crate::config::{Pipeline, ProviderKind};
 use crate::exec::{self, Outcome, RunOptions, Summary};
@@ -153,14 +153,7 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
         }
     }
     let round_id = p.round.id.clone();
-    let Some(sandbox) = select_sandbox(
-        p.round.sandbox,
-        p.round.unisolated_fallback,
-        &p.task(None).image,
-        &round_id,
-    )
-    .await
-    else {
+    let Some(sandbox) = round_sandbox(&p, &pipeline).await else {
         return EXIT_INVALID;
     };
     let sandbox_label = sandbox.label();
@@ -234,6 +227,21 @@ async fn execute(p: Pipeline, args: RunArgs) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// The round's sandbox, able to run everything the round asks for (its agent-CLI images among
+/// it); `None` (the error printed) when not.
+async fn round_sandbox(p: &Pipeline, pipeline: &Path) -> Option<crate::sandbox::Sandbox> {
+    let sandbox = select_sandbox(
+        p.round.sandbox,
+        p.round.unisolated_fallback,
+        &p.task(None).image,
+        &p.round.id,
+    )
+    .await?;
+    check_cli_images(&sandbox, p, pipeline)
+        .await
+        .then_some(sandbox)
 }
 
 /// Each model's time throttled and, under a spending cap, what the round has spent: into the

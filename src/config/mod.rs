@@ -108,6 +108,38 @@ impl Pipeline {
     pub fn stage(&self, name: &str) -> Option<&Stage> {
         self.index.stages.get(name).map(|&i| &self.stages[i])
     }
+
+    /// The agent-CLI images the round's command builds run in (`with = [...]`), one per build
+    /// stage that has one and in which some model builds with the command harness.
+    pub fn cli_images(&self) -> Vec<CliImage<'_>> {
+        self.stages
+            .iter()
+            .filter_map(|stage| {
+                let StageKind::Build(b) = &stage.kind else {
+                    return None;
+                };
+                let command = b.command.as_deref()?;
+                let image = command.image.as_deref()?;
+                self.models
+                    .iter()
+                    .any(|m| b.harness_for(m) == Harness::Command)
+                    .then_some(CliImage {
+                        stage: stage.name.as_str(),
+                        with: &command.with,
+                        image,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// An image of agent CLIs a build stage runs its command in ([`Pipeline::cli_images`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CliImage<'a> {
+    pub stage: &'a str,
+    /// The CLIs, as the stage's `with` names them.
+    pub with: &'a [String],
+    pub image: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -374,6 +406,12 @@ pub struct CommandHarness {
     /// The model gateway's limits: set whenever the command has no network (the gateway is its
     /// only way out), none with `network = true` (the CLI calls its endpoint itself, unmetered).
     pub gateway: Option<GatewayLimits>,
+    /// The agent CLIs of `with`, as written (checked against `crate::sandbox::clis::NAMES`, no
+    /// repeats); empty without `with`.
+    pub with: Vec<String>,
+    /// The image holding them (`crate::sandbox::clis::image_for`), which the command runs in
+    /// instead of the task's; `None` without `with`.
+    pub image: Option<String>,
 }
 
 /// What one build may spend through its model gateway (`[...command.gateway]`).

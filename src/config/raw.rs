@@ -119,6 +119,8 @@ pub struct RawCommandHarness {
     pub tools: Option<String>,
     /// `[...command.gateway]`: the table of [`RawGatewayLimits`], checked on its own.
     pub gateway: Option<serde_json::Value>,
+    /// Agent CLIs (`crate::sandbox::clis::NAMES`) the command runs: it then runs in their image.
+    pub with: Option<Vec<String>>,
 }
 
 /// `[stages.<build>.command.gateway]`: what one build may spend through the model gateway.

@@ -90,7 +90,7 @@ pub struct BuildKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentKey>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<CommandHarnessKey>,
+    pub command: Option<Box<CommandHarnessKey>>,
 }
 
 /// An agent build: its budgets, and pipe's own tools and system text for the task, by digest.
@@ -113,6 +113,10 @@ pub struct CommandHarnessKey {
     /// The model gateway's limits (a command without network): a limit reached ends the build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<crate::config::GatewayLimits>,
+    /// The image of its agent CLIs (`with`), whose tag is a digest of every pin in it; left out
+    /// without `with`, so the keys of builds without one are what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A gate: its limits, the task's gate settings and the files the hidden tests are made of. The
@@ -454,7 +458,7 @@ fn build_key(
         );
     } else {
         if let (Harness::Command, Some(c)) = (harness, &b.command) {
-            key.command = Some(CommandHarnessKey {
+            key.command = Some(Box::new(CommandHarnessKey {
                 run: c.run.text.clone(),
                 network: c.network,
                 timeout_secs: c.timeout_secs,
@@ -462,7 +466,8 @@ fn build_key(
                 usage: c.usage.clone(),
                 tools: c.tools_digests.clone(),
                 gateway: c.gateway,
-            });
+                image: c.image.clone(),
+            }));
         }
         key.template = memo.get("prompt", &stage.name, "", || digest(&b.prompt.text));
     }

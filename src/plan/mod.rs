@@ -681,6 +681,44 @@ mod tests {
         assert!(changed(&Plan::build(&p), &Plan::build(&q)).is_empty());
     }
 
+    /// A command build's agent-CLI image is part of its key: another image (a changed pin)
+    /// re-runs the builds; without `with` the keys are those of before the field existed (the
+    /// snapshots pin them).
+    #[test]
+    fn the_agent_cli_image_enters_the_command_builds_keys() {
+        let p = load(&fixture("agent"));
+        let with_image = |image: &str| {
+            let mut q = load(&fixture("agent"));
+            for s in &mut q.stages {
+                if let StageKind::Build(b) = &mut s.kind
+                    && let Some(c) = b.command.as_deref_mut()
+                {
+                    c.image = Some(image.to_string());
+                }
+            }
+            Plan::build(&q)
+        };
+        let (a, b) = (
+            Plan::build(&p),
+            with_image("pipe-sandbox/cli-qwen-code:000000000000"),
+        );
+        let builds: Vec<&str> = a
+            .nodes()
+            .filter(|n| n.id.starts_with("build:"))
+            .map(|n| n.id.as_str())
+            .collect();
+        assert!(!builds.is_empty());
+        let changed = changed(&a, &b);
+        for id in &builds {
+            assert!(changed.iter().any(|c| c == id), "{id} kept its key");
+            let old = a.node(id).unwrap().inputs.to_map();
+            assert_eq!(b.node(id).unwrap().inputs.changed_from(&old), ["command"]);
+        }
+        let c = with_image("pipe-sandbox/cli-qwen-code:111111111111");
+        let again = self::changed(&b, &c);
+        assert!(builds.iter().all(|id| again.iter().any(|c| c == id)));
+    }
+
     #[test]
     fn a_price_changes_the_aggregate_and_publish_only() {
         let p = load(&fixture("mini"));

@@ -340,10 +340,15 @@ impl DockerSandbox {
             .map_err(|e| match e {
                 bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
-                } => SandboxError::Setup(format!(
-                    "docker: image `{}` not found; build it offline with `pipe sandbox bootstrap`",
-                    self.image
-                )),
+                } => SandboxError::Setup(match &job.image {
+                    Some(image) => format!(
+                        "docker: the agent CLI image `{image}` is not found; build it offline with `pipe sandbox bootstrap --pipeline <this pipeline>`"
+                    ),
+                    None => format!(
+                        "docker: image `{}` not found; build it offline with `pipe sandbox bootstrap`",
+                        self.image
+                    ),
+                }),
                 e => setup(&e),
             })?;
         let id = created.id;
@@ -379,7 +384,7 @@ impl DockerSandbox {
             (LABEL_OWNER.to_string(), self.owner.label()),
         ]);
         ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(job.image.clone().unwrap_or_else(|| self.image.clone())),
             cmd: Some(prologue_cmd(job)),
             attach_stdin: Some(true),
             attach_stdout: Some(true),

@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 pub mod choice;
+pub mod clis;
 pub mod docker;
 pub mod local;
 pub mod owner;
@@ -47,6 +48,10 @@ pub struct Job {
     /// the job finds the socket at `$PIPE_GATEWAY_SOCKET`. Only a command build without network
     /// has one.
     pub gateway: Option<PathBuf>,
+    /// The image the job runs in instead of the sandbox's own: a command build's agent CLIs
+    /// (`with = [...]`, built by `pipe sandbox bootstrap`). Only the Docker sandbox runs such a
+    /// job; the local one refuses it.
+    pub image: Option<String>,
     /// Resource limits of the job's processes (the local sandbox's rlimits; a Docker container
     /// has its own cgroup limits).
     pub limits: JobLimits,

@@ -69,6 +69,7 @@ pub async fn run(
         network: false,
         collect_dir: None,
         gateway: None,
+        image: None,
         limits: crate::sandbox::JobLimits::default(),
     };
     let r = ctx.services.sandbox.run(&job, &ctx.cancel).await?;

@@ -201,6 +201,7 @@ fn gate_job(task: &Task, impl_dir: &Path, timeout: Duration, run: u32) -> Job {
         network: false,
         collect_dir: None,
         gateway: None,
+        image: None,
         limits: crate::sandbox::JobLimits::default(),
     }
 }

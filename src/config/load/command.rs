@@ -55,6 +55,7 @@ impl Loader<'_> {
         );
         ok &= self.pass_through_env(&at.key("env"), &raw.env);
         ok &= self.command_usage(&at, raw.usage.as_deref());
+        ok &= self.command_with(&at, raw.with.as_deref());
         let tools = match &raw.tools {
             Some(rel) => self.command_tools(&at, rel),
             None => Some((None, BTreeMap::new())),
@@ -84,6 +85,11 @@ impl Loader<'_> {
             tools,
             tools_digests,
             gateway,
+            image: raw
+                .with
+                .as_ref()
+                .map(|names| crate::sandbox::clis::image_for(names)),
+            with: raw.with.unwrap_or_default(),
         })))
     }
 
@@ -225,6 +231,40 @@ impl Loader<'_> {
                 .into()
         }));
         false
+    }
+
+    /// `with`, the agent CLIs the command runs: known names (`sandbox::clis::NAMES`), each once,
+    /// at least one. False when not (reported).
+    fn command_with(&mut self, at: &KeyPath, with: Option<&[String]>) -> bool {
+        use crate::sandbox::clis::NAMES;
+        let Some(names) = with else { return true };
+        let at = at.key("with");
+        if names.is_empty() {
+            self.err(&at, "`with` names no agent CLI").help = Some(format!(
+                "name the CLIs the command runs, e.g. `with = [\"{}\"]`, or remove `with` (the command then runs in the task's image)",
+                NAMES[0]
+            ));
+            return false;
+        }
+        let mut ok = true;
+        for (i, name) in names.iter().enumerate() {
+            let here = at.index(i);
+            if !NAMES.contains(&name.as_str()) {
+                let close = crate::base::diag::suggest(name, NAMES.iter().copied())
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                self.err(&here, format!("unknown agent CLI `{name}`")).help = Some(format!(
+                    "{close}the agent CLIs pipe builds images for: {}",
+                    NAMES.join(", ")
+                ));
+                ok = false;
+            } else if names[..i].contains(name) {
+                self.err(&here, format!("`{name}` is listed twice")).help =
+                    Some("name each agent CLI once".into());
+                ok = false;
+            }
+        }
+        ok
     }
 
     /// `usage`, the file the CLI writes its token counts to: a path inside the workspace. False

@@ -224,6 +224,57 @@ mod tests {
         );
     }
 
+    const COMMAND: &str =
+        "harness = \"command\"\n[stages.build.command]\nrun = \"qwen --yolo\"\nnetwork = false";
+
+    #[test]
+    fn with_names_the_image_of_its_agent_clis() {
+        let image_of = |lines: &str| {
+            let StageKind::Build(b) = with_build(&format!("{COMMAND}\n{lines}")).unwrap() else {
+                panic!("not a build")
+            };
+            let c = b.command.unwrap();
+            (c.with.clone(), c.image.clone())
+        };
+        assert_eq!(image_of(""), (vec![], None));
+        let (with, image) = image_of("with = [\"qwen-code\", \"opencode\"]");
+        assert_eq!(with, ["qwen-code", "opencode"]);
+        assert_eq!(
+            image.as_deref(),
+            Some(crate::sandbox::clis::image_for(&with).as_str())
+        );
+        assert!(
+            image
+                .unwrap()
+                .starts_with("pipe-sandbox/cli-opencode-qwen-code:")
+        );
+    }
+
+    #[test]
+    fn with_refuses_unknown_and_repeated_clis() {
+        let errors = |lines: &str| build_errors(&format!("{COMMAND}\n{lines}"));
+        assert_eq!(
+            errors("with = [\"qwen\", \"opencode\", \"opencode\"]"),
+            [
+                (
+                    "stages.build.command.with[0]".to_string(),
+                    "unknown agent CLI `qwen`".to_string()
+                ),
+                (
+                    "stages.build.command.with[2]".to_string(),
+                    "`opencode` is listed twice".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            errors("with = []"),
+            [(
+                "stages.build.command.with".to_string(),
+                "`with` names no agent CLI".to_string()
+            )]
+        );
+    }
+
     /// A copy of the mini fixture round; returns its directory (kept alive) and pipeline file.
     fn mini_copy() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

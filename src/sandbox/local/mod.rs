@@ -75,6 +75,11 @@ impl LocalSandbox {
         job: &Job,
         cancel: &CancellationToken,
     ) -> Result<JobResult, SandboxError> {
+        if let Some(image) = &job.image {
+            return Err(SandboxError::Setup(format!(
+                "this build's agent CLIs come in a Docker image (`{image}`), which the local sandbox cannot run: run with `--sandbox docker`"
+            )));
+        }
         static PROTECT: Once = Once::new();
         PROTECT.call_once(protect_process);
         let (path, mut expose) = self.python(job).await?;
@@ -523,6 +528,7 @@ mod tests {
             network: false,
             collect_dir: None,
             gateway: None,
+            image: None,
             limits: JobLimits::default(),
         }
     }

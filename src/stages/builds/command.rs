@@ -439,6 +439,7 @@ fn agent_job(
             max_bytes: MAX_BYTES,
         }),
         gateway: None,
+        image: command.image.clone(),
         // An agent CLI runs on a JavaScript engine that reserves far more address space than it
         // uses: no address-space cap (Docker's memory limit still applies there).
         limits: JobLimits {

@@ -692,6 +692,7 @@ fn workspace_job(
         network: false,
         collect_dir: None,
         gateway: None,
+        image: None,
         limits: crate::sandbox::JobLimits::default(),
     }
 }

@@ -1,0 +1,5 @@
+from x import x
+
+
+def test_x():
+    assert x() == 1
