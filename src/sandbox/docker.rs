@@ -367,6 +367,11 @@ impl DockerSandbox {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         ];
         env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let memory = job
+            .limits
+            .memory
+            .and_then(|m| i64::try_from(m).ok())
+            .unwrap_or(self.limits.memory_bytes);
         let mut binds = Vec::new();
         if let Some(socket) = &job.gateway
             && let (Some(dir), Some(name)) = (socket.parent(), socket.file_name())
@@ -403,8 +408,8 @@ impl DockerSandbox {
                 network_mode: Some(if job.network { "bridge" } else { "none" }.into()),
                 // The model gateway's socket, the one way out of a container without network.
                 binds: (!binds.is_empty()).then_some(binds),
-                memory: Some(self.limits.memory_bytes),
-                memory_swap: Some(self.limits.memory_bytes),
+                memory: Some(memory),
+                memory_swap: Some(memory),
                 pids_limit: Some(self.limits.pids),
                 nano_cpus: Some(self.limits.nano_cpus),
                 readonly_rootfs: Some(true),

@@ -69,6 +69,9 @@ pub struct JobLimits {
     pub processes: u64,
     /// The largest file a process may write, in bytes: a write past it kills the writer.
     pub file_size: u64,
+    /// A container's memory in place of the sandbox's default (an agent CLI on a JavaScript
+    /// engine needs more than a test run); `None` keeps the default.
+    pub memory: Option<u64>,
 }
 
 impl Default for JobLimits {
@@ -77,6 +80,7 @@ impl Default for JobLimits {
             address_space: Some(2 << 30),
             processes: 256,
             file_size: 256 << 20,
+            memory: None,
         }
     }
 }

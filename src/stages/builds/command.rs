@@ -56,6 +56,8 @@ pub const MAX_FILES: usize = 1000;
 pub const MAX_BYTES: u64 = 32 << 20;
 /// Passed-in values at least this long are cut out of the output and refused in files.
 const MIN_SECRET_LEN: usize = 8;
+/// A Docker container's memory for an agent CLI (a test run gets the sandbox's default).
+const AGENT_MEMORY_BYTES: u64 = 2 << 30;
 /// Bytes of the agent's stdout and of its stderr kept in `agent-output.txt`.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
@@ -441,9 +443,10 @@ fn agent_job(
         gateway: None,
         image: command.image.clone(),
         // An agent CLI runs on a JavaScript engine that reserves far more address space than it
-        // uses: no address-space cap (Docker's memory limit still applies there).
+        // uses: no address-space cap; in Docker a memory limit of its own.
         limits: JobLimits {
             address_space: None,
+            memory: Some(AGENT_MEMORY_BYTES),
             ..JobLimits::default()
         },
     })
