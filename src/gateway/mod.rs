@@ -86,7 +86,6 @@ pub enum Stop {
 #[derive(Debug)]
 pub struct Finished {
     pub usage: Usage,
-    pub cost_usd: f64,
     pub report: Report,
     pub stop: Option<Stop>,
 }
@@ -179,7 +178,6 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Finished {
             usage: meter.usage,
-            cost_usd: meter.cost_usd,
             report: meter.report,
             stop: self
                 .stop

@@ -16,8 +16,7 @@ use std::process::Stdio;
 use bollard::Docker;
 use bollard::models::{ContainerConfig, ContainerCreateBody};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use tokio::process::Command;
 use tokio_util::io::ReaderStream;
@@ -423,7 +422,7 @@ async fn commit(
     clis: &str,
 ) -> Result<(), String> {
     let name = builder_name(tag);
-    remove_container(engine, &name).await;
+    docker::remove(engine, &name).await;
     let created = engine
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
@@ -437,7 +436,7 @@ async fn commit(
         .await
         .map_err(|e| format!("cannot create a container of `{base}`: {e}"))?;
     let result = upload_and_commit(engine, &created.id, tag, root, clis).await;
-    remove_container(engine, &created.id).await;
+    docker::remove(engine, &created.id).await;
     result?;
     if docker::has_image(engine, tag).await {
         Ok(())
@@ -507,20 +506,6 @@ async fn upload_and_commit(
 
 /// The label of a CLI image naming its CLIs.
 pub const LABEL_CLIS: &str = "pipe.clis";
-
-async fn remove_container(engine: &Docker, id: &str) {
-    let _ = engine
-        .remove_container(
-            id,
-            Some(
-                RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .v(true)
-                    .build(),
-            ),
-        )
-        .await;
-}
 
 #[cfg(test)]
 mod tests {

@@ -198,7 +198,8 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-async fn remove(docker: &Docker, id: &str) {
+/// Removes a container (killing it if it runs) with its anonymous volumes, whatever comes of it.
+pub(super) async fn remove(docker: &Docker, id: &str) {
     let _ = try_remove(docker, id).await;
 }
 
